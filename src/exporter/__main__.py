@@ -1,0 +1,6 @@
+"""``python -m exporter``: the same entry point as the ``exporter`` console script."""
+
+from exporter.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The Python door: ``export_model(...)`` for notebooks and scripts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+from .adapters import ModelAdapter
+from .errors import ConfigError
+from .schema import FORMAT_SCHEMAS, QuantizationConfig, QuantizationMode, ValidateConfig
+from .task_spec import TaskSpec
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("exporter")
+
+DEFAULT_FORMATS = ("torchscript", "onnx")
+
+
+def export_model(
+    model: "torch.nn.Module",
+    adapter: Optional[ModelAdapter],
+    task_spec: TaskSpec,
+    export_dir: Union[str, Path],
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    quantization: Optional[str] = None,
+    *,
+    seed: int = 0,
+    format_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    validate: Optional[Union[ValidateConfig, Mapping[str, Any]]] = None,
+) -> dict[str, Path]:
+    """Export ``model`` to each of ``formats``, check every artifact against eager PyTorch, and
+    write ``metadata.json`` and ``config.yaml`` beside them.
+
+    Args:
+        model: a trained ``torch.nn.Module`` (put in eval mode here).
+        adapter: draws example inputs and calls the model; ``None`` picks the shipped adapter
+            for ``task_spec.task_type``.
+        task_spec: task type, modality and input/output schema.
+        export_dir: output folder, created if missing.
+        formats: any of ``"onnx"``, ``"torchscript"``, ``"pytorch"`` (state dict).
+        quantization: ``None`` (default), ``"dynamic"`` or ``"static"`` (not available yet: raises).
+        seed: seed of the example inputs.
+        format_options: per-format options, e.g. ``{"onnx": {"opset": 17}}`` (see docs/configuration.md).
+        validate: tolerances and strictness (``ValidateConfig`` fields, e.g. ``{"atol": 1e-5}``).
+
+    Returns:
+        ``{format: Path, ..., "metadata": Path}``. A format that fails is logged, recorded in
+        metadata.json, and left out of this dict; the other formats are still built.
+
+    Raises:
+        ConfigError (a ``ValueError``): invalid arguments or a model that fails on its example
+        input, before anything is written.
+
+    Example (vision):
+        >>> import tempfile
+        >>> from exporter import TaskSpec, export_model
+        >>> from exporter.models import SimpleCNN
+        >>> spec = TaskSpec("demo", "vision", "vision_classification", {"image_size": [3, 32, 32]},
+        ...                 {"num_classes": 10})
+        >>> out = export_model(SimpleCNN(), None, spec, tempfile.mkdtemp(), formats=["onnx", "pytorch"])
+        >>> sorted(out), out["onnx"].name
+        (['metadata', 'onnx', 'pytorch'], 'model.onnx')
+
+    Example (text):
+        >>> from exporter import LanguageModelingAdapter
+        >>> from exporter.models import LMStub
+        >>> lm = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 1000, "max_seq_len": 32})
+        >>> out = export_model(LMStub(vocab_size=1000), LanguageModelingAdapter(), lm, tempfile.mkdtemp(),
+        ...                    formats=["torchscript"], quantization="dynamic")
+        >>> out["torchscript"].name
+        'model.torchscript'
+    """
+    from .runner import ExportJob, run_export
+
+    if isinstance(formats, str):
+        formats = [formats]
+    format_options = dict(format_options or {})
+    stray = sorted(set(format_options) - set(formats))
+    if stray:
+        raise ConfigError(f"format_options: options for format(s) {stray} that are not in formats={list(formats)}")
+    built_formats = {}
+    for name in formats:
+        if name not in FORMAT_SCHEMAS:
+            raise ConfigError(f"formats: unknown format {name!r}; valid values: {sorted(FORMAT_SCHEMAS)}")
+        built_formats[name] = _dataclass_from(FORMAT_SCHEMAS[name], format_options.get(name), f"format_options[{name!r}]")
+    quant = _quantization(quantization)
+    validate_cfg = validate if isinstance(validate, ValidateConfig) else _dataclass_from(
+        ValidateConfig, validate, "validate")
+    snapshot = {
+        "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}"},
+        "adapter": None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}",
+        "task_spec": task_spec.to_dict(),
+        "format": {name: _plain(opts) for name, opts in built_formats.items()},
+        "quantization": _plain(quant),
+        "export_dir": str(export_dir),
+        "seed": seed,
+        "validate": _plain(validate_cfg),
+    }
+    from omegaconf import OmegaConf
+
+    job = ExportJob(
+        model=model, task_spec=task_spec, export_dir=Path(export_dir), formats=built_formats, adapter=adapter,
+        quantization=quant, validate=validate_cfg, seed=seed,
+        snapshot_yaml=OmegaConf.to_yaml(OmegaConf.create(snapshot)),
+        provenance={"config": {"source": "python-api", "choices": None, "overrides": []}, "checkpoint": None},
+    )
+    result = run_export(job)
+    for name, artifact in result.artifacts.items():
+        if artifact.status == "failed":
+            log.error("export_model: %s was not exported: %s", name, artifact.record.get("error"))
+    return result.paths()
+
+
+def _quantization(value: Any) -> QuantizationConfig:
+    if isinstance(value, QuantizationConfig):
+        return value
+    mode = "none" if value is None else str(value)
+    valid = [m.value for m in QuantizationMode]
+    if mode not in valid:
+        raise ConfigError(f"quantization: unknown mode {value!r}; valid values: [None, 'dynamic', 'static']")
+    return QuantizationConfig(mode=QuantizationMode(mode))
+
+
+def _dataclass_from(cls: type, values: Optional[Mapping[str, Any]], where: str) -> Any:
+    """Build a schema dataclass from a dict with OmegaConf's type checks (same messages as the CLI)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(cls), dict(values or {}))
+        return OmegaConf.to_object(node)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}; valid fields: {[f.name for f in fields(cls)]}") from None
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return getattr(obj, "value", obj)

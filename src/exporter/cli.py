@@ -1,0 +1,112 @@
+"""The command-line door: a Hydra app that composes a job and hands it to the runner.
+
+Only the job itself imports torch, onnx and onnxruntime, so ``--help``, ``--cfg job`` and
+config errors answer quickly. ``exporter card DIR`` and ``exporter diff A B`` read finished builds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ExportError
+from .schema import register_configs
+
+log = logging.getLogger("exporter")
+
+register_configs()
+
+
+def build_name(formats: Any, quantization: Any) -> str:
+    """Folder name of a build from its choices, e.g. ``onnx-dynamic`` or ``onnx+torchscript-none``."""
+    names = [name for name, options in (formats or {}).items() if options is not None]
+    return f"{'+'.join(names) or 'none'}-{getattr(quantization, 'value', quantization)}"
+
+
+if not OmegaConf.has_resolver("exporter.build_name"):
+    OmegaConf.register_new_resolver("exporter.build_name", build_name)
+
+
+def job_from_config(cfg: DictConfig):
+    """Turn a composed config into an ExportJob (builds the model, loads the checkpoint)."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import InstantiationException
+
+    from .checkpoint import load_checkpoint
+    from .errors import ConfigError
+    from .runner import ExportJob
+    from .task_spec import TaskSpec
+
+    # Random weights (no checkpoint) come from the seed too, so a rebuild gives the same bytes.
+    torch.manual_seed(cfg.seed)
+    try:
+        model = hydra.utils.instantiate(cfg.model)
+    except InstantiationException as exc:
+        raise ConfigError(f"model: cannot build {cfg.model.get('_target_')}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model: {cfg.model.get('_target_')} built a {type(model).__name__}, not a torch.nn.Module")
+    checkpoint = load_checkpoint(model, cfg.checkpoint) if cfg.checkpoint else None
+    spec_data = OmegaConf.to_container(cfg.task_spec, resolve=True, enum_to_str=True)
+    try:
+        task_spec = TaskSpec.from_mapping(spec_data)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    formats = {name: OmegaConf.to_object(node) for name, node in cfg.format.items() if node is not None}
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
+    choices["format"] = list(formats)
+    return ExportJob(
+        model=model,
+        task_spec=task_spec,
+        export_dir=Path(cfg.export_dir),
+        formats=formats,
+        quantization=OmegaConf.to_object(cfg.quantization),
+        validate=OmegaConf.to_object(cfg.validate),
+        seed=cfg.seed,
+        snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        provenance={
+            "config": {"source": "cli", "choices": choices, "overrides": list(hydra_cfg.overrides.task)},
+            "checkpoint": checkpoint,
+        },
+    )
+
+
+@hydra.main(config_path="pkg://exporter.conf", config_name="config", version_base="1.3")
+def export_job(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job. In a single run a failure exits non-zero; in a sweep it is reported at the end."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .report import closing_table
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        from .runner import run_export
+
+        result = run_export(job_from_config(cfg))
+    except ExportError as exc:
+        log.error("error: %s", exc)
+        if multirun:
+            return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
+        sys.exit(2)
+    log.info("\n%s\n\nbuild: %s (%s)", closing_table(result.metadata), result.export_dir, result.metadata["status"])
+    summary = {"status": result.metadata["status"], "export_dir": str(result.export_dir),
+               "errors": {n: a.record.get("error") for n, a in result.artifacts.items() if a.status != "ok"}}
+    if not result.ok and not multirun:
+        sys.exit(1)
+    return summary
+
+
+def main() -> None:
+    """Console script ``exporter``: subcommands ``card`` and ``diff``, otherwise the Hydra app."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff"):
+        from .card import main as card_main
+
+        sys.exit(card_main(sys.argv[1:]))
+    export_job()

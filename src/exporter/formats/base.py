@@ -1,0 +1,73 @@
+"""The surface every format exporter has; the runner knows this and nothing else."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from ..adapters import ModelAdapter
+    from ..schema import QuantizationConfig
+    from ..task_spec import TaskSpec
+
+# Runs a loaded artifact on named inputs and returns its output as a numpy array.
+Runnable = Callable[["Mapping[str, torch.Tensor]"], "np.ndarray"]
+
+
+@dataclass
+class ExportContext:
+    """Everything an exporter may read: the eval-mode fp32 model and how to call it."""
+
+    model: "torch.nn.Module"
+    adapter: "ModelAdapter"
+    task_spec: "TaskSpec"
+    example_inputs: "dict[str, torch.Tensor]"
+    quantization: "QuantizationConfig"
+
+    @property
+    def quantized(self) -> bool:
+        return getattr(self.quantization.mode, "value", self.quantization.mode) != "none"
+
+
+@dataclass
+class ExportOutcome:
+    """What an exporter reports about the file it wrote (goes into metadata.json)."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+    # How a user loads this artifact, as a short code snippet.
+    load_hint: str = ""
+
+
+class FormatExporter(ABC):
+    """Exports a model to one file format and loads that file back in the format's own runtime."""
+
+    name: ClassVar[str]
+
+    def __init__(self, options: Any):
+        self.options = options
+
+    @property
+    @abstractmethod
+    def filename(self) -> str:
+        """The artifact's file name inside the export folder."""
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether the artifact accepts another batch size than the example's."""
+        return True
+
+    def check(self, ctx: ExportContext) -> None:
+        """Refuse option combinations this format cannot build (raise ConfigError), before any work."""
+
+    @abstractmethod
+    def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
+        """Write the artifact to ``path`` (extra files may go beside it)."""
+
+    @abstractmethod
+    def load(self, path: Path, ctx: ExportContext) -> Runnable:
+        """Load ``path`` in the format's own runtime and return something that runs it."""

@@ -1,0 +1,275 @@
+"""One export job: model -> example inputs -> each format (export, load back, compare) -> records.
+
+The command line (``cli.py``) and the Python API (``api.py``) both build an ``ExportJob`` and call
+``run_export``; neither knows a format's internals, and neither does this module: it only uses the
+``FormatExporter`` surface.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from .adapters import ModelAdapter, adapter_for_task
+from .errors import ConfigError, ExportError
+from .files import publish, sha256_of, staging_dir, write_json_atomic, write_text_atomic
+from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, utc_now
+from .report import human_bytes
+from .quantize import check_quantization, mode_of, weight_type_of
+from .schema import FORMAT_SCHEMAS, QuantizationConfig, ValidateConfig
+from .task_spec import TaskSpec
+from .validate import Tolerance, Validation, compare
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("exporter")
+
+
+@dataclass
+class ExportJob:
+    """Everything one export needs; both doors (CLI and API) build one of these."""
+
+    model: "torch.nn.Module"
+    task_spec: TaskSpec
+    export_dir: Path
+    # format name -> its options (a schema dataclass or a matching object), in build order
+    formats: dict[str, Any]
+    adapter: Optional[ModelAdapter] = None
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    seed: int = 0
+    # The exact configuration, written beside the artifacts as config.yaml.
+    snapshot_yaml: str = ""
+    # Where the job came from: config choices and overrides, checkpoint hash, the door used.
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ArtifactResult:
+    format: str
+    status: str  # "ok", "mismatch" (kept, validate.strict=false) or "failed"
+    path: Optional[Path] = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def built(self) -> bool:
+        return self.path is not None
+
+
+@dataclass
+class ExportResult:
+    export_dir: Path
+    metadata_path: Path
+    artifacts: dict[str, ArtifactResult]
+    metadata: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return all(a.status == "ok" for a in self.artifacts.values())
+
+    def paths(self) -> dict[str, Path]:
+        """``{format: Path, ..., "metadata": Path}`` for every artifact that was built."""
+        out = {name: a.path for name, a in self.artifacts.items() if a.path is not None}
+        out["metadata"] = self.metadata_path
+        return out
+
+
+def _shapes(inputs: "dict[str, torch.Tensor]") -> dict[str, list[int]]:
+    return {name: list(t.shape) for name, t in inputs.items()}
+
+
+def _describe(inputs: "dict[str, torch.Tensor]") -> str:
+    return ", ".join(f"{n} {str(t.dtype).replace('torch.', '')}{list(t.shape)}" for n, t in inputs.items())
+
+
+def _io_record(name: str, tensor: "torch.Tensor") -> dict[str, Any]:
+    return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
+
+
+class _Plan:
+    """The checked, ready-to-run form of a job: exporters built, inputs drawn, eager outputs known."""
+
+    def __init__(self, job: ExportJob):
+        import torch
+
+        from .formats import EXPORTERS, ExportContext
+
+        try:
+            job.task_spec.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        unknown = [f for f in job.formats if f not in EXPORTERS]
+        if unknown or not job.formats:
+            raise ConfigError(
+                f"formats: unknown or no format {unknown}; valid values: {sorted(EXPORTERS)}"
+            )
+        check_quantization(job.quantization)
+        self.job = job
+        self.adapter = job.adapter or adapter_for_task(job.task_spec)
+        job.model.eval()
+        try:
+            self.inputs = self.adapter.example_inputs(job.task_spec, batch_size=1, seed=job.seed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.eager = self._eager(self.inputs, first=True)
+        self.second_inputs, self.second_eager = self._second_example()
+        self.context = ExportContext(
+            model=job.model, adapter=self.adapter, task_spec=job.task_spec,
+            example_inputs=self.inputs, quantization=job.quantization,
+        )
+        self.exporters = {name: EXPORTERS[name](options) for name, options in job.formats.items()}
+        for exporter in self.exporters.values():
+            exporter.check(self.context)
+        self.torch_version = torch.__version__
+
+    def _eager(self, inputs, first: bool):
+        import torch
+
+        try:
+            with torch.no_grad():
+                return self.adapter.run(self.job.model, inputs)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the user's model/input mismatch
+            if not first:
+                raise
+            raise ConfigError(
+                f"the model failed on its example input ({_describe(inputs)}) drawn from task_spec "
+                f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "
+                f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
+            ) from None
+
+    def _second_example(self):
+        """A differently sized input that proves the dynamic axes (None when the check is off)."""
+        cfg = self.job.validate
+        if not cfg.enabled or cfg.second_batch_size <= 1:
+            return None, None
+        seq_len = None
+        if self.job.task_spec.modality == "text" and self.adapter.sequence_axes:
+            full = self.inputs[self.adapter.input_names[0]].shape[1]
+            seq_len = max(1, full // 2)
+        inputs = self.adapter.example_inputs(
+            self.job.task_spec, batch_size=cfg.second_batch_size, seed=self.job.seed + 1, seq_len=seq_len
+        )
+        try:
+            return inputs, self._eager(inputs, first=False)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked",
+                        _describe(inputs), exc)
+            return None, None
+
+
+def run_export(job: ExportJob) -> ExportResult:
+    """Build, check and record every requested format. Raises ConfigError before writing anything
+    when the job itself is invalid; a failing format is recorded and the others are still built."""
+    started = time.perf_counter()
+    was_training = job.model.training
+    try:
+        plan = _Plan(job)
+        export_dir = Path(job.export_dir)
+        export_dir.mkdir(parents=True, exist_ok=True)
+        results = {name: _build_one(plan, name, exporter, export_dir) for name, exporter in plan.exporters.items()}
+    finally:
+        job.model.train(was_training)
+    metadata = _metadata(plan, results, time.perf_counter() - started)
+    metadata_path = export_dir / METADATA_FILE
+    write_json_atomic(metadata_path, metadata)
+    if job.snapshot_yaml:
+        write_text_atomic(export_dir / CONFIG_SNAPSHOT_FILE, job.snapshot_yaml)
+    return ExportResult(export_dir=export_dir, metadata_path=metadata_path, artifacts=results, metadata=metadata)
+
+
+def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactResult:
+    job, ctx = plan.job, plan.context
+    job.model.eval()
+    final = export_dir / exporter.filename
+    record: dict[str, Any] = {"file": exporter.filename, "status": "failed"}
+    tolerance = Tolerance.for_artifact(job.validate, ctx.quantized)
+    validation = Validation(tolerance)
+    try:
+        with staging_dir(export_dir, name) as staged:
+            t0 = time.perf_counter()
+            outcome = exporter.export(ctx, staged / exporter.filename)
+            record["export_seconds"] = round(time.perf_counter() - t0, 4)
+            record["details"] = outcome.details
+            record["load_hint"] = outcome.load_hint
+            if job.validate.enabled:
+                run = exporter.load(staged / exporter.filename, ctx)
+                examples = [("example", plan.inputs, plan.eager)]
+                if plan.second_inputs is not None and exporter.dynamic_batch:
+                    examples.append(("second example", plan.second_inputs, plan.second_eager))
+                for label, inputs, eager in examples:
+                    validation.checks.append(
+                        compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance)
+                    )
+                record["validation"] = validation.to_dict()
+            if not validation.passed and job.validate.strict:
+                raise ExportError(
+                    f"{name}: outputs differ from eager PyTorch: {validation.summary()} "
+                    "(artifact not kept; validate.strict=false keeps it)"
+                )
+            status = "ok" if validation.passed else "mismatch"
+            # Rename into place only once checked: a crash or a miss never leaves a torn artifact.
+            publish(staged, export_dir)
+        record.update(
+            status=status, bytes=final.stat().st_size, sha256=sha256_of(final)
+        )
+        if status == "mismatch":
+            record["warning"] = validation.summary()
+        _log_line(name, record)
+        return ArtifactResult(name, status, final, record)
+    except Exception as exc:  # noqa: BLE001 - one failing format must not stop the others
+        # A file left by an earlier build of this folder would not match this build's metadata.
+        final.unlink(missing_ok=True)
+        message = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
+        record.update(status="failed", error=message)
+        if validation.checks:
+            record["validation"] = validation.to_dict()
+        log.error("%-12s FAILED: %s", name, message)
+        return ArtifactResult(name, "failed", None, record)
+
+
+def _log_line(name: str, record: dict[str, Any]) -> None:
+    diff = (record.get("validation") or {}).get("max_abs_diff")
+    diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
+    log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record["file"], human_bytes(record["bytes"]),
+             record["export_seconds"], diff_text, record["status"])
+
+
+def _metadata(plan: _Plan, results: dict[str, ArtifactResult], seconds: float) -> dict[str, Any]:
+    job = plan.job
+    q = job.quantization
+    first_input = next(iter(plan.inputs.values()))
+    onnx = results.get("onnx")
+    dynamic_axes = plan.adapter.dynamic_axes()
+    output_name = plan.adapter.output_names[0]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok" if all(r.status == "ok" for r in results.values()) else (
+            "failed" if any(r.status == "failed" for r in results.values()) else "mismatch"),
+        "task_name": job.task_spec.task_name,
+        "task_type": job.task_spec.task_type,
+        "modality": job.task_spec.modality,
+        "input_shape": list(first_input.shape),
+        "output_shape": list(plan.eager.shape),
+        "inputs": [_io_record(n, t) for n, t in plan.inputs.items()],
+        "outputs": [_io_record(output_name, plan.eager)],
+        "dynamic_axes": {k: {str(a): v for a, v in d.items()} for k, d in dynamic_axes.items()},
+        "exported_at": utc_now(),
+        "torch_version": plan.torch_version,
+        "formats": list(job.formats),
+        "quantization": None if mode_of(q) == "none" else {
+            "mode": mode_of(q), "weight_type": weight_type_of(q), "per_channel": bool(q.per_channel)},
+        "opset": int(job.formats["onnx"].opset) if "onnx" in job.formats else None,
+        "onnx_backend": (onnx.record.get("details") or {}).get("backend") if onnx else None,
+        "seed": job.seed,
+        "task_spec": job.task_spec.to_dict(),
+        "model_class": f"{type(job.model).__module__}.{type(job.model).__qualname__}",
+        "parameters": sum(p.numel() for p in job.model.parameters()),
+        "environment": environment(),
+        **job.provenance,
+        "total_seconds": round(seconds, 3),
+        "artifacts": {name: r.record for name, r in results.items()},
+    }

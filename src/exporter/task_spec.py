@@ -1,0 +1,66 @@
+"""TaskSpec: what a model does and the shape of its inputs and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+MODALITIES = ("text", "vision")
+TASK_TYPES = {
+    "vision_classification": "vision",
+    "language_modeling": "text",
+    "text_classification": "text",
+}
+
+
+@dataclass
+class TaskSpec:
+    """Describes an export target independently of any one architecture.
+
+    Example:
+        >>> spec = TaskSpec(task_name="cifar", modality="vision", task_type="vision_classification",
+        ...                 input_schema={"image_size": [3, 32, 32]}, output_schema={"num_classes": 10})
+        >>> spec.modality
+        'vision'
+    """
+
+    task_name: str
+    modality: str
+    task_type: str
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Enums from structured configs arrive as Enum members; keep plain strings.
+        self.modality = getattr(self.modality, "value", self.modality)
+        self.task_type = getattr(self.task_type, "value", self.task_type)
+        self.input_schema = dict(self.input_schema or {})
+        self.output_schema = dict(self.output_schema or {})
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "TaskSpec":
+        """Build from a dict or a resolved OmegaConf node (extra keys are refused)."""
+        known = {"task_name", "modality", "task_type", "input_schema", "output_schema"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"task_spec: unknown field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**{k: data[k] for k in known if k in data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and the valid values when the spec is inconsistent."""
+        if self.modality not in MODALITIES:
+            raise ValueError(
+                f"task_spec.modality: unsupported modality {self.modality!r}; valid values: {list(MODALITIES)}"
+            )
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(
+                f"task_spec.task_type: unknown task type {self.task_type!r}; valid values: {list(TASK_TYPES)}"
+            )
+        if TASK_TYPES[self.task_type] != self.modality:
+            raise ValueError(
+                f"task_spec.task_type: {self.task_type!r} needs modality {TASK_TYPES[self.task_type]!r}, "
+                f"but task_spec.modality is {self.modality!r}"
+            )

@@ -1,0 +1,112 @@
+"""Comparing an artifact's outputs with eager PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .schema import ValidateConfig
+
+
+@dataclass
+class Tolerance:
+    """Elementwise bound |artifact - eager| <= atol + rtol * |eager|; ``gated`` false: report only."""
+
+    atol: Optional[float]
+    rtol: Optional[float]
+    gated: bool
+
+    @classmethod
+    def for_artifact(cls, cfg: "ValidateConfig", quantized: bool) -> "Tolerance":
+        if not quantized:
+            return cls(float(cfg.atol), float(cfg.rtol), gated=True)
+        atol, rtol = cfg.quantized_atol, cfg.quantized_rtol
+        # A quantized artifact is gated only on the bounds the user set.
+        gated = atol is not None or rtol is not None
+        return cls(
+            float(atol) if atol is not None else (0.0 if gated else None),
+            float(rtol) if rtol is not None else (0.0 if gated else None),
+            gated,
+        )
+
+
+@dataclass
+class Check:
+    """One comparison on one input."""
+
+    label: str
+    input_shapes: dict[str, list[int]]
+    expected_shape: list[int]
+    actual_shape: list[int]
+    max_abs_diff: Optional[float]
+    max_rel_diff: Optional[float]
+    within_tolerance: bool
+    problem: Optional[str] = None
+
+
+@dataclass
+class Validation:
+    tolerance: Tolerance
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """False only when a gated bound was missed (or the shape/finiteness is wrong)."""
+        return all(c.within_tolerance or (not self.tolerance.gated and c.problem is None) for c in self.checks)
+
+    @property
+    def max_abs_diff(self) -> Optional[float]:
+        values = [c.max_abs_diff for c in self.checks if c.max_abs_diff is not None]
+        return max(values) if values else None
+
+    def summary(self) -> str:
+        failed = [c for c in self.checks if not c.within_tolerance]
+        if not failed:
+            return "within tolerance"
+        c = failed[0]
+        if c.problem:
+            return f"{c.label}: {c.problem}"
+        return (
+            f"{c.label}: max |diff| {c.max_abs_diff:.3g} (relative {c.max_rel_diff:.3g}) exceeds "
+            f"atol={self.tolerance.atol} rtol={self.tolerance.rtol}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "gated": self.tolerance.gated,
+            "atol": self.tolerance.atol,
+            "rtol": self.tolerance.rtol,
+            "max_abs_diff": self.max_abs_diff,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def compare(label: str, input_shapes: dict[str, list[int]], expected: "np.ndarray", actual: "np.ndarray",
+            tolerance: Tolerance) -> Check:
+    """Compare one artifact output with the eager output."""
+    import numpy as np
+
+    expected = np.asarray(expected, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    shapes = dict(label=label, input_shapes=input_shapes,
+                  expected_shape=list(expected.shape), actual_shape=list(actual.shape))
+    if expected.shape != actual.shape:
+        return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
+                     problem=f"output shape {list(actual.shape)} differs from eager {list(expected.shape)}")
+    if not np.array_equal(np.isfinite(expected), np.isfinite(actual)):
+        return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
+                     problem="non-finite values (NaN or inf) where eager PyTorch has finite ones, or the reverse")
+    finite = np.isfinite(expected)
+    diff = np.abs(actual - expected)[finite]
+    scale = np.abs(expected)[finite]
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0
+    if tolerance.atol is None:
+        within = True
+    else:
+        within = bool(np.all(diff <= tolerance.atol + (tolerance.rtol or 0.0) * scale))
+    return Check(**shapes, max_abs_diff=max_abs, max_rel_diff=max_rel, within_tolerance=within)
