@@ -79,8 +79,9 @@ class OnnxFormatConfig:
 class TorchScriptFormatConfig:
     # torch.jit.trace's strict mode: refuse mutable containers (lists, dicts) as outputs.
     strict: bool = True
-    # Run torch.jit.optimize_for_inference before saving (freezes the module; CPU only).
-    optimize_for_inference: bool = False
+    # torch.jit.freeze before saving: weights and attributes become constants (faster load and run).
+    # (optimize_for_inference is not offered: its modules cannot be saved in torch 2.13.)
+    freeze: bool = False
 
 
 @dataclass

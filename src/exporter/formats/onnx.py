@@ -137,13 +137,35 @@ class OnnxExporter(FormatExporter):
             dynamic_axes=self._dynamic_axes(ctx) or None,
         )
         if dynamo:
-            kwargs.update(dynamo=True, external_data=False, verbose=False)
+            kwargs.update(dynamo=True, external_data=False, verbose=False,
+                          dynamic_axes=None, dynamic_shapes=self._dynamic_shapes(ctx))
         else:
             kwargs.update(dynamo=False, do_constant_folding=bool(self.options.constant_folding))
         # Both backends print progress and deprecation notes; the job's log says what matters.
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, tuple(ctx.example_inputs.values()), str(path), **kwargs)
+
+    def _dynamic_shapes(self, ctx: ExportContext) -> Any:
+        """torch.export's form of the dynamic axes: named Dims per input of the (varargs) wrapper."""
+        import torch
+
+        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=bool(self.options.dynamic_sequence))
+        if not any(name in axes for name in ctx.example_inputs):
+            return None
+        dims: dict[str, Any] = {}
+        per_input = []
+        for name, tensor in ctx.example_inputs.items():
+            spec = {}
+            for axis, dim_name in axes.get(name, {}).items():
+                if dim_name not in dims:
+                    # The example holds the longest sequence the model takes (max_seq_len).
+                    bound = {"max": int(tensor.shape[axis])} if dim_name == "sequence" else {}
+                    dims[dim_name] = torch.export.Dim(dim_name, **bound)
+                spec[axis] = dims[dim_name]
+            per_input.append(spec or None)
+        # The wrapper's forward(*tensors) takes all inputs as one varargs tuple.
+        return (tuple(per_input),)
 
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         import onnxruntime as ort

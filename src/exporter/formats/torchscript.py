@@ -32,9 +32,9 @@ class TorchScriptExporter(FormatExporter):
             traced = torch.jit.trace(
                 ctx.adapter.wrap(model), tuple(ctx.example_inputs.values()), strict=bool(self.options.strict)
             )
-            if self.options.optimize_for_inference:
-                traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-                details["optimize_for_inference"] = True
+            if self.options.freeze:
+                traced = torch.jit.freeze(traced.eval())
+                details["frozen"] = True
             torch.jit.save(traced, str(path))
         if ctx.quantized:
             details["quantization"] = TORCH_DYNAMIC_RECIPE
