@@ -1,0 +1,101 @@
+"""Composing every combination of the shipped groups, and the schemas that guard them."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import exporter.cli  # noqa: F401 - registers the schemas and the folder-name resolver
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+           for group in ("model", "task_spec", "format", "quantization")}
+
+
+@pytest.fixture(autouse=True)
+def hydra_config_module():
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="exporter.conf", version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def test_shipped_options_are_the_documented_ones():
+    assert OPTIONS == {
+        "model": ["lm_stub", "simple_cnn"],
+        "task_spec": ["language_modeling", "text_classification", "vision_classification"],
+        "format": ["onnx", "pytorch", "torchscript"],
+        "quantization": ["dynamic", "none", "static"],
+    }
+
+
+@pytest.mark.parametrize("model,task_spec,fmt,quant", list(itertools.product(*OPTIONS.values())))
+def test_every_combination_composes_and_validates(model, task_spec, fmt, quant):
+    cfg = compose("config", overrides=[f"model={model}", f"task_spec={task_spec}", f"format={fmt}",
+                                       f"quantization={quant}"], return_hydra_config=True)
+    assert cfg.task_spec.task_type == task_spec
+    assert [name for name, node in cfg.format.items() if node is not None] == [fmt]
+    assert cfg.quantization.mode == quant
+    job = OmegaConf.to_object(cfg.format)  # the schema accepts the composed values
+    assert getattr(job, fmt) is not None
+
+
+def test_model_choice_brings_its_task_spec():
+    assert compose("config").task_spec.task_type == "vision_classification"
+    cfg = compose("config", overrides=["model=lm_stub"])
+    assert cfg.task_spec.task_type == "language_modeling"
+    assert cfg.task_spec.input_schema.vocab_size == cfg.model.vocab_size == 1000
+    cfg = compose("config", overrides=["model=lm_stub", "task_spec=text_classification"])
+    assert cfg.task_spec.task_type == "text_classification"
+
+
+def test_several_formats_and_their_options():
+    cfg = compose("config", overrides=["format=[onnx,torchscript,pytorch]", "format.onnx.opset=17"])
+    assert cfg.format.onnx.opset == 17 and cfg.format.torchscript.strict and cfg.format.pytorch.serialization == "torch"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("format.onnx.opsett=17", "Key 'opsett' not in 'OnnxFormatConfig'"),
+    ("format.onnx.opset=seventeen", "could not be converted to Integer"),
+    ("format.onnx.backend=fast", "Invalid value 'fast', expected one of [auto, legacy, dynamo]"),
+    ("quantization.weight_type=int4", "expected one of [qint8, quint8]"),
+    ("task_spec.modality=audio", "expected one of [text, vision]"),
+    ("validate.atol=tiny", "could not be converted to Float"),
+    ("seed=abc", "could not be converted to Integer"),
+    ("quantization=int8", "Could not find 'quantization/int8'"),
+])
+def test_typos_and_wrong_types_fail_at_composition(override, message):
+    with pytest.raises(Exception) as info:
+        compose("config", overrides=[override])
+    text = str(info.value) + str(getattr(info.value, "__cause__", ""))
+    assert message in text
+
+
+def test_every_model_node_instantiates():
+    import hydra
+    import torch
+
+    for model in OPTIONS["model"]:
+        cfg = compose("config", overrides=[f"model={model}"])
+        assert isinstance(hydra.utils.instantiate(cfg.model), torch.nn.Module)
+
+
+def test_folder_names_follow_the_choices():
+    from exporter.cli import build_name
+
+    cfg = compose("config", overrides=["format=[onnx,torchscript]", "quantization=dynamic"])
+    assert build_name(cfg.format, cfg.quantization.mode) == "onnx+torchscript-dynamic"
+    hydra_cfg = OmegaConf.to_container(compose("config", return_hydra_config=True).hydra, resolve=False)
+    assert "exporter.build_name" in hydra_cfg["run"]["dir"] and "exporter.build_name" in hydra_cfg["sweep"]["subdir"]
+
+
+def test_schemas_do_not_leak_into_the_help():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True).stdout
+    assert "schema/" not in out
