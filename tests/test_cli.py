@@ -1,0 +1,123 @@
+"""The command-line door, run as a user runs it: a subprocess per command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+
+
+def test_default_run_writes_artifact_metadata_and_snapshots(tmp_path, cli):
+    r = cli(SMALL)
+    assert r.returncode == 0, r.stderr
+    build = tmp_path / "exports" / "simple_cnn" / "onnx-none"
+    assert {p.name for p in build.iterdir()} >= {"model.onnx", "metadata.json", "config.yaml", ".hydra", "export.log"}
+    assert not [p for p in build.iterdir() if p.name.startswith(".staging")]
+    md = json.loads((build / "metadata.json").read_text())
+    assert md["config"]["source"] == "cli"
+    assert md["config"]["choices"]["model"] == "simple_cnn" and md["config"]["choices"]["format"] == ["onnx"]
+    assert md["config"]["overrides"] == [SMALL]
+    # a line per format as it goes, then the closing table
+    assert "onnx         model.onnx" in r.stdout
+    assert "format  file        size" in r.stdout and "max |diff|" in r.stdout
+
+
+def test_onnx_dynamic_on_the_shipped_default(tmp_path, cli):
+    r = cli("format=onnx", "quantization=dynamic", SMALL)
+    assert r.returncode == 0, r.stderr
+    md = json.loads((tmp_path / "exports/simple_cnn/onnx-dynamic/metadata.json").read_text())
+    assert md["quantization"]["mode"] == "dynamic" and md["artifacts"]["onnx"]["status"] == "ok"
+
+
+def test_several_formats_and_lm_stub(tmp_path, cli):
+    r = cli("model=lm_stub", "format=[onnx,torchscript,pytorch]", "task_spec.input_schema.max_seq_len=32")
+    assert r.returncode == 0, r.stderr
+    build = tmp_path / "exports/lm_stub/onnx+torchscript+pytorch-none"
+    assert {"model.onnx", "model.torchscript", "model.pth"} <= {p.name for p in build.iterdir()}
+    md = json.loads((build / "metadata.json").read_text())
+    assert md["task_type"] == "language_modeling" and md["input_shape"] == [1, 32]
+
+
+def test_sweep_runs_six_jobs_into_choice_named_folders(tmp_path, cli):
+    r = cli("-m", "format=onnx,torchscript,pytorch", "quantization=none,dynamic", SMALL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    builds = sorted(p.parent.name for p in (tmp_path / "exports" / "simple_cnn").glob("*/metadata.json"))
+    assert builds == ["onnx-dynamic", "onnx-none", "pytorch-dynamic", "pytorch-none",
+                      "torchscript-dynamic", "torchscript-none"]
+    assert "sweep: 6 job(s), 6 ok, 0 failed" in r.stdout
+
+
+def test_sweep_with_a_failing_job_reports_it_and_exits_non_zero(tmp_path, cli):
+    r = cli("-m", "quantization=none,static", SMALL)
+    assert r.returncode != 0
+    assert "sweep: 2 job(s), 1 ok, 1 failed" in r.stdout
+    assert "calibration" in r.stdout
+    assert (tmp_path / "exports/simple_cnn/onnx-none/model.onnx").is_file()
+
+
+def test_help_lists_every_group_option_and_answers_without_torch(tmp_path):
+    code = ("import sys, runpy\nsys.argv = ['exporter', '--help']\n"
+            "try:\n    runpy.run_module('exporter', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert "HEAVY []" in r.stdout
+    for option in ("model=simple_cnn", "model=lm_stub", "task_spec=vision_classification",
+                   "task_spec=language_modeling", "task_spec=text_classification", "format=onnx",
+                   "format=torchscript", "format=pytorch", "quantization=none", "quantization=dynamic",
+                   "quantization=static", "format.onnx.opset", "format.onnx.backend", "validate.strict",
+                   "checkpoint=", "seed=", "export_dir="):
+        assert option in r.stdout, option
+
+
+@pytest.mark.parametrize("args", [["--cfg", "job"], ["format.onnx.opsett=1"], ["quantization=int4"]])
+def test_cfg_and_config_errors_do_not_import_torch(tmp_path, args):
+    code = (f"import sys, runpy\nsys.argv = ['exporter', *{args!r}]\n"
+            "try:\n    runpy.run_module('exporter', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["format.onnx.opsett=17"], "Key 'opsett' not in 'OnnxFormatConfig'"),
+    (["format.onnx.opset=x"], "could not be converted to Integer"),
+    (["quantization=int4"], "Available options in 'quantization'"),
+    (["checkpoint=/nonexistent/w.pt"], "checkpoint: file not found: /nonexistent/w.pt"),
+    (["task_spec.input_schema.image_size=[3,64]"], "task_spec.input_schema.image_size: must be three positive"),
+    (["quantization=static"], "quantization=static needs calibration data"),
+    (["format.onnx.backend=dynamo"], "format.onnx.backend=dynamo exports opset 18 or newer"),
+    (["model._target_=exporter.models.Nope"], "model: cannot build exporter.models.Nope"),
+    (["model=lm_stub", "task_spec.input_schema.vocab_size=5000"], "the model failed on its example input"),
+])
+def test_errors_are_one_clear_message_with_no_traceback(tmp_path, cli, args, message):
+    r = cli(*args, "hydra.run.dir=out")
+    output = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert message in output
+    assert "Traceback" not in output
+    assert not any((tmp_path / "out" / f).exists() for f in ("model.onnx", "metadata.json"))
+
+
+def test_card_describes_a_build(tmp_path, cli):
+    assert cli("format=[onnx,pytorch]", SMALL, "hydra.run.dir=b").returncode == 0
+    r = cli("card", "b")
+    assert r.returncode == 0, r.stderr
+    assert "# vision_classification: SimpleCNN (onnx, pytorch) - ok" in r.stdout
+    assert "`pixel_values`: float32 [1, 3, 32, 32] (dynamic: axis 0 = batch)" in r.stdout
+    assert "InferenceSession('model.onnx'" in r.stdout and "load_state_dict" in r.stdout
+    r = cli("card")  # no folder: the newest build under ./exports
+    assert r.returncode == 2 and "no build found" in r.stderr
+    r = cli("card", str(tmp_path / "b"), "-o", "card.md")
+    assert (tmp_path / "card.md").read_text() == r.stdout
+
+
+def test_diff_shows_what_changed_between_two_builds(tmp_path, cli):
+    for folder, extra in (("a", []), ("b", []), ("c", ["format.onnx.opset=17"])):
+        assert cli(SMALL, f"hydra.run.dir={folder}", *extra).returncode == 0
+    same = cli("diff", "a", "b")
+    assert same.returncode == 0 and "builds are identical" in same.stdout and "identical bytes" in same.stdout
+    changed = cli("diff", "a", "c")
+    assert changed.returncode == 1
+    assert "format.onnx.opset: 14 -> 17" in changed.stdout and "builds differ" in changed.stdout
