@@ -121,3 +121,47 @@ def test_diff_shows_what_changed_between_two_builds(tmp_path, cli):
     changed = cli("diff", "a", "c")
     assert changed.returncode == 1
     assert "format.onnx.opset: 14 -> 17" in changed.stdout and "builds differ" in changed.stdout
+
+
+MY_NET = '''
+import torch
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, hidden: int = 8, classes: int = 3):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, hidden),
+                                        torch.nn.ReLU(), torch.nn.Linear(hidden, classes))
+
+    def forward(self, pixel_values):
+        return self.body(pixel_values)
+'''
+
+MY_NET_YAML = '''# @package _global_
+defaults:
+  - override /task_spec: vision_classification
+model:
+  _target_: mynets.TinyNet
+  hidden: 8
+  classes: 3
+task_spec:
+  input_schema:
+    image_size: [3, 16, 16]
+'''
+
+
+def test_own_model_from_a_config_dir(tmp_path, cli):
+    (tmp_path / "mynets.py").write_text(MY_NET)
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)
+    (tmp_path / "my_conf" / "model" / "tiny_net.yaml").write_text(MY_NET_YAML)
+    r = cli("--config-dir", "my_conf", "model=tiny_net", "model.hidden=16", "format=[onnx,torchscript]")
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = json.loads((tmp_path / "exports/tiny_net/onnx+torchscript-none/metadata.json").read_text())
+    assert md["model_class"] == "mynets.TinyNet" and md["output_shape"] == [1, 3]
+
+
+def test_own_model_from_the_command_line_alone(tmp_path, cli):
+    (tmp_path / "mynets.py").write_text(MY_NET)
+    r = cli("~model", "+model={_target_: mynets.TinyNet, classes: 5}", "task_spec.input_schema.image_size=[3,16,16]")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((tmp_path / "exports/TinyNet/onnx-none/metadata.json").read_text())["output_shape"] == [1, 5]

@@ -28,8 +28,14 @@ def build_name(formats: Any, quantization: Any) -> str:
     return f"{'+'.join(names) or 'none'}-{getattr(quantization, 'value', quantization)}"
 
 
-if not OmegaConf.has_resolver("exporter.build_name"):
-    OmegaConf.register_new_resolver("exporter.build_name", build_name)
+def model_name(choice: Any, target: Any) -> str:
+    """The model option's name, or the class name of a model given only by ``_target_``."""
+    return str(choice) if choice else str(target).rsplit(".", 1)[-1]
+
+
+for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def job_from_config(cfg: DictConfig):
