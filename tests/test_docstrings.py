@@ -1,0 +1,17 @@
+"""The examples in the public API's docstrings run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["exporter", "exporter.api", "exporter.inputs", "exporter.adapters", "exporter.task_spec",
+           "exporter.helpers", "exporter.models.simple_cnn", "exporter.models.lm_stub"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no example"
+    assert result.failed == 0
