@@ -165,3 +165,35 @@ def test_own_model_from_the_command_line_alone(tmp_path, cli):
     r = cli("~model", "+model={_target_: mynets.TinyNet, classes: 5}", "task_spec.input_schema.image_size=[3,16,16]")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((tmp_path / "exports/TinyNet/onnx-none/metadata.json").read_text())["output_shape"] == [1, 5]
+
+
+NO_ONNX = '''
+import torch
+
+
+class NoOnnx(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, pixel_values):
+        return torch.linalg.eigvals(self.fc(pixel_values.flatten(1)[:, :16].reshape(-1, 4, 4))).real
+'''
+
+
+def test_a_failing_format_exits_non_zero_after_building_the_others(tmp_path, cli):
+    (tmp_path / "noonnx.py").write_text(NO_ONNX)
+    r = cli("~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_schema.image_size=[1,4,4]",
+            "format=[onnx,torchscript]", "hydra.run.dir=out")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "FAILED" in r.stdout
+    assert (tmp_path / "out/model.torchscript").is_file() and not (tmp_path / "out/model.onnx").exists()
+    md = json.loads((tmp_path / "out/metadata.json").read_text())
+    assert md["status"] == "failed" and md["artifacts"]["onnx"]["error"]
+
+
+def test_quantized_state_dict_says_how_to_load_it(tmp_path, cli):
+    r = cli("format=pytorch", "quantization=dynamic", SMALL)
+    assert r.returncode == 0, r.stderr
+    assert "quantize_dynamic" in r.stdout and "load_state_dict" in r.stdout

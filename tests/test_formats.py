@@ -120,3 +120,28 @@ def test_export_torchscript_helper_quantized(tmp_path):
     q = export_torchscript(model, torch.rand(1, 64), tmp_path / "q.pt", quantization="dynamic")
     assert q.stat().st_size < fp32.stat().st_size
     assert tuple(torch.jit.load(str(q))(torch.rand(2, 64)).shape) == (2, 4)
+
+
+def test_text_onnx_with_fixed_sequence_is_checked_at_full_length(tmp_path, lm_model, lm_spec):
+    out = export_model(lm_model, None, lm_spec, tmp_path, formats=["onnx"],
+                       format_options={"onnx": {"dynamic_sequence": False}})
+    session = ort.InferenceSession(str(out["onnx"]), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 32]
+    checks = json.loads(out["metadata"].read_text())["artifacts"]["onnx"]["validation"]["checks"]
+    assert [c["input_shapes"]["input_ids"] for c in checks] == [[1, 32], [2, 32]]
+
+
+def test_text_second_check_uses_a_shorter_sequence(tmp_path, lm_model, lm_spec):
+    out = export_model(lm_model, None, lm_spec, tmp_path, formats=["onnx", "torchscript"])
+    md = json.loads(out["metadata"].read_text())
+    for name in ("onnx", "torchscript"):
+        checks = md["artifacts"][name]["validation"]["checks"]
+        assert [c["input_shapes"]["input_ids"] for c in checks] == [[1, 32], [2, 16]]
+    assert md["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
+
+
+def test_auto_backend_from_opset_18_uses_dynamo(tmp_path, cnn_model, vision_spec):
+    out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"],
+                       format_options={"onnx": {"opset": 18}})
+    md = json.loads(out["metadata"].read_text())
+    assert md["onnx_backend"] == "dynamo" and md["opset"] == 18

@@ -116,7 +116,7 @@ class _Plan:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.eager = self._eager(self.inputs, first=True)
-        self.second_inputs, self.second_eager = self._second_example()
+        self._second: dict[bool, Any] = {}
         self.context = ExportContext(
             model=job.model, adapter=self.adapter, task_spec=job.task_spec,
             example_inputs=self.inputs, quantization=job.quantization,
@@ -141,24 +141,26 @@ class _Plan:
                 f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
             ) from None
 
-    def _second_example(self):
-        """A differently sized input that proves the dynamic axes (None when the check is off)."""
+    def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], torch.Tensor] | None":
+        """A differently sized input that proves the artifact's dynamic axes: another batch size and,
+        for text with a dynamic sequence axis, half the sequence length. None when there is no check."""
         cfg = self.job.validate
-        if not cfg.enabled or cfg.second_batch_size <= 1:
-            return None, None
-        seq_len = None
-        if self.job.task_spec.modality == "text" and self.adapter.sequence_axes:
-            full = self.inputs[self.adapter.input_names[0]].shape[1]
-            seq_len = max(1, full // 2)
-        inputs = self.adapter.example_inputs(
-            self.job.task_spec, batch_size=cfg.second_batch_size, seed=self.job.seed + 1, seq_len=seq_len
-        )
-        try:
-            return inputs, self._eager(inputs, first=False)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked",
-                        _describe(inputs), exc)
-            return None, None
+        if not cfg.enabled or cfg.second_batch_size <= 1 or not exporter.dynamic_batch:
+            return None
+        shorter = bool(self.job.task_spec.modality == "text" and self.adapter.sequence_axes
+                       and exporter.dynamic_sequence)
+        if shorter not in self._second:
+            seq_len = max(1, next(iter(self.inputs.values())).shape[1] // 2) if shorter else None
+            inputs = self.adapter.example_inputs(
+                self.job.task_spec, batch_size=cfg.second_batch_size, seed=self.job.seed + 1, seq_len=seq_len
+            )
+            try:
+                self._second[shorter] = (inputs, self._eager(inputs, first=False))
+            except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
+                log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked",
+                            _describe(inputs), exc)
+                self._second[shorter] = None
+        return self._second[shorter]
 
 
 def run_export(job: ExportJob) -> ExportResult:
@@ -198,8 +200,9 @@ def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactRe
             if job.validate.enabled:
                 run = exporter.load(staged / exporter.filename, ctx)
                 examples = [("example", plan.inputs, plan.eager)]
-                if plan.second_inputs is not None and exporter.dynamic_batch:
-                    examples.append(("second example", plan.second_inputs, plan.second_eager))
+                second = plan.second_example(exporter)
+                if second is not None:
+                    examples.append(("second example", *second))
                 for label, inputs, eager in examples:
                     validation.checks.append(
                         compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance)
@@ -219,6 +222,8 @@ def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactRe
         if status == "mismatch":
             record["warning"] = validation.summary()
         _log_line(name, record)
+        if record["details"].get("load_note"):
+            log.info("%-12s %s:\n%s", "", record["details"]["load_note"], _indent(record["load_hint"]))
         return ArtifactResult(name, status, final, record)
     except Exception as exc:  # noqa: BLE001 - one failing format must not stop the others
         # A file left by an earlier build of this folder would not match this build's metadata.
@@ -236,6 +241,10 @@ def _log_line(name: str, record: dict[str, Any]) -> None:
     diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
     log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record["file"], human_bytes(record["bytes"]),
              record["export_seconds"], diff_text, record["status"])
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
 
 
 def _metadata(plan: _Plan, results: dict[str, ArtifactResult], seconds: float) -> dict[str, Any]:

@@ -61,6 +61,11 @@ class FormatExporter(ABC):
         """Whether the artifact accepts another batch size than the example's."""
         return True
 
+    @property
+    def dynamic_sequence(self) -> bool:
+        """Whether a text artifact accepts another sequence length than the example's."""
+        return True
+
     def check(self, ctx: ExportContext) -> None:
         """Refuse option combinations this format cannot build (raise ConfigError), before any work."""
 

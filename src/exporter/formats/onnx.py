@@ -39,6 +39,10 @@ class OnnxExporter(FormatExporter):
         return bool(self.options.dynamic_batch)
 
     @property
+    def dynamic_sequence(self) -> bool:
+        return bool(self.options.dynamic_sequence)
+
+    @property
     def opset(self) -> int:
         return int(self.options.opset)
 
@@ -78,7 +82,7 @@ class OnnxExporter(FormatExporter):
         # The adapter names axes by its own input/output names; carry them over to the user's names.
         renames = dict(zip(ctx.adapter.input_names, self.input_names(ctx)))
         renames.update(zip(ctx.adapter.output_names, self.output_names(ctx)))
-        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=bool(self.options.dynamic_sequence))
+        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
         return {renames.get(name, name): dims for name, dims in axes.items()}
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
@@ -150,7 +154,7 @@ class OnnxExporter(FormatExporter):
         """torch.export's form of the dynamic axes: named Dims per input of the (varargs) wrapper."""
         import torch
 
-        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=bool(self.options.dynamic_sequence))
+        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
         if not any(name in axes for name in ctx.example_inputs):
             return None
         dims: dict[str, Any] = {}
