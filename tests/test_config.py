@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import exporter.cli  # noqa: F401 - registers the schemas and the folder-name resolver

@@ -19,7 +19,7 @@ from .files import publish, sha256_of, staging_dir, write_json_atomic, write_tex
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, utc_now
 from .report import human_bytes
 from .quantize import check_quantization, mode_of, weight_type_of
-from .schema import FORMAT_SCHEMAS, QuantizationConfig, ValidateConfig
+from .schema import QuantizationConfig, ValidateConfig
 from .task_spec import TaskSpec
 from .validate import Tolerance, Validation, compare
 
