@@ -100,18 +100,17 @@ def test_scenario_6_creates_missing_nested_directory(tmp_path, cnn_model, vision
     assert out["pytorch"].parent == target and out["pytorch"].is_file()
 
 
-def test_scenario_7_colab_static_warns_then_fails_clearly(tmp_path, cnn_model, vision_spec, monkeypatch, caplog):
+def test_scenario_7_colab_static_warns(tmp_path, cnn_model, vision_spec, monkeypatch, caplog):
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20260101")
     with caplog.at_level(logging.WARNING, logger="exporter"):
-        with pytest.raises(ConfigError, match="calibration"):
-            export_model(cnn_model, None, vision_spec, tmp_path / "out", formats=["onnx"], quantization="static")
+        out = export_model(cnn_model, None, vision_spec, tmp_path / "out", formats=["onnx"], quantization="static")
     assert "Static quantization may fail on Colab GPU, use dynamic instead" in caplog.text
-    assert not (tmp_path / "out").exists()
+    assert "onnx" in out  # a warning, not a refusal: the static build still runs
 
 
-def test_static_off_colab_fails_without_the_colab_warning(tmp_path, cnn_model, vision_spec, monkeypatch, caplog):
+def test_static_off_colab_has_no_colab_warning(tmp_path, cnn_model, vision_spec, monkeypatch, caplog):
     monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
-    with caplog.at_level(logging.WARNING, logger="exporter"), pytest.raises(ConfigError):
+    with caplog.at_level(logging.WARNING, logger="exporter"):
         export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"], quantization="static")
     assert "Colab" not in caplog.text
 

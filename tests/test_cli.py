@@ -50,11 +50,11 @@ def test_sweep_runs_six_jobs_into_choice_named_folders(tmp_path, cli):
 
 
 def test_sweep_with_a_failing_job_reports_it_and_exits_non_zero(tmp_path, cli):
-    r = cli("-m", "quantization=none,static", SMALL)
+    r = cli("-m", "format=pytorch", "quantization=none,static", SMALL)
     assert r.returncode != 0
     assert "sweep: 2 job(s), 1 ok, 1 failed" in r.stdout
-    assert "calibration" in r.stdout
-    assert (tmp_path / "exports/simple_cnn/onnx-none/model.onnx").is_file()
+    assert "not available for format pytorch" in r.stdout
+    assert (tmp_path / "exports/simple_cnn/pytorch-none/model.pth").is_file()
 
 
 def test_help_lists_every_group_option_and_answers_without_torch(tmp_path):
@@ -66,7 +66,8 @@ def test_help_lists_every_group_option_and_answers_without_torch(tmp_path):
     for option in ("model=simple_cnn", "model=lm_stub", "task_spec=vision_classification",
                    "task_spec=language_modeling", "task_spec=text_classification", "format=onnx",
                    "format=torchscript", "format=pytorch", "quantization=none", "quantization=dynamic",
-                   "quantization=static", "format.onnx.opset", "format.onnx.backend", "validate.strict",
+                   "quantization=static", "quantization=fp16", "calibration=random", "calibration=npz",
+                   "calibration=dataset", "validate.min_agreement", "quantization.weight_type", "format.onnx.opset", "format.onnx.backend", "validate.strict",
                    "checkpoint=", "seed=", "export_dir="):
         assert option in r.stdout, option
 
@@ -86,7 +87,9 @@ def test_cfg_and_config_errors_do_not_import_torch(tmp_path, args):
     (["quantization=int4"], "Available options in 'quantization'"),
     (["checkpoint=/nonexistent/w.pt"], "checkpoint: file not found: /nonexistent/w.pt"),
     (["task_spec.input_schema.image_size=[3,64]"], "task_spec.input_schema.image_size: must be three positive"),
-    (["quantization=static"], "quantization=static needs calibration data"),
+    (["quantization=static", "format=pytorch"], "quantization=static is not available for format pytorch"),
+    (["quantization=fp16", "format=torchscript"], "use format=onnx"),
+    (["quantization=static", "calibration=npz", "calibration.path=/nope.npz"], "calibration.path: file not found"),
     (["format.onnx.backend=dynamo"], "format.onnx.backend=dynamo exports opset 18 or newer"),
     (["model._target_=exporter.models.Nope"], "model: cannot build exporter.models.Nope"),
     (["model=lm_stub", "task_spec.input_schema.vocab_size=5000"], "the model failed on its example input"),

@@ -12,7 +12,7 @@ import exporter.cli  # noqa: F401 - registers the schemas and the folder-name re
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-           for group in ("model", "task_spec", "format", "quantization")}
+           for group in ("model", "task_spec", "format", "quantization", "calibration")}
 
 
 @pytest.fixture(autouse=True)
@@ -28,14 +28,17 @@ def test_shipped_options_are_the_documented_ones():
         "model": ["lm_stub", "simple_cnn"],
         "task_spec": ["language_modeling", "text_classification", "vision_classification"],
         "format": ["onnx", "pytorch", "torchscript"],
-        "quantization": ["dynamic", "none", "static"],
+        "quantization": ["dynamic", "fp16", "none", "static"],
+        "calibration": ["dataset", "npz", "random"],
     }
 
 
-@pytest.mark.parametrize("model,task_spec,fmt,quant", list(itertools.product(*OPTIONS.values())))
-def test_every_combination_composes_and_validates(model, task_spec, fmt, quant):
+@pytest.mark.parametrize("model,task_spec,fmt,quant,calibration", list(itertools.product(*OPTIONS.values())))
+def test_every_combination_composes_and_validates(model, task_spec, fmt, quant, calibration):
     cfg = compose("config", overrides=[f"model={model}", f"task_spec={task_spec}", f"format={fmt}",
-                                       f"quantization={quant}"], return_hydra_config=True)
+                                       f"quantization={quant}", f"calibration={calibration}"],
+                  return_hydra_config=True)
+    assert cfg.calibration.source == calibration
     assert cfg.task_spec.task_type == task_spec
     assert [name for name, node in cfg.format.items() if node is not None] == [fmt]
     assert cfg.quantization.mode == quant
@@ -61,7 +64,7 @@ def test_several_formats_and_their_options():
     ("format.onnx.opsett=17", "Key 'opsett' not in 'OnnxFormatConfig'"),
     ("format.onnx.opset=seventeen", "could not be converted to Integer"),
     ("format.onnx.backend=fast", "Invalid value 'fast', expected one of [auto, legacy, dynamo]"),
-    ("quantization.weight_type=int4", "expected one of [qint8, quint8]"),
+    ("quantization.weight_type=int4", "expected one of [auto, qint8, quint8]"),
     ("task_spec.modality=audio", "expected one of [text, vision]"),
     ("validate.atol=tiny", "could not be converted to Float"),
     ("seed=abc", "could not be converted to Integer"),

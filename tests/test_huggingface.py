@@ -29,7 +29,16 @@ def test_gpt2_language_model_dynamic_quantization(tmp_path):
                                      bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(config)
     spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 500, "max_seq_len": 32})
-    out = export_model(model, None, spec, tmp_path, formats=["onnx", "torchscript"], quantization="dynamic")
+    out = export_model(model, None, spec, tmp_path, formats=["onnx", "torchscript", "pytorch"],
+                       quantization="dynamic")
     md = json.loads(out["metadata"].read_text())
     assert md["output_shape"] == [1, 32, 500]
     assert all(rec["status"] == "ok" for rec in md["artifacts"].values())
+    ts = md["artifacts"]["torchscript"]
+    # GPT-2's Conv1D layers become Linear and are quantized; the LM head tied to the embedding stays fp32
+    assert ts["details"]["quantization"]["hf_conv1d_to_linear"] == 8
+    assert ts["details"]["quantization"]["kept_fp32"] == {"lm_head": "weight tied to transformer.wte"}
+    for name in ("onnx", "torchscript", "pytorch"):
+        report = md["artifacts"][name]["quantization_report"]
+        assert report["size"]["bytes"] < report["size"]["fp32_bytes"], name
+    assert "torch_dynamic_quantize" in md["artifacts"]["pytorch"]["load_hint"]

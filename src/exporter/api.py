@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from .adapters import ModelAdapter
 from .errors import ConfigError
-from .schema import FORMAT_SCHEMAS, QuantizationConfig, QuantizationMode, ValidateConfig
+from .metadata import plain
+from .schema import (FORMAT_SCHEMAS, CalibrationConfig, CalibrationSource, QuantizationConfig, QuantizationMode,
+                     ValidateConfig)
 from .task_spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ def export_model(
     seed: int = 0,
     format_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     validate: Optional[Union[ValidateConfig, Mapping[str, Any]]] = None,
+    calibration: Any = None,
 ) -> dict[str, Path]:
     """Export ``model`` to each of ``formats``, check every artifact against eager PyTorch, and
     write ``metadata.json`` and ``config.yaml`` beside them.
@@ -42,10 +45,14 @@ def export_model(
         task_spec: task type, modality and input/output schema.
         export_dir: output folder, created if missing.
         formats: any of ``"onnx"``, ``"torchscript"``, ``"pytorch"`` (state dict).
-        quantization: ``None`` (default), ``"dynamic"`` or ``"static"`` (not available yet: raises).
+        quantization: ``None`` (default), ``"dynamic"``, ``"static"`` or ``"fp16"`` (ONNX), or a
+            ``QuantizationConfig`` for the finer options (weight type, operator set, ...).
         seed: seed of the example inputs.
         format_options: per-format options, e.g. ``{"onnx": {"opset": 17}}`` (see docs/configuration.md).
-        validate: tolerances and strictness (``ValidateConfig`` fields, e.g. ``{"atol": 1e-5}``).
+        validate: tolerances, gates and strictness (``ValidateConfig`` fields, e.g. ``{"atol": 1e-5}``).
+        calibration: samples for static quantization and the quantization report: ``None`` (random
+            samples from the task spec, with a warning), a path to a ``.npz`` file, an iterable of
+            dicts of named tensors (or tensors), or ``CalibrationConfig`` fields as a dict.
 
     Returns:
         ``{format: Path, ..., "metadata": Path}``. A format that fails is logged, recorded in
@@ -90,21 +97,25 @@ def export_model(
     quant = _quantization(quantization)
     validate_cfg = validate if isinstance(validate, ValidateConfig) else _dataclass_from(
         ValidateConfig, validate, "validate")
+    calibration_cfg, dataset = _calibration(calibration)
     snapshot = {
         "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}"},
         "adapter": None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}",
         "task_spec": task_spec.to_dict(),
-        "format": {name: _plain(opts) for name, opts in built_formats.items()},
-        "quantization": _plain(quant),
+        "format": {name: plain(opts) for name, opts in built_formats.items()},
+        "quantization": plain(quant),
         "export_dir": str(export_dir),
         "seed": seed,
-        "validate": _plain(validate_cfg),
+        "validate": plain(validate_cfg),
+        "calibration": plain(calibration_cfg) if dataset is None else {
+            **plain(calibration_cfg), "dataset": f"{type(dataset).__module__}.{type(dataset).__qualname__}"},
     }
     from omegaconf import OmegaConf
 
     job = ExportJob(
         model=model, task_spec=task_spec, export_dir=Path(export_dir), formats=built_formats, adapter=adapter,
         quantization=quant, validate=validate_cfg, seed=seed,
+        calibration=calibration_cfg, calibration_dataset=dataset,
         snapshot_yaml=OmegaConf.to_yaml(OmegaConf.create(snapshot)),
         provenance={"config": {"source": "python-api", "choices": None, "overrides": []}, "checkpoint": None},
     )
@@ -115,13 +126,29 @@ def export_model(
     return result.paths()
 
 
+def _calibration(value: Any) -> tuple[CalibrationConfig, Any]:
+    """(config, dataset) from what the caller passed as ``calibration``."""
+    if value is None:
+        return CalibrationConfig(), None
+    if isinstance(value, CalibrationConfig):
+        return value, None
+    if isinstance(value, (str, Path)):
+        return CalibrationConfig(source=CalibrationSource.npz, path=str(value)), None
+    if isinstance(value, Mapping):
+        return _dataclass_from(CalibrationConfig, value, "calibration"), None
+    if hasattr(value, "__iter__"):
+        return CalibrationConfig(source=CalibrationSource.dataset), value
+    raise ConfigError(f"calibration: expected None, a .npz path, an iterable of samples or a dict of "
+                      f"CalibrationConfig fields, got {type(value).__name__}")
+
+
 def _quantization(value: Any) -> QuantizationConfig:
     if isinstance(value, QuantizationConfig):
         return value
     mode = "none" if value is None else str(value)
     valid = [m.value for m in QuantizationMode]
     if mode not in valid:
-        raise ConfigError(f"quantization: unknown mode {value!r}; valid values: [None, 'dynamic', 'static']")
+        raise ConfigError(f"quantization: unknown mode {value!r}; valid values: [None, 'dynamic', 'static', 'fp16']")
     return QuantizationConfig(mode=QuantizationMode(mode))
 
 
@@ -135,13 +162,3 @@ def _dataclass_from(cls: type, values: Optional[Mapping[str, Any]], where: str) 
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]}; valid fields: {[f.name for f in fields(cls)]}") from None
-
-
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj):
-        obj = asdict(obj)
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return getattr(obj, "value", obj)

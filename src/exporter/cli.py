@@ -64,6 +64,14 @@ def job_from_config(cfg: DictConfig):
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     formats = {name: OmegaConf.to_object(node) for name, node in cfg.format.items() if node is not None}
+    calibration = OmegaConf.to_object(cfg.calibration)
+    dataset = None
+    needs_samples = getattr(calibration.source, "value", calibration.source) == "dataset" and cfg.quantization.mode != "none"
+    if needs_samples:
+        try:
+            dataset = hydra.utils.instantiate(cfg.calibration.dataset)
+        except InstantiationException as exc:
+            raise ConfigError(f"calibration.dataset: cannot build {cfg.calibration.dataset.get('_target_')}: {exc}") from None
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
     choices["format"] = list(formats)
@@ -74,6 +82,8 @@ def job_from_config(cfg: DictConfig):
         formats=formats,
         quantization=OmegaConf.to_object(cfg.quantization),
         validate=OmegaConf.to_object(cfg.validate),
+        calibration=calibration,
+        calibration_dataset=dataset,
         seed=cfg.seed,
         snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         provenance={

@@ -24,7 +24,9 @@ def artifact_row(name: str, record: Mapping[str, Any]) -> list[str]:
     diff = validation.get("max_abs_diff")
     status = record.get("status", "?")
     if status == "failed":
-        status = "FAILED: " + str(record.get("error", ""))[:120]
+        error = str(record.get("error", ""))
+        # The whole message is in the log line above the table and in metadata.json.
+        status = "FAILED: " + (error if len(error) <= 70 else error[:67] + "...")
     return [
         name,
         record.get("file", "") if record.get("status") != "failed" else "-",

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Optional
 from .adapters import ModelAdapter, adapter_for_task
 from .errors import ConfigError, ExportError
 from .files import publish, sha256_of, staging_dir, write_json_atomic, write_text_atomic
-from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, utc_now
+from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, plain, utc_now
 from .report import human_bytes
 from .quantize import check_quantization, mode_of, weight_type_of
-from .schema import QuantizationConfig, ValidateConfig
+from .schema import CalibrationConfig, QuantizationConfig, ValidateConfig, WeightType
 from .task_spec import TaskSpec
 from .validate import Tolerance, Validation, compare
 
@@ -41,6 +41,9 @@ class ExportJob:
     adapter: Optional[ModelAdapter] = None
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    # An already built iterable for calibration source "dataset".
+    calibration_dataset: Any = None
     seed: int = 0
     # The exact configuration, written beside the artifacts as config.yaml.
     snapshot_yaml: str = ""
@@ -124,6 +127,14 @@ class _Plan:
         self.exporters = {name: EXPORTERS[name](options) for name, options in job.formats.items()}
         for exporter in self.exporters.values():
             exporter.check(self.context)
+        self.calibration = None
+        self._references: dict[str, list] = {}
+        if self.context.quantized:
+            from .calibration import build_calibration
+
+            self.calibration = build_calibration(job.calibration, self.adapter, job.task_spec, self.inputs,
+                                                 job.seed, dataset=job.calibration_dataset)
+            self.context.calibration = self.calibration
         self.torch_version = torch.__version__
 
     def _eager(self, inputs, first: bool):
@@ -140,6 +151,16 @@ class _Plan:
                 f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "
                 f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
             ) from None
+
+    def reference(self, split: str) -> tuple[list, list]:
+        """Calibration or held-out samples with their eager fp32 outputs (computed once)."""
+        samples = self.calibration.samples if split == "calibration" else self.calibration.heldout
+        if split not in self._references:
+            import torch
+
+            with torch.no_grad():
+                self._references[split] = [self.adapter.run(self.job.model, s).numpy() for s in samples]
+        return samples, self._references[split]
 
     def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], torch.Tensor] | None":
         """A differently sized input that proves the artifact's dynamic axes: another batch size and,
@@ -183,6 +204,71 @@ def run_export(job: ExportJob) -> ExportResult:
     return ExportResult(export_dir=export_dir, metadata_path=metadata_path, artifacts=results, metadata=metadata)
 
 
+@dataclass
+class _Built:
+    """One artifact in its staging folder, with what the exporter and the checks said of it."""
+
+    folder: Path
+    path: Path
+    outcome: Any
+    export_seconds: float
+    context: Any
+    report: Optional[dict[str, Any]] = None
+    gate_failures: list[str] = field(default_factory=list)
+
+
+def _export_into(exporter, ctx, folder: Path) -> _Built:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / exporter.filename
+    t0 = time.perf_counter()
+    outcome = exporter.export(ctx, path)
+    return _Built(folder, path, outcome, round(time.perf_counter() - t0, 4), ctx)
+
+
+def _build_quantized(plan: _Plan, name: str, exporter, staged: Path) -> tuple[_Built, dict[str, Any]]:
+    """Build the quantized artifact (each weight type when ``weight_type=auto``) and its fp32 twin,
+    measure each, and keep the fastest that passes the gates."""
+    from dataclasses import replace
+
+    from . import quant_report
+
+    ctx, q, job = plan.context, plan.context.quantization, plan.job
+    twin = _export_into(exporter, ctx.fp32(), staged / "fp32")
+    run_fp32 = exporter.load(twin.path, twin.context)
+    auto = weight_type_of(q) == "auto"
+    weight_types = exporter.weight_types(ctx.mode) if auto else [weight_type_of(q)]
+    candidates = []
+    for weight_type in weight_types:
+        cctx = replace(ctx, quantization=replace(q, weight_type=WeightType(weight_type)))
+        built = _export_into(exporter, cctx, staged / f"quantized-{weight_type}")
+        built.report = quant_report.measure(
+            run=exporter.load(built.path, cctx), run_fp32=run_fp32, size=built.path.stat().st_size,
+            size_fp32=twin.path.stat().st_size, task_type=job.task_spec.task_type,
+            calibration=plan.reference("calibration"), heldout=plan.reference("heldout"),
+            example=plan.inputs, latency_runs=int(q.latency_runs),
+        )
+        built.gate_failures = quant_report.gate_failures(built.report, job.validate)
+        candidates.append(built)
+    passing = [c for c in candidates if not c.gate_failures]
+    chosen = min(passing or candidates, key=lambda c: c.report["speed"]["latency_ms"])
+    extra: dict[str, Any] = {}
+    if auto:
+        chosen_type = weight_type_of(chosen.context.quantization)
+        extra["weight_type_selection"] = {
+            "candidates": {weight_type_of(c.context.quantization): {
+                "latency_ms": c.report["speed"]["latency_ms"], "size_bytes": c.report["size"]["bytes"],
+                "heldout_agreement": c.report["fidelity"]["heldout"]["agreement"],
+                "gate_failures": c.gate_failures} for c in candidates},
+            "chosen": chosen_type,
+            "reason": (f"fastest of the {len(passing)} candidate(s) that pass the gates" if passing
+                       else "no candidate passes the gates; the fastest is reported"),
+        }
+        log.info("%-12s weight_type=auto: %s -> %s", name, ", ".join(
+            f"{weight_type_of(c.context.quantization)} {c.report['speed']['latency_ms']:.3f} ms" for c in candidates),
+            chosen_type)
+    return chosen, extra
+
+
 def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactResult:
     job, ctx = plan.job, plan.context
     job.model.eval()
@@ -192,13 +278,21 @@ def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactRe
     validation = Validation(tolerance)
     try:
         with staging_dir(export_dir, name) as staged:
-            t0 = time.perf_counter()
-            outcome = exporter.export(ctx, staged / exporter.filename)
-            record["export_seconds"] = round(time.perf_counter() - t0, 4)
-            record["details"] = outcome.details
-            record["load_hint"] = outcome.load_hint
+            if ctx.quantized:
+                built, extra = _build_quantized(plan, name, exporter, staged)
+            else:
+                built, extra = _export_into(exporter, ctx, staged / "build"), {}
+            record["export_seconds"] = built.export_seconds
+            record["details"] = built.outcome.details
+            record["load_hint"] = built.outcome.load_hint
+            if built.report is not None:
+                from . import quant_report
+
+                record["quantization_report"] = {**built.report, **extra, "gate_failures": built.gate_failures}
+                layers = (built.outcome.details.get("quantization") or {}).get("quantized_layers")
+                record["warnings"] = quant_report.warnings_for(built.report, layers)
             if job.validate.enabled:
-                run = exporter.load(staged / exporter.filename, ctx)
+                run = exporter.load(built.path, built.context)
                 examples = [("example", plan.inputs, plan.eager)]
                 second = plan.second_example(exporter)
                 if second is not None:
@@ -208,20 +302,19 @@ def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactRe
                         compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance)
                     )
                 record["validation"] = validation.to_dict()
-            if not validation.passed and job.validate.strict:
-                raise ExportError(
-                    f"{name}: outputs differ from eager PyTorch: {validation.summary()} "
-                    "(artifact not kept; validate.strict=false keeps it)"
-                )
-            status = "ok" if validation.passed else "mismatch"
+            problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"]
+            problems += built.gate_failures
+            if problems and job.validate.strict:
+                raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
+            status = "mismatch" if problems else "ok"
             # Rename into place only once checked: a crash or a miss never leaves a torn artifact.
-            publish(staged, export_dir)
-        record.update(
-            status=status, bytes=final.stat().st_size, sha256=sha256_of(final)
-        )
-        if status == "mismatch":
-            record["warning"] = validation.summary()
+            publish(built.folder, export_dir)
+        record.update(status=status, bytes=final.stat().st_size, sha256=sha256_of(final))
+        if problems:
+            record["warning"] = "; ".join(problems)
         _log_line(name, record)
+        for note in record.get("warnings", []):
+            log.warning("%-12s warning: %s", "", note)
         if record["details"].get("load_note"):
             log.info("%-12s %s:\n%s", "", record["details"]["load_note"], _indent(record["load_hint"]))
         return ArtifactResult(name, status, final, record)
@@ -241,6 +334,10 @@ def _log_line(name: str, record: dict[str, Any]) -> None:
     diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
     log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record["file"], human_bytes(record["bytes"]),
              record["export_seconds"], diff_text, record["status"])
+    if "quantization_report" in record:
+        from .quant_report import summary_line
+
+        log.info("%-12s %s", "", summary_line(record["quantization_report"]))
 
 
 def _indent(text: str) -> str:
@@ -269,8 +366,8 @@ def _metadata(plan: _Plan, results: dict[str, ArtifactResult], seconds: float) -
         "exported_at": utc_now(),
         "torch_version": plan.torch_version,
         "formats": list(job.formats),
-        "quantization": None if mode_of(q) == "none" else {
-            "mode": mode_of(q), "weight_type": weight_type_of(q), "per_channel": bool(q.per_channel)},
+        "quantization": None if mode_of(q) == "none" else plain(q),
+        "calibration": plan.calibration.record() if plan.calibration is not None else None,
         "opset": int(job.formats["onnx"].opset) if "onnx" in job.formats else None,
         "onnx_backend": (onnx.record.get("details") or {}).get("backend") if onnx else None,
         "seed": job.seed,

@@ -36,6 +36,7 @@ class QuantizationMode(str, Enum):
     none = "none"
     dynamic = "dynamic"
     static = "static"
+    fp16 = "fp16"
 
 
 class Serialization(str, Enum):
@@ -44,8 +45,31 @@ class Serialization(str, Enum):
 
 
 class WeightType(str, Enum):
+    auto = "auto"
     qint8 = "qint8"
     quint8 = "quint8"
+
+
+class ActivationType(str, Enum):
+    qint8 = "qint8"
+    quint8 = "quint8"
+
+
+class QuantFormat(str, Enum):
+    qdq = "qdq"
+    qoperator = "qoperator"
+
+
+class CalibrationMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class CalibrationSource(str, Enum):
+    random = "random"
+    npz = "npz"
+    dataset = "dataset"
 
 
 @dataclass
@@ -102,10 +126,37 @@ class FormatsConfig:
 @dataclass
 class QuantizationConfig:
     mode: QuantizationMode = QuantizationMode.none
-    # Integer type of quantized weights (ONNX Runtime's QInt8/QUInt8, torch's qint8/quint8).
+    # Integer type of quantized weights. auto: build each type the format takes, time them in the
+    # same run, keep the fastest that passes the gates, and record why.
     weight_type: WeightType = WeightType.qint8
+    # Static: integer type of activations.
+    activation_type: ActivationType = ActivationType.quint8
     # ONNX: quantize each output channel's weights with its own scale.
     per_channel: bool = False
+    # ONNX static: QDQ (QuantizeLinear/DequantizeLinear pairs) or QOperator (QLinearConv, ...).
+    quant_format: QuantFormat = QuantFormat.qdq
+    # ONNX: operator types to quantize. null: MatMul, Gemm, Conv for static (quantizing every
+    # operator also quantizes causal masks: infinite scales); ONNX Runtime's own set for dynamic.
+    op_types: Optional[List[str]] = None
+    # ONNX static: how activation ranges are found from the calibration data.
+    calibration_method: CalibrationMethod = CalibrationMethod.minmax
+    # Timed runs per artifact for the latency report (median), after warm-up.
+    latency_runs: int = 30
+
+
+@dataclass
+class CalibrationConfig:
+    """Samples for static quantization and for the fidelity report of every quantized artifact."""
+
+    # random: drawn like the example input (a warning says it does not represent real inputs);
+    # npz: arrays named after the model inputs, first axis = samples; dataset: a _target_ yielding
+    # dicts of named tensors (or tensors, for single-input models).
+    source: CalibrationSource = CalibrationSource.random
+    num_samples: int = 32
+    # Further samples drawn the same way, never used for calibration: the held-out fidelity check.
+    heldout_samples: int = 16
+    path: Optional[str] = None
+    dataset: Any = None
 
 
 @dataclass
@@ -119,6 +170,9 @@ class ValidateConfig:
     # Quantized artifacts are always measured; they are gated only where a bound is set here.
     quantized_atol: Optional[float] = None
     quantized_rtol: Optional[float] = None
+    # Quantized artifacts: least share of argmax agreement with fp32 (top-1 for classifiers,
+    # next token for language models) on calibration and held-out samples; null: report only.
+    min_agreement: Optional[float] = None
     # A second input with this batch size proves the dynamic batch axis (0 or 1: skip it).
     second_batch_size: int = 2
     # false: a miss is recorded and reported, the artifact is kept and the job still succeeds.
@@ -140,6 +194,7 @@ class ExportConfig:
     # A state dict (.pt/.pth/.bin via torch.load(weights_only=True), or .safetensors) to load.
     checkpoint: Optional[str] = None
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 FORMAT_SCHEMAS = {
@@ -157,5 +212,6 @@ def register_configs() -> None:
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="schema/task_spec", name="task_spec", node=TaskSpecConfig)
     cs.store(group="schema/quantization", name="quantization", node=QuantizationConfig)
+    cs.store(group="schema/calibration", name="calibration", node=CalibrationConfig)
     for name, node in FORMAT_SCHEMAS.items():
         cs.store(group="schema/format", name=name, node=node)

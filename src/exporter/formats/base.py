@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from ..adapters import ModelAdapter
+    from ..calibration import CalibrationSet
     from ..schema import QuantizationConfig
     from ..task_spec import TaskSpec
 
@@ -28,10 +29,22 @@ class ExportContext:
     task_spec: "TaskSpec"
     example_inputs: "dict[str, torch.Tensor]"
     quantization: "QuantizationConfig"
+    # Samples for static quantization (None when the job is not quantized).
+    calibration: "Optional[CalibrationSet]" = None
+
+    @property
+    def mode(self) -> str:
+        return getattr(self.quantization.mode, "value", self.quantization.mode)
 
     @property
     def quantized(self) -> bool:
-        return getattr(self.quantization.mode, "value", self.quantization.mode) != "none"
+        return self.mode != "none"
+
+    def fp32(self) -> "ExportContext":
+        """The same job without quantization: the fp32 twin a quantized artifact is measured against."""
+        from ..schema import QuantizationConfig
+
+        return replace(self, quantization=QuantizationConfig())
 
 
 @dataclass
@@ -65,6 +78,10 @@ class FormatExporter(ABC):
     def dynamic_sequence(self) -> bool:
         """Whether a text artifact accepts another sequence length than the example's."""
         return True
+
+    def weight_types(self, mode: str) -> list[str]:
+        """The weight types ``quantization.weight_type=auto`` tries for ``mode``."""
+        return ["qint8"]
 
     def check(self, ctx: ExportContext) -> None:
         """Refuse option combinations this format cannot build (raise ConfigError), before any work."""

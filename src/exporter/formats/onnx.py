@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ExportError
-from ..quantize import onnx_dynamic_quantize
+from ..quantize import onnx_dynamic_quantize, onnx_fp16, onnx_static_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 
 log = logging.getLogger("exporter")
@@ -55,6 +55,9 @@ class OnnxExporter(FormatExporter):
 
     def output_names(self, ctx: ExportContext) -> list[str]:
         return list(self.options.output_names or ctx.adapter.output_names)
+
+    def weight_types(self, mode: str) -> list[str]:
+        return ["qint8", "quint8"] if mode in ("dynamic", "static") else ["qint8"]
 
     def check(self, ctx: ExportContext) -> None:
         if self.backend not in BACKENDS:
@@ -117,10 +120,16 @@ class OnnxExporter(FormatExporter):
         details["output_names"] = [o.name for o in proto.graph.output]
         details["dynamic_axes"] = {k: {str(a): n for a, n in v.items()} for k, v in self._dynamic_axes(ctx).items()}
 
+        if ctx.mode == "dynamic":
+            details["quantization"] = onnx_dynamic_quantize(fp32_path, path, ctx.quantization)
+        elif ctx.mode == "static":
+            renames = dict(zip(ctx.adapter.input_names, self.input_names(ctx)))
+            details["quantization"] = onnx_static_quantize(fp32_path, path, ctx.quantization,
+                                                           ctx.calibration.samples, renames)
+        elif ctx.mode == "fp16":
+            details["quantization"] = onnx_fp16(fp32_path, path)
         if ctx.quantized:
-            onnx_dynamic_quantize(fp32_path, path, ctx.quantization)
             fp32_path.unlink()
-            details["quantization"] = "onnxruntime.quantization.quantize_dynamic"
         return ExportOutcome(
             details=details,
             load_hint=(

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..quantize import TORCH_DYNAMIC_RECIPE, check_torch_dynamic, torch_dynamic_quantize
+from ..quantize import TORCH_DYNAMIC_RECIPE, check_torch, torch_dynamic_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 
 
@@ -30,7 +30,12 @@ class StateDictExporter(FormatExporter):
         return "model.safetensors" if self.serialization == "safetensors" else "model.pth"
 
     def check(self, ctx: ExportContext) -> None:
-        check_torch_dynamic(ctx.quantization, self.name)
+        if ctx.mode == "static":
+            raise ConfigError(
+                "quantization=static is not available for format pytorch: a state dict of a statically "
+                "quantized graph cannot be loaded back into the model class; use format=onnx or format=torchscript"
+            )
+        check_torch(ctx.quantization, self.name)
         if ctx.quantized and self.serialization == "safetensors":
             raise ConfigError(
                 "format.pytorch.serialization=safetensors cannot hold quantized (packed) weights; "
@@ -38,12 +43,14 @@ class StateDictExporter(FormatExporter):
             )
 
     def _model_for(self, ctx: ExportContext):
-        return torch_dynamic_quantize(ctx.model, ctx.quantization) if ctx.quantized else ctx.model
+        if ctx.quantized:
+            return torch_dynamic_quantize(ctx.model, ctx.quantization)
+        return ctx.model, None
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         import torch
 
-        model = self._model_for(ctx)
+        model, quantization = self._model_for(ctx)
         cls = type(ctx.model)
         build = f"model = {cls.__module__}.{cls.__qualname__}(...)  # same constructor arguments\n"
         if self.serialization == "safetensors":
@@ -57,10 +64,16 @@ class StateDictExporter(FormatExporter):
                 warnings.simplefilter("ignore")
                 torch.save(model.state_dict(), str(path))
             load = f"model.load_state_dict(torch.load('{self.filename}', weights_only=True))"
-            hint = build + (f"model = {TORCH_DYNAMIC_RECIPE}\n" if ctx.quantized else "") + load
+            if ctx.quantized and quantization["recipe"] != TORCH_DYNAMIC_RECIPE:
+                # Tied layers kept fp32 or converted Conv1D layers: the same function rebuilds the same modules.
+                build += ("from exporter.quantize import torch_dynamic_quantize\nfrom exporter.schema import "
+                          "QuantizationConfig\nmodel, _ = torch_dynamic_quantize(model, QuantizationConfig(mode='dynamic'))\n")
+            elif ctx.quantized:
+                build += f"model = {TORCH_DYNAMIC_RECIPE}\n"
+            hint = build + load
         details = {"serialization": self.serialization, "class": f"{cls.__module__}.{cls.__qualname__}"}
         if ctx.quantized:
-            details["quantization"] = TORCH_DYNAMIC_RECIPE
+            details["quantization"] = quantization
             details["load_note"] = (
                 "quantized state dict: apply the same quantize_dynamic to a fresh model before load_state_dict"
             )
@@ -69,7 +82,7 @@ class StateDictExporter(FormatExporter):
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         import torch
 
-        fresh = self._model_for(ctx) if ctx.quantized else copy.deepcopy(ctx.model)
+        fresh = self._model_for(ctx)[0] if ctx.quantized else copy.deepcopy(ctx.model)
         with torch.no_grad():
             # Only what the state dict carries: non-persistent buffers (e.g. a causal mask) stay intact.
             for tensor in fresh.state_dict().values():

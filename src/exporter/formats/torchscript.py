@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..quantize import TORCH_DYNAMIC_RECIPE, check_torch_dynamic, torch_dynamic_quantize
+from ..quantize import check_torch, torch_dynamic_quantize, torch_static_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 
 
@@ -19,13 +19,18 @@ class TorchScriptExporter(FormatExporter):
         return "model.torchscript"
 
     def check(self, ctx: ExportContext) -> None:
-        check_torch_dynamic(ctx.quantization, self.name)
+        check_torch(ctx.quantization, self.name)
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         import torch
 
-        model = torch_dynamic_quantize(ctx.model, ctx.quantization) if ctx.quantized else ctx.model
         details = {"method": "torch.jit.trace", "strict": bool(self.options.strict)}
+        model = ctx.model
+        if ctx.mode == "dynamic":
+            model, details["quantization"] = torch_dynamic_quantize(ctx.model, ctx.quantization)
+        elif ctx.mode == "static":
+            model, details["quantization"] = torch_static_quantize(ctx.model, ctx.example_inputs,
+                                                                   ctx.calibration.samples, self.name)
         # torch.jit works in 2.13 but warns that it is deprecated on every call.
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -36,8 +41,6 @@ class TorchScriptExporter(FormatExporter):
                 traced = torch.jit.freeze(traced.eval())
                 details["frozen"] = True
             torch.jit.save(traced, str(path))
-        if ctx.quantized:
-            details["quantization"] = TORCH_DYNAMIC_RECIPE
         names = ", ".join(ctx.example_inputs)
         return ExportOutcome(
             details=details,

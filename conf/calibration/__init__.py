@@ -1,0 +1,1 @@
+# Config package: installed as exporter.conf (see pyproject.toml).

@@ -1,0 +1,115 @@
+"""What a quantized artifact gained and what it paid: size, fidelity and speed against its fp32 twin.
+
+The fp32 twin is the same format built without quantization in the same job; both are loaded in
+the same runtime and timed interleaved in the same run, so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .schema import ValidateConfig
+
+WARMUP_RUNS = 3
+
+
+def agreement_metric(task_type: str) -> str:
+    return "next_token_agreement" if task_type == "language_modeling" else "top1_agreement"
+
+
+def fidelity(run: Callable, samples: Sequence[dict], references: Sequence["np.ndarray"]) -> dict[str, Any]:
+    """Max absolute difference and argmax agreement (over the last axis) with eager fp32 outputs."""
+    import numpy as np
+
+    if not samples:
+        return {"samples": 0, "max_abs_diff": None, "agreement": None}
+    max_diff, agree, total = 0.0, 0, 0
+    for sample, ref in zip(samples, references):
+        out = np.asarray(run(sample), dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64)
+        max_diff = max(max_diff, float(np.abs(out - ref).max()))
+        same = out.argmax(axis=-1) == ref.argmax(axis=-1)
+        agree += int(same.sum())
+        total += same.size
+    return {"samples": len(samples), "max_abs_diff": max_diff, "agreement": agree / total}
+
+
+def median_latencies_ms(run_a: Callable, run_b: Callable, inputs: dict, runs: int) -> tuple[float, float]:
+    """Median latency of two runnables on the same input, timed alternately."""
+    for _ in range(WARMUP_RUNS):
+        run_a(inputs)
+        run_b(inputs)
+    times_a, times_b = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run_a(inputs)
+        t1 = time.perf_counter()
+        run_b(inputs)
+        t2 = time.perf_counter()
+        times_a.append((t1 - t0) * 1000)
+        times_b.append((t2 - t1) * 1000)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def measure(*, run: Callable, run_fp32: Callable, size: int, size_fp32: int, task_type: str,
+            calibration: tuple, heldout: tuple, example: dict, latency_runs: int) -> dict[str, Any]:
+    """The report of one quantized artifact (``calibration``/``heldout``: (samples, eager outputs))."""
+    latency, latency_fp32 = median_latencies_ms(run, run_fp32, example, latency_runs)
+    return {
+        "size": {"bytes": size, "fp32_bytes": size_fp32, "ratio": round(size / size_fp32, 4)},
+        "fidelity": {
+            "agreement_metric": agreement_metric(task_type),
+            "calibration": fidelity(run, *calibration),
+            "heldout": fidelity(run, *heldout),
+        },
+        "speed": {"latency_ms": round(latency, 4), "fp32_latency_ms": round(latency_fp32, 4),
+                  "ratio": round(latency / latency_fp32, 4), "runs": latency_runs,
+                  "input_shapes": {k: list(v.shape) for k, v in example.items()}},
+    }
+
+
+def gate_failures(report: dict[str, Any], validate: "ValidateConfig") -> list[str]:
+    """Gates that fail the job: never larger than fp32, and the user's bounds where set."""
+    failures = []
+    size = report["size"]
+    if size["bytes"] > size["fp32_bytes"]:
+        failures.append(f"the quantized file ({size['bytes']} bytes) is larger than its fp32 twin "
+                        f"({size['fp32_bytes']} bytes)")
+    fid = report["fidelity"]
+    splits = [(name, fid[name]) for name in ("calibration", "heldout") if fid[name]["samples"]]
+    if validate.min_agreement is not None:
+        for name, f in splits:
+            if f["agreement"] < validate.min_agreement:
+                failures.append(f"{fid['agreement_metric']} on {name} samples {f['agreement']:.4f} is below "
+                                f"validate.min_agreement={validate.min_agreement}")
+    if validate.quantized_atol is not None:
+        for name, f in splits:
+            if f["max_abs_diff"] > validate.quantized_atol:
+                failures.append(f"max |diff| on {name} samples {f['max_abs_diff']:.3g} exceeds "
+                                f"validate.quantized_atol={validate.quantized_atol}")
+    return failures
+
+
+def warnings_for(report: dict[str, Any], quantized_layers: Optional[int]) -> list[str]:
+    notes = []
+    if quantized_layers == 0:
+        notes.append("nothing was quantized: the model has no layers this mode quantizes "
+                     "(Linear, MatMul, Gemm or Conv); the artifact is fp32 in all but name")
+    speed = report["speed"]
+    if speed["ratio"] > 1:
+        notes.append(f"the quantized artifact is slower than fp32 ({speed['latency_ms']:.3f} ms vs "
+                     f"{speed['fp32_latency_ms']:.3f} ms median)")
+    return notes
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    fid = report["fidelity"]
+    held = fid["heldout"] if fid["heldout"]["samples"] else fid["calibration"]
+    agreement = "-" if held["agreement"] is None else f"{held['agreement']:.1%}"
+    return (f"size x{report['size']['ratio']:.2f}, {fid['agreement_metric'].replace('_', ' ')} {agreement}, "
+            f"latency x{report['speed']['ratio']:.2f} of fp32")
