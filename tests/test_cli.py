@@ -67,7 +67,8 @@ def test_help_lists_every_group_option_and_answers_without_torch(tmp_path):
                    "task_spec=language_modeling", "task_spec=text_classification", "format=onnx",
                    "format=torchscript", "format=pytorch", "quantization=none", "quantization=dynamic",
                    "quantization=static", "quantization=fp16", "calibration=random", "calibration=npz",
-                   "calibration=dataset", "validate.min_agreement", "quantization.weight_type", "format.onnx.opset", "format.onnx.backend", "validate.strict",
+                   "calibration=dataset", "validate.min_agreement", "quantization.weight_type",
+                   "format.onnx.opset", "format.onnx.backend", "validate.strict",
                    "checkpoint=", "seed=", "export_dir="):
         assert option in r.stdout, option
 

@@ -247,7 +247,8 @@ def _build_quantized(plan: _Plan, name: str, exporter, staged: Path) -> tuple[_B
             calibration=plan.reference("calibration"), heldout=plan.reference("heldout"),
             example=plan.inputs, latency_runs=int(q.latency_runs),
         )
-        built.gate_failures = quant_report.gate_failures(built.report, job.validate)
+        layers = (built.outcome.details.get("quantization") or {}).get("quantized_layers")
+        built.gate_failures = quant_report.gate_failures(built.report, job.validate, layers)
         candidates.append(built)
     passing = [c for c in candidates if not c.gate_failures]
     chosen = min(passing or candidates, key=lambda c: c.report["speed"]["latency_ms"])

@@ -1,0 +1,250 @@
+"""Quantization users can trust: static calibration, fp16, the report, gates and clear refusals."""
+
+import json
+import logging
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from exporter import ConfigError, TaskSpec, export_model
+from exporter.schema import QuantizationConfig, QuantizationMode, WeightType
+
+QDQ = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def metadata(out):
+    return json.loads(out["metadata"].read_text())
+
+
+def onnx_ops(path):
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_static_onnx_with_random_calibration_is_recorded_and_warned(tmp_path, cnn_model, vision_spec, caplog):
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"], quantization="static")
+    assert QDQ <= onnx_ops(out["onnx"])
+    md = metadata(out)
+    assert md["calibration"]["source"] == "random"
+    assert md["calibration"]["num_samples"] == 32 and md["calibration"]["heldout_samples"] == 16
+    assert len(md["calibration"]["sha256"]) == 64
+    assert "do not represent real inputs" in caplog.text
+    details = md["artifacts"]["onnx"]["details"]["quantization"]
+    assert details["op_types"] == ["MatMul", "Gemm", "Conv"] and details["preprocessed"] is True
+
+
+def _npz(path, seed, n=40):
+    rng = np.random.default_rng(seed)
+    np.savez(path, pixel_values=rng.random((n, 3, 32, 32), dtype=np.float32))
+    return path
+
+
+def test_static_onnx_with_npz_and_the_hash_follows_the_data(tmp_path, cnn_model, vision_spec):
+    hashes = []
+    for seed in (1, 1, 2):
+        out = export_model(cnn_model, None, vision_spec, tmp_path / f"b{len(hashes)}", formats=["onnx"],
+                           quantization="static", calibration=_npz(tmp_path / f"c{seed}.npz", seed))
+        assert QDQ <= onnx_ops(out["onnx"])
+        md = metadata(out)
+        assert md["calibration"]["source"] == "npz"
+        assert md["calibration"]["num_samples"] == 32 and md["calibration"]["heldout_samples"] == 8
+        hashes.append(md["calibration"]["sha256"])
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_static_onnx_with_a_dataset(tmp_path, cnn_model, vision_spec):
+    def batches():  # batched and unbatched items, dicts and bare tensors all count as samples
+        gen = torch.Generator().manual_seed(0)
+        for i in range(30):
+            x = torch.rand(4, 3, 32, 32, generator=gen)
+            yield {"pixel_values": x} if i % 2 else x[0]
+
+    out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"], quantization="static",
+                       calibration=batches())
+    md = metadata(out)
+    assert QDQ <= onnx_ops(out["onnx"])
+    assert md["calibration"]["source"] == "dataset"
+    assert md["calibration"]["num_samples"] == 32 and md["calibration"]["heldout_samples"] == 16
+
+
+def test_npz_without_the_input_arrays_names_what_it_has(tmp_path, cnn_model, vision_spec):
+    np.savez(tmp_path / "bad.npz", images=np.zeros((40, 3, 32, 32), np.float32))
+    with pytest.raises(ConfigError, match=r"no array named \['pixel_values'\]; it has \['images'\]"):
+        export_model(cnn_model, None, vision_spec, tmp_path / "o", formats=["onnx"], quantization="static",
+                     calibration=tmp_path / "bad.npz")
+    with pytest.raises(ConfigError, match="3 sample"):
+        np.savez(tmp_path / "few.npz", pixel_values=np.zeros((3, 3, 32, 32), np.float32))
+        export_model(cnn_model, None, vision_spec, tmp_path / "o", formats=["onnx"], quantization="static",
+                     calibration=tmp_path / "few.npz")
+    assert not (tmp_path / "o").exists()
+
+
+def test_static_torchscript_through_fx(tmp_path, cnn_model, vision_spec):
+    out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["torchscript"], quantization="static")
+    md = metadata(out)
+    assert "quantize_fx" in md["artifacts"]["torchscript"]["details"]["quantization"]["recipe"]
+    assert md["artifacts"]["torchscript"]["details"]["quantization"]["quantized_layers"] >= 3
+    graph = str(torch.jit.load(str(out["torchscript"])).inlined_graph)
+    assert "quantized::conv2d" in graph and "quantized::linear" in graph
+
+
+def test_unsupported_static_and_fp16_combinations_fail_clearly(tmp_path, lm_model, lm_spec, cnn_model, vision_spec):
+    with pytest.raises(ConfigError, match="static is not available for format pytorch.*format=onnx or format=torchscript"):
+        export_model(cnn_model, None, vision_spec, tmp_path / "a", formats=["pytorch"], quantization="static")
+    with pytest.raises(ConfigError, match="fp16 is not available for format torchscript; use format=onnx"):
+        export_model(cnn_model, None, vision_spec, tmp_path / "b", formats=["torchscript"], quantization="fp16")
+    # LMStub unpacks a tensor into q, k, v: torch.fx cannot trace it, and the job says which format can
+    out = export_model(lm_model, None, lm_spec, tmp_path / "c", formats=["torchscript", "onnx"], quantization="static")
+    error = metadata(out)["artifacts"]["torchscript"]["error"]
+    assert "torch.fx can trace symbolically" in error and "use format=onnx" in error
+    assert "onnx" in out and "torchscript" not in out  # never a silent fp32 artifact labelled static
+
+
+def test_fp16_onnx_keeps_float32_io(tmp_path, cnn_model, vision_spec):
+    import onnxruntime as ort
+
+    out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"], quantization="fp16")
+    model = onnx.load(str(out["onnx"]))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    session = ort.InferenceSession(str(out["onnx"]), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
+    report = metadata(out)["artifacts"]["onnx"]["quantization_report"]
+    assert report["size"]["ratio"] < 0.75
+
+
+def test_report_fields_for_a_language_model(tmp_path, lm_model, lm_spec):
+    out = export_model(lm_model, None, lm_spec, tmp_path, formats=["onnx", "torchscript", "pytorch"],
+                       quantization="dynamic")
+    for name in ("onnx", "torchscript", "pytorch"):
+        rec = metadata(out)["artifacts"][name]
+        report = rec["quantization_report"]
+        assert report["size"]["bytes"] == rec["bytes"] and report["size"]["bytes"] < report["size"]["fp32_bytes"]
+        assert report["size"]["ratio"] == pytest.approx(report["size"]["bytes"] / report["size"]["fp32_bytes"], abs=1e-3)
+        fid = report["fidelity"]
+        assert fid["agreement_metric"] == "next_token_agreement"
+        assert fid["calibration"]["samples"] == 32 and fid["heldout"]["samples"] == 16
+        assert 0.5 < fid["heldout"]["agreement"] <= 1 and fid["heldout"]["max_abs_diff"] > 0
+        speed = report["speed"]
+        assert speed["latency_ms"] > 0 and speed["fp32_latency_ms"] > 0 and speed["runs"] == 30
+        assert speed["ratio"] == pytest.approx(speed["latency_ms"] / speed["fp32_latency_ms"], rel=1e-2)
+        assert report["gate_failures"] == []
+
+
+def test_classifier_report_uses_top1_agreement(tmp_path, cnn_model, vision_spec):
+    out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"], quantization="dynamic")
+    assert metadata(out)["artifacts"]["onnx"]["quantization_report"]["fidelity"]["agreement_metric"] == "top1_agreement"
+
+
+def test_gates_fail_and_pass(tmp_path, lm_model, lm_spec):
+    failing = export_model(lm_model, None, lm_spec, tmp_path / "fail", formats=["onnx"], quantization="dynamic",
+                           validate={"min_agreement": 1.01})
+    assert "onnx" not in failing
+    error = metadata(failing)["artifacts"]["onnx"]["error"]
+    assert "next_token_agreement on calibration samples" in error and "validate.min_agreement=1.01" in error
+    passing = export_model(lm_model, None, lm_spec, tmp_path / "pass", formats=["onnx"], quantization="dynamic",
+                           validate={"min_agreement": 0.5, "quantized_atol": 10.0})
+    assert "onnx" in passing and metadata(passing)["artifacts"]["onnx"]["status"] == "ok"
+    too_tight = export_model(lm_model, None, lm_spec, tmp_path / "atol", formats=["onnx"], quantization="dynamic",
+                             validate={"quantized_atol": 1e-6})
+    assert "validate.quantized_atol" in metadata(too_tight)["artifacts"]["onnx"]["error"]
+    kept = export_model(lm_model, None, lm_spec, tmp_path / "kept", formats=["onnx"], quantization="dynamic",
+                        validate={"min_agreement": 1.01, "strict": False})
+    assert metadata(kept)["artifacts"]["onnx"]["status"] == "mismatch" and kept["onnx"].is_file()
+
+
+def test_weight_type_auto_measures_both_and_records_why(tmp_path, cnn_model, vision_spec):
+    q = QuantizationConfig(mode=QuantizationMode.dynamic, weight_type=WeightType.auto, latency_runs=10)
+    out = export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx", "torchscript"], quantization=q)
+    md = metadata(out)
+    selection = md["artifacts"]["onnx"]["quantization_report"]["weight_type_selection"]
+    assert set(selection["candidates"]) == {"qint8", "quint8"}
+    fastest = min(selection["candidates"], key=lambda k: selection["candidates"][k]["latency_ms"])
+    assert selection["chosen"] == fastest and "fastest" in selection["reason"]
+    assert set(md["artifacts"]["torchscript"]["quantization_report"]["weight_type_selection"]["candidates"]) == {"qint8"}
+
+
+def test_non_finite_scales_fail_with_the_operator_advice(tmp_path, lm_model, lm_spec):
+    q = QuantizationConfig(mode=QuantizationMode.static, op_types=["MatMul", "Gemm", "Conv", "Add", "Softmax"])
+    out = export_model(lm_model, None, lm_spec, tmp_path, formats=["onnx"], quantization=q)
+    error = metadata(out)["artifacts"]["onnx"]["error"]
+    assert "non-finite or zero scales" in error and "restrict quantization.op_types" in error
+    assert not (tmp_path / "model.onnx").exists()
+
+
+class TiedLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(2000, 64)
+        self.mlp = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 2000, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, input_ids):
+        return self.head(torch.relu(self.mlp(self.embed(input_ids))))
+
+
+def test_tied_weights_stay_fp32_and_the_artifact_never_grows(tmp_path):
+    spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 2000, "max_seq_len": 16})
+    out = export_model(TiedLM(), None, spec, tmp_path, formats=["torchscript", "pytorch"], quantization="dynamic")
+    for name in ("torchscript", "pytorch"):
+        rec = metadata(out)["artifacts"][name]
+        assert rec["details"]["quantization"]["kept_fp32"] == {"head": "weight tied to embed"}
+        assert rec["quantization_report"]["size"]["bytes"] <= rec["quantization_report"]["size"]["fp32_bytes"]
+
+
+class NoMatmul(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3, 1, 1))
+
+    def forward(self, pixel_values):
+        return (pixel_values * self.scale).mean(dim=(2, 3))
+
+
+def test_nothing_quantized_gets_a_warning(tmp_path, caplog):
+    spec = TaskSpec("v", "vision", "vision_classification", {"image_size": [3, 8, 8]})
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        out = export_model(NoMatmul(), None, spec, tmp_path, formats=["torchscript"], quantization="dynamic")
+    warnings = metadata(out)["artifacts"]["torchscript"]["warnings"]
+    assert any("nothing was quantized" in w for w in warnings)
+    assert "nothing was quantized" in caplog.text
+
+
+SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+
+
+def test_sweep_over_format_and_quantization_builds_or_explains_each(tmp_path, cli):
+    r = cli("-m", "format=onnx,torchscript,pytorch", "quantization=none,dynamic,static,fp16", SMALL,
+            "quantization.latency_runs=5", "calibration.num_samples=8", "calibration.heldout_samples=4")
+    assert r.returncode == 1  # some combinations cannot be built, and the sweep says so
+    assert "sweep: 12 job(s), 9 ok, 3 failed" in r.stdout
+    summary = r.stdout[r.stdout.index("sweep: 12 job(s)"):]
+    rows = {line.split("  ")[0].strip(): line for line in summary.splitlines()[4:]}
+    assert "not available for format pytorch" in rows["format=pytorch quantization=static"]
+    assert "use format=onnx" in rows["format=torchscript quantization=fp16"]
+    assert "use format=onnx" in rows["format=pytorch quantization=fp16"]
+    for fmt in ("onnx", "torchscript", "pytorch"):
+        for mode in ("none", "dynamic"):
+            assert " ok " in rows[f"format={fmt} quantization={mode}"]
+
+
+def test_cli_calibration_from_npz_and_from_a_dataset(tmp_path, cli):
+    _npz(tmp_path / "calib.npz", 3, n=12)
+    (tmp_path / "mydata.py").write_text(
+        "import torch\n\ndef batches(n=3):\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    for _ in range(n):\n        yield {'pixel_values': torch.rand(4, 3, 32, 32, generator=g)}\n")
+    common = ["quantization=static", SMALL, "calibration.num_samples=8", "calibration.heldout_samples=4"]
+    r = cli(*common, "calibration=npz", f"calibration.path={tmp_path / 'calib.npz'}", "hydra.run.dir=a")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli(*common, "calibration=dataset", "calibration.dataset._target_=mydata.batches", "hydra.run.dir=b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    a, b = (json.loads((tmp_path / d / "metadata.json").read_text())["calibration"] for d in "ab")
+    assert (a["source"], b["source"]) == ("npz", "dataset")
+    assert a["num_samples"] == b["num_samples"] == 8 and a["sha256"] != b["sha256"]
+    assert "mydata.batches" in b["description"]
+    r = cli(*common, "calibration=npz", "hydra.run.dir=c")  # path left at ???
+    assert r.returncode != 0 and "calibration.path" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
