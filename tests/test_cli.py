@@ -29,6 +29,10 @@ def test_onnx_dynamic_on_the_shipped_default(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     md = json.loads((tmp_path / "exports/simple_cnn/onnx-dynamic/metadata.json").read_text())
     assert md["quantization"]["mode"] == "dynamic" and md["artifacts"]["onnx"]["status"] == "ok"
+    # the closing table carries the quantization report
+    assert "size vs fp32  agreement  latency vs fp32" in r.stdout
+    card = cli("card", "exports/simple_cnn/onnx-dynamic")
+    assert "Quantization against the fp32 twin (calibration: random, 32 samples" in card.stdout
 
 
 def test_several_formats_and_lm_stub(tmp_path, cli):

@@ -84,6 +84,18 @@ def render_card(folder: Path) -> str:
                      rec.get("status", "?") if rec.get("status") != "failed" else f"FAILED: {rec.get('error', '')}"])
     lines += ["", "## Artifacts (checked against eager PyTorch)", "", "```",
               table(["format", "file", "size", "sha256", "max |diff|", "status"], rows), "```"]
+    if quant:
+        from .report import quantization_cells
+
+        calibration = md.get("calibration") or {}
+        qrows = [[name, *quantization_cells(rec)] for name, rec in md.get("artifacts", {}).items()
+                 if rec.get("quantization_report")]
+        lines += ["", f"## Quantization against the fp32 twin (calibration: {calibration.get('source')}, "
+                  f"{calibration.get('num_samples')} samples, sha256 {str(calibration.get('sha256'))[:12]})", "",
+                  "```", table(["format", "size", "agreement (held-out)", "latency"], qrows), "```"]
+        for name, rec in md.get("artifacts", {}).items():
+            for note in rec.get("warnings", []):
+                lines.append(f"- {name}: {note}")
     for name, rec in md.get("artifacts", {}).items():
         if rec.get("load_hint") and rec.get("status") != "failed":
             lines += ["", f"## Load {name}", "", "```python", rec["load_hint"], "```"]

@@ -37,7 +37,24 @@ def artifact_row(name: str, record: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def quantization_cells(record: Mapping[str, Any]) -> list[str]:
+    """size, agreement and latency against the fp32 twin, for a quantized artifact's row."""
+    report = record.get("quantization_report")
+    if not report:
+        return ["-", "-", "-"]
+    fid = report["fidelity"]
+    split = fid["heldout"] if fid["heldout"]["samples"] else fid["calibration"]
+    agreement = "-" if split["agreement"] is None else f"{split['agreement']:.1%}"
+    return [f"x{report['size']['ratio']:.2f}", agreement, f"x{report['speed']['ratio']:.2f}"]
+
+
 def closing_table(metadata: Mapping[str, Any]) -> str:
-    """format, file, size, export seconds, max difference, status: one row per requested format."""
-    rows = [artifact_row(name, rec) for name, rec in metadata.get("artifacts", {}).items()]
-    return table(["format", "file", "size", "export s", "max |diff|", "status"], rows)
+    """format, file, size, export seconds, max difference, status: one row per requested format;
+    for quantized jobs also size, agreement and latency against the fp32 twin."""
+    artifacts = metadata.get("artifacts", {})
+    headers = ["format", "file", "size", "export s", "max |diff|"]
+    rows = [artifact_row(name, rec) for name, rec in artifacts.items()]
+    if metadata.get("quantization"):
+        headers += ["size vs fp32", "agreement", "latency vs fp32"]
+        rows = [r[:-1] + quantization_cells(rec) + r[-1:] for r, rec in zip(rows, artifacts.values())]
+    return table(headers + ["status"], rows)
