@@ -244,3 +244,28 @@ def test_rebuild_gives_identical_onnx_bytes(tmp_path, cnn_model, vision_spec):
     a = export_model(cnn_model, None, vision_spec, tmp_path / "a", formats=["onnx"])
     b = export_model(cnn_model, None, vision_spec, tmp_path / "b", formats=["onnx"])
     assert a["onnx"].read_bytes() == b["onnx"].read_bytes()
+
+
+def test_the_specs_validation_command(tmp_path, monkeypatch):
+    """The spec's own validation script, with this package's import paths."""
+    monkeypatch.chdir(tmp_path)
+
+    class DummyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3)
+            self.fc = nn.Linear(16 * 30 * 30, 10)
+
+        def forward(self, x):
+            x = self.conv(x)
+            return self.fc(x.flatten(1))
+
+    model = DummyCNN()
+    task_spec = TaskSpec(task_name="vision_export_test", modality="vision", task_type="vision_classification",
+                         input_schema={"image_size": [3, 32, 32]}, output_schema={"num_classes": 10})
+    adapter = VisionClassificationAdapter()
+    exports = export_model(model, adapter, task_spec, export_dir="test_exports",
+                           formats=["torchscript", "onnx", "pytorch"])
+    assert exports["torchscript"].exists()
+    assert exports["onnx"].exists()
+    assert exports["metadata"].exists()
