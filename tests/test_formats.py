@@ -145,3 +145,18 @@ def test_auto_backend_from_opset_18_uses_dynamo(tmp_path, cnn_model, vision_spec
                        format_options={"onnx": {"opset": 18}})
     md = json.loads(out["metadata"].read_text())
     assert md["onnx_backend"] == "dynamo" and md["opset"] == 18
+
+
+def test_artifacts_carry_their_tags_in_their_own_format(tmp_path, lm_model, lm_spec):
+    from safetensors import safe_open
+
+    out = export_model(lm_model, None, lm_spec, tmp_path, formats=["onnx", "torchscript", "pytorch"],
+                       format_options={"pytorch": {"serialization": "safetensors"}})
+    meta = ort.InferenceSession(str(out["onnx"]), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert meta.custom_metadata_map["exporter.task_type"] == "language_modeling"
+    assert json.loads(meta.custom_metadata_map["exporter.inputs"]) == {"input_ids": ["int64", [1, 32]]}
+    extra = {"exporter.json": ""}
+    torch.jit.load(str(out["torchscript"]), _extra_files=extra)
+    assert json.loads(extra["exporter.json"])["exporter.task_name"] == "lm_export_test"
+    with safe_open(str(out["pytorch"]), "pt") as f:
+        assert f.metadata()["exporter.quantization"] == "none"

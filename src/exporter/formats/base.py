@@ -40,6 +40,23 @@ class ExportContext:
     def quantized(self) -> bool:
         return self.mode != "none"
 
+    def tags(self) -> dict[str, str]:
+        """What every artifact carries in its format's own metadata slot (ONNX metadata_props,
+        TorchScript extra files, safetensors header), so a file found alone still says what it
+        is. Only stable facts: no timestamps, so rebuilds stay byte-identical."""
+        import json
+
+        from .. import __version__
+
+        return {
+            "exporter.version": __version__,
+            "exporter.task_name": self.task_spec.task_name,
+            "exporter.task_type": self.task_spec.task_type,
+            "exporter.inputs": json.dumps({n: [str(t.dtype).replace("torch.", ""), list(t.shape)]
+                                           for n, t in self.example_inputs.items()}),
+            "exporter.quantization": self.mode,
+        }
+
     def fp32(self) -> "ExportContext":
         """The same job without quantization: the fp32 twin a quantized artifact is measured against."""
         from ..schema import QuantizationConfig

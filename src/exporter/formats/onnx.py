@@ -130,6 +130,7 @@ class OnnxExporter(FormatExporter):
             details["quantization"] = onnx_fp16(fp32_path, path)
         if ctx.quantized:
             fp32_path.unlink()
+        _tag(path, ctx.tags())
         return ExportOutcome(
             details=details,
             load_hint=(
@@ -197,6 +198,18 @@ class OnnxExporter(FormatExporter):
             return session.run(None, {k: v for k, v in feed.items() if k in graph_inputs})[0]
 
         return run
+
+
+def _tag(path: Path, tags: dict[str, str]) -> None:
+    """Write ``tags`` into the model's metadata_props (external data, if any, stays where it is)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in tags.items():
+        prop = existing.get(key) or model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
 
 
 def _first_line(exc: BaseException) -> str:

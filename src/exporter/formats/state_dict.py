@@ -57,7 +57,7 @@ class StateDictExporter(FormatExporter):
             from safetensors.torch import save_model
 
             # save_model (not save_file) de-duplicates tied weights.
-            save_model(model, str(path))
+            save_model(model, str(path), metadata=ctx.tags())
             hint = build + f"safetensors.torch.load_model(model, '{self.filename}')"
         else:
             with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -40,11 +41,12 @@ class TorchScriptExporter(FormatExporter):
             if self.options.freeze:
                 traced = torch.jit.freeze(traced.eval())
                 details["frozen"] = True
-            torch.jit.save(traced, str(path))
+            torch.jit.save(traced, str(path), _extra_files={"exporter.json": json.dumps(ctx.tags())})
         names = ", ".join(ctx.example_inputs)
         return ExportOutcome(
             details=details,
-            load_hint=f"import torch\nmodule = torch.jit.load('{self.filename}')\nlogits = module({names})",
+            load_hint=(f"import torch\nmodule = torch.jit.load('{self.filename}')  # _extra_files={{'exporter.json': ''}} "
+                       f"returns the build's tags\nlogits = module({names})"),
         )
 
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
