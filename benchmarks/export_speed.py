@@ -43,6 +43,7 @@ def main() -> None:
     import torch
 
     from exporter import export_model
+    from exporter.report import markdown_table
 
     torch.manual_seed(0)
     rows = []
@@ -57,11 +58,7 @@ def main() -> None:
                     job_s.append(md["total_seconds"])
             rows.append([model_name, label, f"{statistics.median(export_s):.3f}", f"{statistics.median(job_s):.3f}"])
     headers = ["model", "format", "export s (median)", "whole job s (median)"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown_table(headers, rows))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from exporter.report import markdown_table
+
 MODELS = {
     "simple_cnn": ["model=simple_cnn"],
     "lm_stub": ["model=lm_stub"],
@@ -75,11 +77,7 @@ def main() -> None:
                 rec = build(MODELS[model], fmt, mode, weight_type, Path(scratch) / f"{model}-{i}", args.quick)
                 rows.append(row(model, fmt, mode, weight_type, rec))
                 print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    print(markdown_table(headers, rows))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with aligned columns (the benchmarks print these for the docs)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
+
+
 def artifact_row(name: str, record: Mapping[str, Any]) -> list[str]:
     validation = record.get("validation") or {}
     diff = validation.get("max_abs_diff")
