@@ -208,3 +208,10 @@ def test_quantized_state_dict_says_how_to_load_it(tmp_path, cli):
     r = cli("format=pytorch", "quantization=dynamic", SMALL)
     assert r.returncode == 0, r.stderr
     assert "quantize_dynamic" in r.stdout and "load_state_dict" in r.stdout
+
+
+def test_a_value_left_missing_is_one_clear_message(tmp_path, cli):
+    r = cli("quantization=static", "calibration=dataset", "hydra.run.dir=out")
+    assert r.returncode != 0
+    assert "calibration.dataset._target_: Missing mandatory value" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr

@@ -39,7 +39,23 @@ for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_n
 
 
 def job_from_config(cfg: DictConfig):
-    """Turn a composed config into an ExportJob (builds the model, loads the checkpoint)."""
+    """Turn a composed config into an ExportJob (builds the model, loads the checkpoint).
+
+    A value the config leaves missing (``???``) or cannot resolve becomes one ConfigError naming its key.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .errors import ConfigError
+
+    try:
+        return _job_from_config(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{key}: {message}" if key else message) from None
+
+
+def _job_from_config(cfg: DictConfig):
     import torch
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
