@@ -50,8 +50,8 @@ def cnn_model():
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     """``python -m exporter ARGS`` in a subprocess, as a user would run it."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -215,3 +215,14 @@ def test_a_value_left_missing_is_one_clear_message(tmp_path, cli):
     assert r.returncode != 0
     assert "calibration.dataset._target_: Missing mandatory value" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_a_failure_in_user_code_is_reported_without_a_traceback(tmp_path, cli):
+    (tmp_path / "baddata.py").write_text("def batches():\n    raise RuntimeError('disk on fire')\n    yield\n")
+    args = ["quantization=static", "calibration=dataset", "calibration.dataset._target_=baddata.batches",
+            SMALL, "hydra.run.dir=out"]
+    r = cli(*args)
+    assert r.returncode == 2
+    assert "error: RuntimeError: disk on fire (HYDRA_FULL_ERROR=1 shows the traceback)" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "Traceback" in cli(*args, env={"HYDRA_FULL_ERROR": "1"}).stderr

@@ -7,6 +7,7 @@ config errors answer quickly. ``exporter card DIR`` and ``exporter diff A B`` re
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,12 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
         from .runner import run_export
 
         result = run_export(job_from_config(cfg))
-    except ExportError as exc:
+    except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
+        if not isinstance(exc, ExportError):
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # Not the user's input as far as the tool can tell (e.g. a bug in their dataset code).
+            exc = ExportError(f"{type(exc).__name__}: {exc} (HYDRA_FULL_ERROR=1 shows the traceback)")
         log.error("error: %s", exc)
         if multirun:
             return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
