@@ -226,3 +226,18 @@ def test_a_failure_in_user_code_is_reported_without_a_traceback(tmp_path, cli):
     assert "error: RuntimeError: disk on fire (HYDRA_FULL_ERROR=1 shows the traceback)" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
     assert "Traceback" in cli(*args, env={"HYDRA_FULL_ERROR": "1"}).stderr
+
+
+def test_diff_names_other_calibration_data_behind_the_same_config(tmp_path, cli):
+    import numpy as np
+
+    common = ["quantization=static", "calibration=npz", f"calibration.path={tmp_path / 'c.npz'}", SMALL,
+              "calibration.num_samples=4", "calibration.heldout_samples=2", "quantization.latency_runs=2"]
+    for folder, seed in (("a", 0), ("b", 1)):
+        rng = np.random.default_rng(seed)
+        np.savez(tmp_path / "c.npz", pixel_values=rng.random((6, 3, 32, 32), dtype=np.float32))
+        assert cli(*common, f"hydra.run.dir={folder}").returncode == 0
+    r = cli("diff", "a", "b")
+    assert r.returncode == 1
+    assert "inputs:" in r.stdout and "calibration.sha256" in r.stdout
+    assert "\nconfig:" not in r.stdout  # the configs are the same

@@ -132,6 +132,9 @@ def render_diff(a: Path, b: Path) -> tuple[str, bool]:
             out.extend(f"  {k}: {flat_a.get(k, '(absent)')!r} -> {flat_b.get(k, '(absent)')!r}" for k in changed)
 
     section("config", cfg_a, cfg_b)
+    # Same config, other data: a changed checkpoint or calibration file shows here by its hash.
+    section("inputs", {"checkpoint": md_a.get("checkpoint"), "calibration": md_a.get("calibration")},
+            {"checkpoint": md_b.get("checkpoint"), "calibration": md_b.get("calibration")})
     section("environment", md_a.get("environment", {}), md_b.get("environment", {}))
     rows = []
     for name in sorted(set(md_a.get("artifacts", {})) | set(md_b.get("artifacts", {}))):
