@@ -160,3 +160,28 @@ def test_artifacts_carry_their_tags_in_their_own_format(tmp_path, lm_model, lm_s
     assert json.loads(extra["exporter.json"])["exporter.task_name"] == "lm_export_test"
     with safe_open(str(out["pytorch"]), "pt") as f:
         assert f.metadata()["exporter.quantization"] == "none"
+
+
+class DataDependent(torch.nn.Module):
+    """A Python branch on a tensor value: torch.export refuses it, the legacy tracer records one branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, pixel_values):
+        if pixel_values.sum() > -1:  # always true for images in [0, 1)
+            return self.fc(pixel_values.flatten(1))
+        return -self.fc(pixel_values.flatten(1))
+
+
+def test_auto_backend_falls_back_to_legacy_when_dynamo_fails(tmp_path):
+    from exporter import TaskSpec
+
+    spec = TaskSpec("v", "vision", "vision_classification", {"image_size": [3, 8, 8]})
+    out = export_model(DataDependent(), None, spec, tmp_path, formats=["onnx"], format_options={"onnx": {"opset": 18}})
+    md = json.loads(out["metadata"].read_text())
+    details = md["artifacts"]["onnx"]["details"]
+    assert md["onnx_backend"] == "legacy" and details["backend_requested"] == "auto"
+    assert details["dynamo_error"]
+    assert onnx.load(str(out["onnx"])).opset_import[0].version == 18
