@@ -60,7 +60,8 @@ def row(model: str, fmt: str, mode: str, weight_type: str | None, rec: dict) -> 
     speed = report["speed"]
     return [model, fmt, label, f"{report['size']['ratio']:.2f}", f"{held['agreement']:.1%}",
             f"{held['max_abs_diff']:.3g}", f"{speed['fp32_latency_ms']:.3f}", f"{speed['latency_ms']:.3f}",
-            f"x{speed['ratio']:.2f}", "ok" + (" (slower than fp32)" if speed["ratio"] > 1 else "")]
+            f"x{speed['ratio']:.2f}", "ok" + (" (warned: slower than fp32)" if any(
+                "slower" in w for w in rec.get("warnings", [])) else "")]
 
 
 def main() -> None:

@@ -91,13 +91,34 @@ def test_static_torchscript_through_fx(tmp_path, cnn_model, vision_spec):
     assert "quantized::conv2d" in graph and "quantized::linear" in graph
 
 
+class BranchOnValues(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, pixel_values):
+        if pixel_values.sum() > -1:  # Python control flow on a tensor value
+            return self.fc(pixel_values.flatten(1))
+        return -self.fc(pixel_values.flatten(1))
+
+
+def test_static_torchscript_of_the_shipped_lm(tmp_path, lm_model, lm_spec):
+    out = export_model(lm_model, None, lm_spec, tmp_path, formats=["torchscript"], quantization="static")
+    rec = metadata(out)["artifacts"]["torchscript"]
+    assert rec["status"] == "ok" and rec["details"]["quantization"]["quantized_layers"] > 0
+    # the traced graph takes other batch sizes and shorter sequences
+    assert [c["input_shapes"]["input_ids"] for c in rec["validation"]["checks"]] == [[1, 32], [2, 16]]
+
+
 def test_unsupported_static_and_fp16_combinations_fail_clearly(tmp_path, lm_model, lm_spec, cnn_model, vision_spec):
     with pytest.raises(ConfigError, match="static is not available for format pytorch.*format=onnx or format=torchscript"):
         export_model(cnn_model, None, vision_spec, tmp_path / "a", formats=["pytorch"], quantization="static")
     with pytest.raises(ConfigError, match="fp16 is not available for format torchscript; use format=onnx"):
         export_model(cnn_model, None, vision_spec, tmp_path / "b", formats=["torchscript"], quantization="fp16")
-    # LMStub unpacks a tensor into q, k, v: torch.fx cannot trace it, and the job says which format can
-    out = export_model(lm_model, None, lm_spec, tmp_path / "c", formats=["torchscript", "onnx"], quantization="static")
+    # A branch on tensor values is control flow torch.fx cannot trace; the job says which format can
+    spec = TaskSpec("v", "vision", "vision_classification", {"image_size": [3, 8, 8]})
+    out = export_model(BranchOnValues(), None, spec, tmp_path / "c", formats=["torchscript", "onnx"],
+                       quantization="static")
     error = metadata(out)["artifacts"]["torchscript"]["error"]
     assert "torch.fx can trace symbolically" in error and "use format=onnx" in error
     assert "onnx" in out and "torchscript" not in out  # never a silent fp32 artifact labelled static

@@ -39,7 +39,8 @@ class LMStub(nn.Module):
         seq_len = input_ids.shape[1]
         positions = torch.arange(seq_len, device=input_ids.device)
         hidden = self.token_embedding(input_ids) + self.position_embedding(positions)
-        mask = self.causal_mask[:seq_len, :seq_len]
+        # narrow (not [:seq_len]) so torch.fx can trace it symbolically for static quantization
+        mask = self.causal_mask.narrow(0, 0, seq_len).narrow(1, 0, seq_len)
         for block in self.blocks:
             hidden = block(hidden, mask)
         return self.lm_head(self.norm(hidden))
@@ -51,6 +52,7 @@ class _Block(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"model.d_model ({d_model}) must be divisible by model.n_heads ({n_heads})")
         self.n_heads = n_heads
+        self.d_model = d_model
         self.norm1 = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
@@ -58,10 +60,17 @@ class _Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, seq, dim = x.shape
+        # Sizes from the module's own ints and single shape lookups (no tuple unpacking of tensors or
+        # shapes), so that torch.fx can trace the block symbolically.
+        batch, seq, dim = x.shape[0], x.shape[1], self.d_model
         head_dim = dim // self.n_heads
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        q, k, v = (t.reshape(batch, seq, self.n_heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        qkv = self.qkv(self.norm1(x))
+
+        def heads(i: int) -> torch.Tensor:
+            part = qkv.narrow(-1, i * dim, dim)
+            return part.reshape(batch, seq, self.n_heads, head_dim).transpose(1, 2)
+
+        q, k, v = heads(0), heads(1), heads(2)
         scores = q @ k.transpose(-2, -1) / head_dim**0.5 + mask
         attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, seq, dim)
         x = x + self.proj(attended)
