@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from .errors import ConfigError
+from .schema import option_value
 
 if TYPE_CHECKING:
     import torch
@@ -140,7 +141,7 @@ def build_calibration(cfg: "CalibrationConfig", adapter: "ModelAdapter", task_sp
                       dataset: Optional[Iterable] = None) -> CalibrationSet:
     """The calibration set a job's config asks for (``dataset``: an already built iterable)."""
     _check_counts(cfg)
-    source = getattr(cfg.source, "value", cfg.source)
+    source = option_value(cfg.source)
     if source == "random":
         return random_calibration(adapter, task_spec, cfg, seed)
     if source == "npz":

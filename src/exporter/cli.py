@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ExportError
-from .schema import register_configs
+from .schema import option_value, register_configs
 
 log = logging.getLogger("exporter")
 
@@ -26,7 +26,7 @@ register_configs()
 def build_name(formats: Any, quantization: Any) -> str:
     """Folder name of a build from its choices, e.g. ``onnx-dynamic`` or ``onnx+torchscript-none``."""
     names = [name for name, options in (formats or {}).items() if options is not None]
-    return f"{'+'.join(names) or 'none'}-{getattr(quantization, 'value', quantization)}"
+    return f"{'+'.join(names) or 'none'}-{option_value(quantization)}"
 
 
 def model_name(choice: Any, target: Any) -> str:
@@ -83,7 +83,7 @@ def _job_from_config(cfg: DictConfig):
     formats = {name: OmegaConf.to_object(node) for name, node in cfg.format.items() if node is not None}
     calibration = OmegaConf.to_object(cfg.calibration)
     dataset = None
-    needs_samples = getattr(calibration.source, "value", calibration.source) == "dataset" and cfg.quantization.mode != "none"
+    needs_samples = option_value(calibration.source) == "dataset" and cfg.quantization.mode != "none"
     if needs_samples:
         try:
             dataset = hydra.utils.instantiate(cfg.calibration.dataset)

@@ -35,10 +35,12 @@ def plain(obj: Any) -> Any:
     """Dataclasses, enums and containers as plain JSON/YAML values."""
     from dataclasses import asdict, is_dataclass
 
+    from .schema import option_value
+
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
     if isinstance(obj, dict):
         return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
-    return getattr(obj, "value", obj)
+    return option_value(obj)

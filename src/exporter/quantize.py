@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ConfigError, ExportError
+from .schema import option_value
 
 if TYPE_CHECKING:
     import torch
@@ -30,16 +31,12 @@ ONNX_QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "
 TORCH_DYNAMIC_RECIPE = "torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)"
 
 
-def _value(option: Any) -> Any:
-    return getattr(option, "value", option)
-
-
 def mode_of(q: "QuantizationConfig") -> str:
-    return _value(q.mode)
+    return option_value(q.mode)
 
 
 def weight_type_of(q: "QuantizationConfig") -> str:
-    return _value(q.weight_type)
+    return option_value(q.weight_type)
 
 
 def is_colab() -> bool:
@@ -239,11 +236,11 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
         op_types = list(q.op_types) if q.op_types else STATIC_DEFAULT_OP_TYPES
         quantize_static(
             str(prepared), str(target), _Reader(samples, renames, graph_inputs),
-            quant_format=QuantFormat.QDQ if _value(q.quant_format) == "qdq" else QuantFormat.QOperator,
+            quant_format=QuantFormat.QDQ if option_value(q.quant_format) == "qdq" else QuantFormat.QOperator,
             op_types_to_quantize=op_types, per_channel=bool(q.per_channel),
-            weight_type=types[weight_type_of(q)], activation_type=types[_value(q.activation_type)],
+            weight_type=types[weight_type_of(q)], activation_type=types[option_value(q.activation_type)],
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[_value(q.calibration_method)],
+                              "percentile": CalibrationMethod.Percentile}[option_value(q.calibration_method)],
         )
     prepared.unlink(missing_ok=True)
     bad = non_finite_scales(target)
@@ -253,7 +250,7 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
             f"{' ...' if len(bad) > 5 else ''}: those tensors cannot be represented in int8 (often masks "
             f"holding -inf); restrict quantization.op_types (now {op_types})"
         )
-    details.update(recipe=f"onnxruntime.quantization.quantize_static({_value(q.quant_format)}, {_value(q.calibration_method)})",
+    details.update(recipe=f"onnxruntime.quantization.quantize_static({option_value(q.quant_format)}, {option_value(q.calibration_method)})",
                    op_types=op_types, quantized_layers=count_onnx_quantized(target))
     return details
 

@@ -58,10 +58,6 @@ class ArtifactResult:
     path: Optional[Path] = None
     record: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def built(self) -> bool:
-        return self.path is not None
-
 
 @dataclass
 class ExportResult:

@@ -15,6 +15,12 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 
+def option_value(option: Any) -> Any:
+    """The plain value of an option: structured configs hand enums over as Enum members, the
+    Python API as strings; everything downstream compares and records the string."""
+    return getattr(option, "value", option)
+
+
 class Modality(str, Enum):
     text = "text"
     vision = "vision"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from .schema import option_value
+
 MODALITIES = ("text", "vision")
 TASK_TYPES = {
     "vision_classification": "vision",
@@ -32,8 +34,8 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         # Enums from structured configs arrive as Enum members; keep plain strings.
-        self.modality = getattr(self.modality, "value", self.modality)
-        self.task_type = getattr(self.task_type, "value", self.task_type)
+        self.modality = option_value(self.modality)
+        self.task_type = option_value(self.task_type)
         self.input_schema = dict(self.input_schema or {})
         self.output_schema = dict(self.output_schema or {})
 

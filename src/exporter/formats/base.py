@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
+from ..schema import option_value
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -34,7 +36,7 @@ class ExportContext:
 
     @property
     def mode(self) -> str:
-        return getattr(self.quantization.mode, "value", self.quantization.mode)
+        return option_value(self.quantization.mode)
 
     @property
     def quantized(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ExportError
+from ..schema import option_value
 from ..quantize import onnx_dynamic_quantize, onnx_fp16, onnx_static_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 
@@ -19,10 +20,6 @@ log = logging.getLogger("exporter")
 # returns 18 (torch 2.13), so lower opsets must go through the legacy exporter.
 DYNAMO_MIN_OPSET = 18
 BACKENDS = ("auto", "legacy", "dynamo")
-
-
-def _value(option: Any) -> Any:
-    return getattr(option, "value", option)
 
 
 class OnnxExporter(FormatExporter):
@@ -48,7 +45,7 @@ class OnnxExporter(FormatExporter):
 
     @property
     def backend(self) -> str:
-        return _value(self.options.backend)
+        return option_value(self.options.backend)
 
     def input_names(self, ctx: ExportContext) -> list[str]:
         return list(self.options.input_names or ctx.adapter.input_names)

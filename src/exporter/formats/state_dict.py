@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..schema import option_value
 from ..quantize import TORCH_DYNAMIC_RECIPE, check_torch, torch_dynamic_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 
@@ -23,7 +24,7 @@ class StateDictExporter(FormatExporter):
 
     @property
     def serialization(self) -> str:
-        return getattr(self.options.serialization, "value", self.options.serialization)
+        return option_value(self.options.serialization)
 
     @property
     def filename(self) -> str:
