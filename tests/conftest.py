@@ -62,3 +62,39 @@ def cli(tmp_path):
         return run_cli(*args, cwd=kwargs.pop("cwd", tmp_path), **kwargs)
 
     return run
+
+
+# ---------------------------------------------------------------- nothing outside tmp folders
+# A file that appears in the repository during the tests was written outside a build folder (the
+# tool's toolchain litter, or a test writing into the working directory): the run fails.
+_CACHES = ("__pycache__", ".pytest_cache", ".egg-info", ".venv/", ".ruff_cache")
+
+
+def _stray_files() -> set[str] | None:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    lines = {line[3:] for line in out.stdout.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in lines if not any(c in p for c in _CACHES)}
+
+
+def pytest_sessionstart(session):
+    session.config._stray_before = _stray_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_stray_before", None)
+    after = _stray_files()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "files appeared in the repository during the tests (written outside a build folder): " + ", ".join(new)
+        if reporter:
+            reporter.write_line(message, red=True)
+        session.exitstatus = 1
