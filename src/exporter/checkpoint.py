@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .files import sha256_of
+from .schema import first_line
 
 if TYPE_CHECKING:
     import torch
@@ -36,8 +37,10 @@ def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        # first_line: an empty file raises EOFError with no text at all, which alone says little.
+        reason = first_line(exc, with_type=True) + ("; the file is empty (0 bytes)" if path.stat().st_size == 0 else "")
         raise ConfigError(
-            f"checkpoint: cannot read {path} as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"checkpoint: cannot read {path} as a state dict ({reason}); "
             "expected a .safetensors file or a torch.save'd dict of tensors (.pt, .pth, .bin)"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

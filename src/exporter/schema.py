@@ -2,23 +2,43 @@
 
 Each YAML option under ``conf/`` extends its schema through its defaults list
 (``- /schema/format/onnx@_here_``), so a misspelt key or a wrong type fails at
-composition time with Hydra's own message. This module must stay free of torch,
-onnx and onnxruntime: ``--help``, ``--cfg job`` and config errors import it.
+composition time with Hydra's own message. Two checks Hydra cannot make live here too,
+shared by both doors: numeric bounds, declared once as field metadata (``{"min": 0.0}``)
+and checked by ``check_values``, and keys added with ``+`` that no schema knows
+(``check_known_keys``). This module must stay free of torch, onnx and onnxruntime:
+``--help``, ``--cfg job`` and config errors import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .errors import ConfigError
 
 
 def option_value(option: Any) -> Any:
     """The plain value of an option: structured configs hand enums over as Enum members, the
     Python API as strings; everything downstream compares and records the string."""
     return getattr(option, "value", option)
+
+
+def first_line(exc: BaseException, with_type: bool = False) -> str:
+    """One line of an exception for a one-line error message: the first non-blank line of its text,
+    or its type name when the text is empty (``str(EOFError())`` is ``""``).
+
+    ``with_type`` puts the type name in front: ``EOFError: Ran out of input``.
+    """
+    line = next((text.strip() for text in str(exc).splitlines() if text.strip()), "")
+    if not line:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if with_type else line
 
 
 class Modality(str, Enum):
@@ -91,7 +111,8 @@ class TaskSpecConfig:
 
 @dataclass
 class OnnxFormatConfig:
-    opset: int = 14
+    # 7 to 23: the legacy exporter covers 7-20, the dynamo exporter 18 and up.
+    opset: int = field(default=14, metadata={"min": 7, "max": 23})
     # auto: the legacy TorchScript-based exporter (fast, byte-deterministic) below opset 18;
     # the dynamo exporter from 18 on, falling back to legacy if dynamo fails.
     backend: OnnxBackend = OnnxBackend.auto
@@ -147,7 +168,7 @@ class QuantizationConfig:
     # ONNX static: how activation ranges are found from the calibration data.
     calibration_method: CalibrationMethod = CalibrationMethod.minmax
     # Timed runs per artifact for the latency report (median), after warm-up.
-    latency_runs: int = 30
+    latency_runs: int = field(default=30, metadata={"min": 1})
 
 
 @dataclass
@@ -158,9 +179,9 @@ class CalibrationConfig:
     # npz: arrays named after the model inputs, first axis = samples; dataset: a _target_ yielding
     # dicts of named tensors (or tensors, for single-input models).
     source: CalibrationSource = CalibrationSource.random
-    num_samples: int = 32
+    num_samples: int = field(default=32, metadata={"min": 1})
     # Further samples drawn the same way, never used for calibration: the held-out fidelity check.
-    heldout_samples: int = 16
+    heldout_samples: int = field(default=16, metadata={"min": 0})
     path: Optional[str] = None
     dataset: Any = None
 
@@ -171,18 +192,21 @@ class ValidateConfig:
 
     enabled: bool = True
     # fp32 artifacts pass when |artifact - eager| <= atol + rtol * |eager| everywhere.
-    atol: float = 1e-4
-    rtol: float = 1e-3
+    atol: float = field(default=1e-4, metadata={"min": 0.0})
+    rtol: float = field(default=1e-3, metadata={"min": 0.0})
     # Quantized artifacts are always measured; they are gated only where a bound is set here.
-    quantized_atol: Optional[float] = None
-    quantized_rtol: Optional[float] = None
+    quantized_atol: Optional[float] = field(default=None, metadata={"min": 0.0})
+    quantized_rtol: Optional[float] = field(default=None, metadata={"min": 0.0})
     # Quantized artifacts: least share of argmax agreement with fp32 (top-1 for classifiers,
     # next token for language models) on calibration and held-out samples; null: report only.
-    min_agreement: Optional[float] = None
+    min_agreement: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0})
     # A second input with this batch size proves the dynamic batch axis (0 or 1: skip it).
-    second_batch_size: int = 2
+    second_batch_size: int = field(default=2, metadata={"min": 0})
     # false: a miss is recorded and reported, the artifact is kept and the job still succeeds.
     strict: bool = True
+    # true: NaN/inf in eager and artifact outputs are accepted if they match position for position;
+    # false: any non-finite output fails the check.
+    allow_nonfinite: bool = False
 
 
 @dataclass
@@ -196,11 +220,14 @@ class ExportConfig:
     # Where artifacts, metadata.json and the config snapshot go (default: Hydra's job folder).
     export_dir: str = "${hydra:runtime.output_dir}"
     # Example inputs are drawn from this seed, so reruns check the same numbers.
-    seed: int = 0
+    # 0 to 2**32 - 1: derived seeds (seed + 1, calibration seeds) must still fit torch's 64-bit generator.
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
     # A state dict (.pt/.pth/.bin via torch.load(weights_only=True), or .safetensors) to load.
     checkpoint: Optional[str] = None
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    # Another build of the same folder holds its lock: wait for it (true) or fail at once (false, exit 75).
+    wait: bool = True
 
 
 FORMAT_SCHEMAS = {
@@ -208,6 +235,166 @@ FORMAT_SCHEMAS = {
     "torchscript": TorchScriptFormatConfig,
     "pytorch": PytorchFormatConfig,
 }
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(schema: type) -> Dict[str, Any]:
+    """Field name -> declared type (annotations are strings here: ``from __future__ import annotations``)."""
+    return typing.get_type_hints(schema)
+
+
+def _without_none(declared: Any) -> Any:
+    """``Optional[X]`` -> ``X``; other types unchanged."""
+    if typing.get_origin(declared) is typing.Union:
+        members = [arg for arg in typing.get_args(declared) if arg is not type(None)]
+        return members[0] if len(members) == 1 else Any
+    return declared
+
+
+def _schema_of(declared: Any) -> Optional[type]:
+    """The dataclass behind a declared type (``Optional[OnnxFormatConfig]`` -> ``OnnxFormatConfig``), else None."""
+    declared = _without_none(declared)
+    return declared if isinstance(declared, type) and is_dataclass(declared) else None
+
+
+def _element_schema(declared: Any) -> Optional[type]:
+    """The dataclass of a list field's elements (``Optional[List[X]]`` -> ``X``), else None."""
+    declared = _without_none(declared)
+    return _schema_of(typing.get_args(declared)[0]) if typing.get_origin(declared) is list else None
+
+
+def _number(bound: float) -> str:
+    """A bound as people write it: ``0`` rather than ``0.0``."""
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+def valid_range(metadata: Mapping[str, Any]) -> str:
+    """The allowed range of a bounded field as messages and docs say it: ``>= 0``, ``0 to 1``."""
+    low, high = metadata.get("min"), metadata.get("max")
+    if low is not None and high is not None:
+        return f"{_number(low)} to {_number(high)}"
+    return f">= {_number(low)}" if low is not None else f"<= {_number(high)}"
+
+
+def _bound_problem(key: str, value: Any, metadata: Mapping[str, Any]) -> Optional[str]:
+    """The message for one value outside its field's bounds, or None (None itself means unset: no bound applies)."""
+    if value is None or ("min" not in metadata and "max" not in metadata):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{key}: {value!r} is not a number; valid values: {valid_range(metadata)}"
+    # Written as "not within" so that NaN, which compares false with everything, is out of range too.
+    low, high = metadata.get("min"), metadata.get("max")
+    if not ((low is None or value >= low) and (high is None or value <= high)):
+        return f"{key}: {value!r} is out of range; valid values: {valid_range(metadata)}"
+    return None
+
+
+def _value_problems(obj: Any, schema: type, prefix: str) -> Iterator[str]:
+    """Every out-of-range value in a schema instance (dataclass or structured DictConfig).
+
+    Only bounded and schema-typed fields are read, so interpolations elsewhere (``export_dir``) are
+    never resolved and free-form nodes (``model``) never entered.
+    """
+    types = _field_types(schema)
+    for spec in fields(schema):
+        nested, element = _schema_of(types[spec.name]), _element_schema(types[spec.name])
+        if not (nested or element or spec.metadata):
+            continue
+        if isinstance(obj, DictConfig) and OmegaConf.is_missing(obj, spec.name):
+            continue  # ``???``: the job names the key when it reads it
+        key, value = f"{prefix}{spec.name}", getattr(obj, spec.name)
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            for index, item in enumerate(value):
+                yield from _item_problems(f"{key}[{index}]", item, element, spec.metadata)
+        else:
+            yield from _item_problems(key, value, nested, spec.metadata)
+
+
+def _item_problems(key: str, value: Any, schema: Optional[type], metadata: Mapping[str, Any]) -> Iterator[str]:
+    """A value's problems: walked when its field is schema-typed, else checked against the field's bounds."""
+    if schema is not None:
+        if is_dataclass(value) or isinstance(value, DictConfig):  # not None (an unselected format) or ``???``
+            yield from _value_problems(value, schema, f"{key}.")
+        return
+    problem = _bound_problem(key, value, metadata)
+    if problem:
+        yield problem
+
+
+def check_values(obj: Any, prefix: str = "") -> None:
+    """Check every numeric option of a schema instance against the bounds in its field metadata.
+
+    ``obj`` is a schema dataclass (``ValidateConfig(...)``) or a structured DictConfig composed onto
+    one; nested schemas, Optional fields and lists are walked. ``prefix`` is where ``obj`` sits in the
+    whole config (``"validate."``), so a message names the key as the command line spells it:
+    ``validate.atol: -1.0 is out of range; valid values: >= 0``. Raises ConfigError listing every
+    value out of range, joined by " | " (the command line prints one line).
+    """
+    schema = type(obj) if is_dataclass(obj) else OmegaConf.get_type(obj)
+    if not (isinstance(schema, type) and is_dataclass(schema)):
+        raise TypeError(f"check_values: expected a schema dataclass or structured config, got {type(obj).__name__}")
+    problems = list(_value_problems(obj, schema, prefix))
+    if problems:
+        raise ConfigError(" | ".join(problems))
+
+
+def check_field(schema: type, name: str, value: Any, key: str) -> None:
+    """Check one value against a field's bounds outside its dataclass (the Python API's ``seed=``)."""
+    spec = next(spec for spec in fields(schema) if spec.name == name)
+    problem = _bound_problem(key, value, spec.metadata)
+    if problem:
+        raise ConfigError(problem)
+
+
+def _unknown(data: Mapping[str, Any], schema: type, prefix: str) -> Iterator[tuple[str, type]]:
+    """(dotted key, schema it is not in) for every key of ``data`` that ``schema`` does not declare."""
+    types = _field_types(schema)
+    for key, value in data.items():
+        if key not in types:
+            yield f"{prefix}{key}", schema
+            continue
+        nested, element = _schema_of(types[key]), _element_schema(types[key])
+        # A field typed Any or Dict (model, input_schema, calibration.dataset) is free-form: not entered.
+        if nested and isinstance(value, Mapping):
+            yield from _unknown(value, nested, f"{prefix}{key}.")
+        elif element and isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield from _unknown(item, element, f"{prefix}{key}[{index}].")
+
+
+def _unknown_in(cfg: Any) -> list[tuple[str, type]]:
+    """``_unknown`` over a whole composed config (DictConfig or plain dict), from ``ExportConfig`` down."""
+    if isinstance(cfg, DictConfig):
+        # Unresolved: only keys are compared, and ${hydra:...} cannot resolve outside a job.
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    # Hydra's own node (compose(..., return_hydra_config=True)) is Hydra's to check.
+    return list(_unknown({k: v for k, v in cfg.items() if k != "hydra"}, ExportConfig, ""))
+
+
+def unknown_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys of a composed config that no schema declares, e.g. ``["validate.atoll"]``.
+
+    Hydra refuses a misspelt key in ``key=value``, but ``+key=value`` adds it to a struct config
+    unchecked; this compares every node with the fields of its dataclass schema instead.
+    """
+    return [key for key, _ in _unknown_in(cfg)]
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Raise ConfigError naming every unknown key and the valid keys beside it, joined by " | ":
+    ``validate.atoll: unknown key; valid keys: enabled, atol, rtol, ...``."""
+    problems = [f"{key}: unknown key; valid keys: {', '.join(spec.name for spec in fields(schema))}"
+                for key, schema in _unknown_in(cfg)]
+    if problems:
+        raise ConfigError(" | ".join(problems))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The checks Hydra's composition cannot make, for the CLI to run on the composed config before
+    building anything: unknown keys first (a typo's value is not worth checking), then bounds."""
+    check_known_keys(cfg)
+    check_values(cfg)
 
 
 def register_configs() -> None:
