@@ -1,17 +1,21 @@
-"""``exporter card`` and ``exporter diff``: read finished builds (metadata.json, config.yaml).
+"""``exporter card`` and ``exporter diff``: read finished builds (metadata.json, config.yaml, the artifacts).
 
-Neither imports torch: they read the records a build left behind.
+Neither imports torch: they read the records a build left behind (``records``), and re-hash every artifact
+so that a card or a diff never vouches for a file that is missing or was changed since the build.
+Exit codes: 0 all is well (``diff``: identical builds), 1 a file does not match its record (``diff``: the
+builds differ), 2 a build cannot be read or the card cannot be written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE
+from .metadata import METADATA_FILE
+from .records import MISSING, MODIFIED, OK, Build, BuildUnreadable, files_problems, os_error_text, quantization_of, read_build
 from .report import human_bytes, table
 
 
@@ -22,26 +26,33 @@ class BuildNotFound(Exception):
 def find_build(path: Optional[str]) -> Path:
     """The build folder at ``path``, or the newest build under ./exports when no path is given."""
     if path is None:
-        candidates = sorted(Path("exports").glob(f"**/{METADATA_FILE}"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise BuildNotFound("no build found under ./exports; pass the build folder: exporter card EXPORT_DIR")
-        return candidates[-1].parent
+        return newest_build(Path("exports"))
     folder = Path(path)
-    if folder.is_file() and folder.name == METADATA_FILE:
+    if folder.name == METADATA_FILE and folder.is_file():
         folder = folder.parent
-    if not (folder / METADATA_FILE).is_file():
-        raise BuildNotFound(f"{folder} is not a build folder (no {METADATA_FILE} in it)")
     return folder
 
 
-def load_build(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    metadata = json.loads((folder / METADATA_FILE).read_text())
-    config: dict[str, Any] = {}
-    if (folder / CONFIG_SNAPSHOT_FILE).is_file():
-        from omegaconf import OmegaConf
+def newest_build(root: Path) -> Path:
+    """The folder of the newest metadata.json under ``root``.
 
-        config = OmegaConf.to_container(OmegaConf.load(folder / CONFIG_SNAPSHOT_FILE)) or {}
-    return metadata, config
+    Hidden folders are skipped: a build in progress stages in one (``.onnx-none.staging-*/build``), and its
+    half-written records are not a finished build.
+    """
+    newest: Optional[tuple[float, Path]] = None
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if METADATA_FILE not in filenames:
+            continue
+        try:
+            mtime = os.stat(os.path.join(dirpath, METADATA_FILE)).st_mtime
+        except FileNotFoundError:
+            continue  # removed by a rebuild since the listing
+        if newest is None or mtime > newest[0]:
+            newest = (mtime, Path(dirpath))
+    if newest is None:
+        raise BuildNotFound(f"no build found under ./{root}; pass the build folder: exporter card EXPORT_DIR")
+    return newest[1]
 
 
 def _io_line(io: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
@@ -50,21 +61,59 @@ def _io_line(io: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
     return f"- `{io['name']}`: {io['dtype']} {io['shape']}{dynamic}"
 
 
-def render_card(folder: Path) -> str:
-    """A Markdown card of one build: what it is, what was checked, how to load each artifact."""
-    md, _ = load_build(folder)
-    env = md.get("environment", {})
-    quant = md.get("quantization")
+def _max_diff(record: Mapping[str, Any]) -> str:
+    validation = record.get("validation")
+    diff = validation.get("max_abs_diff") if isinstance(validation, Mapping) else None
+    return f"{diff:.2e}" if isinstance(diff, (int, float)) else "-"
+
+
+def _on_disk(build: Build, fmt: str, record: Mapping[str, Any]) -> str:
+    """Whether the files of one format match their record: the card's ``on disk`` column."""
+    checks = build.files_of(fmt)
+    for check in checks:
+        if check.state in (MISSING, MODIFIED):
+            text = "MISSING" if check.state == MISSING else "MODIFIED (sha256 differs from metadata.json)"
+            return text if check.file == record.get("file") else f"{text}: {check.file}"
+    if any(check.state == OK for check in checks):
+        return "verified"
+    return "-" if record.get("status") == "failed" else "not recorded"
+
+
+def _quantization_line(md: Mapping[str, Any]) -> str:
+    mode, settings = quantization_of(md)
+    if mode is None:
+        return "none"
+    return mode + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")
+
+
+def render_card(build: Build) -> str:
+    """A Markdown card of one build: what it is, what was checked, how to load each artifact.
+
+    A file on disk that does not match metadata.json is a warning at the top and in the artifacts table.
+    """
+    try:
+        return _card(build)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # metadata.json parsed but is not shaped as this tool writes it: say so in one line.
+        raise BuildUnreadable(f"{build.folder / METADATA_FILE}: unexpected content "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _card(build: Build) -> str:
+    md = build.metadata
+    env = md.get("environment") or {}
     checkpoint = md.get("checkpoint")
     cfg = md.get("config") or {}
+    problems = files_problems(build)
     lines = [
-        f"# {md.get('task_name')}: {md.get('model_class', '?').rsplit('.', 1)[-1]} "
+        f"# {md.get('task_name')}: {str(md.get('model_class') or '?').rsplit('.', 1)[-1]} "
         f"({', '.join(md.get('formats', []))}) - {md.get('status', '?')}",
         "",
+        *([f"> WARNING: {problem}" for problem in problems] + [""] if problems else []),
         f"- Task: {md.get('task_type')} ({md.get('modality')})",
         f"- Model: `{md.get('model_class')}`, {md.get('parameters', 0):,} parameters",
         f"- Weights: {checkpoint['path'] + ' (sha256 ' + checkpoint['sha256'][:16] + '...)' if checkpoint else 'as built (no checkpoint)'}",
-        f"- Quantization: {'none' if not quant else ', '.join(f'{k}={v}' for k, v in quant.items())}",
+        f"- Quantization: {_quantization_line(md)}",
         f"- Built: {md.get('exported_at')} with torch {env.get('torch')}, onnx {env.get('onnx')}, "
         f"onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}",
     ]
@@ -74,29 +123,27 @@ def render_card(folder: Path) -> str:
         lines.append("- Command-line overrides: " + " ".join(cfg["overrides"]))
     lines += ["", "## Inputs", *(_io_line(i, md.get("dynamic_axes", {})) for i in md.get("inputs", []))]
     lines += ["", "## Outputs", *(_io_line(o, md.get("dynamic_axes", {})) for o in md.get("outputs", []))]
+    artifacts = md["artifacts"]
     rows = []
-    for name, rec in md.get("artifacts", {}).items():
-        val = rec.get("validation") or {}
-        diff = val.get("max_abs_diff")
+    for name, rec in artifacts.items():
         rows.append([name, rec.get("file", "-") if rec.get("status") != "failed" else "-",
                      human_bytes(rec["bytes"]) if "bytes" in rec else "-",
-                     (rec.get("sha256") or "-")[:12], "-" if diff is None else f"{diff:.2e}",
+                     (rec.get("sha256") or "-")[:12], _on_disk(build, name, rec), _max_diff(rec),
                      rec.get("status", "?") if rec.get("status") != "failed" else f"FAILED: {rec.get('error', '')}"])
     lines += ["", "## Artifacts (checked against eager PyTorch)", "", "```",
-              table(["format", "file", "size", "sha256", "max |diff|", "status"], rows), "```"]
-    if quant:
+              table(["format", "file", "size", "sha256", "on disk", "max |diff|", "status"], rows), "```"]
+    if quantization_of(md)[0] is not None:
         from .report import quantization_cells
 
         calibration = md.get("calibration") or {}
-        qrows = [[name, *quantization_cells(rec)] for name, rec in md.get("artifacts", {}).items()
-                 if rec.get("quantization_report")]
+        qrows = [[name, *quantization_cells(rec)] for name, rec in artifacts.items() if rec.get("quantization_report")]
         lines += ["", f"## Quantization against the fp32 twin (calibration: {calibration.get('source')}, "
                   f"{calibration.get('num_samples')} samples, sha256 {str(calibration.get('sha256'))[:12]})", "",
                   "```", table(["format", "size", "agreement (held-out)", "latency"], qrows), "```"]
-        for name, rec in md.get("artifacts", {}).items():
+        for name, rec in artifacts.items():
             for note in rec.get("warnings", []):
                 lines.append(f"- {name}: {note}")
-    for name, rec in md.get("artifacts", {}).items():
+    for name, rec in artifacts.items():
         if rec.get("load_hint") and rec.get("status") != "failed":
             lines += ["", f"## Load {name}", "", "```python", rec["load_hint"], "```"]
     return "\n".join(lines) + "\n"
@@ -114,11 +161,22 @@ def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 _VOLATILE = ("exported_at", "total_seconds", "export_seconds", "export_dir", "environment.executable")
 
 
-def render_diff(a: Path, b: Path) -> tuple[str, bool]:
+def _bytes_cell(a: Build, b: Build, fmt: str) -> tuple[str, bool]:
+    """``identical bytes`` only when both records agree and every file of both builds was just verified."""
+    for label, build in (("a", a), ("b", b)):
+        for check in build.files_of(fmt):
+            if check.state in (MISSING, MODIFIED):
+                return f"{check.file} {check.state.upper()} in {label}", False
+    checks_a, checks_b = a.files_of(fmt), b.files_of(fmt)
+    identical = (bool(checks_a) and all(c.state == OK for c in checks_a + checks_b)
+                 and sorted((c.file, c.sha256) for c in checks_a) == sorted((c.file, c.sha256) for c in checks_b))
+    return ("identical bytes" if identical else "differ"), identical
+
+
+def render_diff(a: Build, b: Build) -> tuple[str, bool]:
     """Differences between two builds: config, task and environment, then artifact by artifact."""
-    md_a, cfg_a = load_build(a)
-    md_b, cfg_b = load_build(b)
-    out = [f"--- {a}", f"+++ {b}"]
+    md_a, md_b = a.metadata, b.metadata
+    out = [f"--- {a.folder}", f"+++ {b.folder}"]
     same = True
 
     def section(title: str, left: Mapping[str, Any], right: Mapping[str, Any]) -> None:
@@ -131,47 +189,66 @@ def render_diff(a: Path, b: Path) -> tuple[str, bool]:
             out.append(f"\n{title}:")
             out.extend(f"  {k}: {flat_a.get(k, '(absent)')!r} -> {flat_b.get(k, '(absent)')!r}" for k in changed)
 
-    section("config", cfg_a, cfg_b)
+    section("config", a.config, b.config)
     # Same config, other data: a changed checkpoint or calibration file shows here by its hash.
     section("inputs", {"checkpoint": md_a.get("checkpoint"), "calibration": md_a.get("calibration")},
             {"checkpoint": md_b.get("checkpoint"), "calibration": md_b.get("calibration")})
-    section("environment", md_a.get("environment", {}), md_b.get("environment", {}))
+    section("environment", md_a.get("environment") or {}, md_b.get("environment") or {})
     rows = []
-    for name in sorted(set(md_a.get("artifacts", {})) | set(md_b.get("artifacts", {}))):
+    for name in sorted(set(md_a["artifacts"]) | set(md_b["artifacts"])):
         ra, rb = md_a["artifacts"].get(name, {}), md_b["artifacts"].get(name, {})
-        identical = bool(ra.get("sha256")) and ra.get("sha256") == rb.get("sha256")
+        cell, identical = _bytes_cell(a, b, name)
         same = same and identical
-        diff = lambda r: "-" if (r.get("validation") or {}).get("max_abs_diff") is None else f"{r['validation']['max_abs_diff']:.2e}"  # noqa: E731
         rows.append([name, human_bytes(ra["bytes"]) if "bytes" in ra else "-",
-                     human_bytes(rb["bytes"]) if "bytes" in rb else "-", diff(ra), diff(rb),
-                     "identical bytes" if identical else "differ"])
+                     human_bytes(rb["bytes"]) if "bytes" in rb else "-", _max_diff(ra), _max_diff(rb), cell])
     out += ["\nartifacts:", table(["format", "size a", "size b", "max|diff| a", "max|diff| b", "bytes"], rows)]
+    problems = files_problems(a) + files_problems(b)
+    if problems:
+        # Equal records prove nothing when the files behind them are gone or changed.
+        same = False
+        out += ["\nfiles that do not match their metadata.json:", *(f"  {p}" for p in problems)]
     out.append("\nbuilds are identical" if same else "\nbuilds differ")
     return "\n".join(out) + "\n", same
+
+
+def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
+    """Print the card (and write it to ``output``); 1 when a file does not match its record."""
+    build = read_build(find_build(export_dir))
+    text = render_card(build)
+    if output:
+        from .files import write_text_atomic
+
+        try:
+            write_text_atomic(Path(output), text)
+        except OSError as exc:
+            print(f"error: cannot write the card to {output}: {os_error_text(exc)}", file=sys.stderr)
+            return 2
+    sys.stdout.write(text)
+    return 1 if files_problems(build) else 0
+
+
+def run_diff(a: str, b: str) -> int:
+    """Print how two builds differ; 0 identical, 1 they differ (a file missing or modified included)."""
+    text, same = render_diff(read_build(find_build(a)), read_build(find_build(b)))
+    sys.stdout.write(text)
+    return 0 if same else 1
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="exporter", description="Read finished builds.")
     sub = parser.add_subparsers(dest="command", required=True)
-    card = sub.add_parser("card", help="print a Markdown card of a build (default: the newest under ./exports)")
+    card = sub.add_parser("card", help="print a Markdown card of a build (default: the newest under ./exports); "
+                                       "exit 1 when a file does not match metadata.json, 2 when the build cannot be read")
     card.add_argument("export_dir", nargs="?")
     card.add_argument("-o", "--output", help="also write the card to this file")
-    diff = sub.add_parser("diff", help="show how two builds differ; exit 1 when they do")
+    diff = sub.add_parser("diff", help="show how two builds differ; exit 1 when they do, 2 when one cannot be read")
     diff.add_argument("a")
     diff.add_argument("b")
     args = parser.parse_args(argv)
     try:
         if args.command == "card":
-            text = render_card(find_build(args.export_dir))
-            if args.output:
-                from .files import write_text_atomic
-
-                write_text_atomic(Path(args.output), text)
-            sys.stdout.write(text)
-            return 0
-        text, same = render_diff(find_build(args.a), find_build(args.b))
-        sys.stdout.write(text)
-        return 0 if same else 1
-    except (BuildNotFound, json.JSONDecodeError) as exc:
+            return run_card(args.export_dir, args.output)
+        return run_diff(args.a, args.b)
+    except (BuildNotFound, BuildUnreadable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

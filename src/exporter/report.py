@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .records import quantization_of
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -61,7 +63,8 @@ def closing_table(metadata: Mapping[str, Any]) -> str:
     artifacts = metadata.get("artifacts", {})
     headers = ["format", "file", "size", "export s", "max |diff|"]
     rows = [artifact_row(name, rec) for name, rec in artifacts.items()]
-    if metadata.get("quantization"):
+    # "none" and null both mean not quantized; older metadata carries a dict with a "mode" key.
+    if quantization_of(metadata)[0] is not None:
         headers += ["size vs fp32", "agreement", "latency vs fp32"]
         rows = [r[:-1] + quantization_cells(rec) + r[-1:] for r, rec in zip(rows, artifacts.values())]
     return table(headers + ["status"], rows)

@@ -1,0 +1,310 @@
+"""Reading finished builds: ``card`` and ``diff`` re-hash every artifact and name a file that is missing or
+changed (exit 1); a build that cannot be read is one ``error:`` line (exit 2); a build exchanged by a
+rebuild in the middle of a read is read again, so metadata and hashes come from one build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter import records
+from exporter.records import MISSING, NOT_RECORDED, OK, BuildUnreadable, files_problems, read_build
+from exporter.report import closing_table
+
+SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m exporter ARGS`` in a subprocess, as a user would run it."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """One real build (onnx and pytorch) for the whole module; tests that tamper work on a copy."""
+    root = tmp_path_factory.mktemp("records")
+    r = run(SMALL, "format=[onnx,pytorch]", "hydra.run.dir=b", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root / "b"
+
+
+@pytest.fixture
+def copy(built, tmp_path):
+    def make(name: str = "t") -> Path:
+        return Path(shutil.copytree(built, tmp_path / name))
+
+    return make
+
+
+def edit_metadata(folder: Path, change) -> dict:
+    md = json.loads((folder / "metadata.json").read_text())
+    change(md)
+    (folder / "metadata.json").write_text(json.dumps(md))
+    return md
+
+
+def row(stdout: str, fmt: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith(f"{fmt} "))
+
+
+def test_card_of_a_good_build_verifies_every_file(copy, tmp_path):
+    copy()
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "on disk" in r.stdout and "verified" in row(r.stdout, "onnx") and "verified" in row(r.stdout, "pytorch")
+    assert "WARNING" not in r.stdout
+
+
+def test_card_names_a_deleted_artifact_and_exits_1(copy, tmp_path):
+    (copy() / "model.onnx").unlink()
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "MISSING" in row(r.stdout, "onnx") and "verified" in row(r.stdout, "pytorch")
+    assert "> WARNING: t/model.onnx: missing (metadata.json records it for onnx)" in r.stdout
+    assert "## Load onnx" in r.stdout  # the card is still printed in full
+
+
+def test_card_names_a_modified_artifact_and_exits_1(copy, tmp_path):
+    onnx = copy() / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "MODIFIED (sha256 differs from metadata.json)" in row(r.stdout, "onnx")
+    assert "> WARNING: t/model.onnx: modified (sha256 differs from metadata.json)" in r.stdout
+
+
+def test_diff_of_a_build_and_its_copy_is_identical(built, copy, tmp_path):
+    copy()
+    r = run("diff", str(built), "t", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "builds are identical" in r.stdout and r.stdout.count("identical bytes") == 2
+
+
+def test_diff_rehashes_a_build_whose_artifact_is_missing(built, copy, tmp_path):
+    (copy() / "model.onnx").unlink()
+    # the records are the same: only the files on disk tell the two builds apart
+    assert (built / "metadata.json").read_bytes() == (tmp_path / "t/metadata.json").read_bytes()
+    r = run("diff", str(built), "t", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "model.onnx MISSING in b" in row(r.stdout, "onnx") and "identical bytes" in row(r.stdout, "pytorch")
+    assert "  t/model.onnx: missing (metadata.json records it for onnx)" in r.stdout
+    assert "builds differ" in r.stdout and "builds are identical" not in r.stdout
+
+
+def without_artifacts(raw: bytes) -> bytes:
+    md = json.loads(raw)
+    del md["artifacts"]
+    return json.dumps(md).encode()
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("metadata.json", lambda raw: b"[1, 2]\n", "t/metadata.json: expected a JSON object, got a list"),
+    ("metadata.json", lambda raw: b"\xff\xfe", "t/metadata.json: not valid UTF-8"),
+    ("metadata.json", without_artifacts, "t/metadata.json: 'artifacts' is missing"),
+    ("metadata.json", lambda raw: b'{"status": "ok",\n', "t/metadata.json: not valid JSON (line 2: Expecting property name"),
+    ("config.yaml", lambda raw: b"a: [\n", "t/config.yaml: not valid YAML (line 2: expected the node content"),
+], ids=["json-list", "not-utf8", "no-artifacts", "invalid-json", "broken-yaml"])
+def test_an_unreadable_build_is_one_line_and_exit_2(built, copy, tmp_path, name, damage, message):
+    path = copy() / name
+    path.write_bytes(damage(path.read_bytes()))
+    for args in (["card", "t"], ["diff", str(built), "t"], ["diff", "t", str(built)]):
+        r = run(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [r.stderr.strip()] and r.stderr.startswith(f"error: {message}"), (args, r.stderr)
+        assert "Traceback" not in r.stdout + r.stderr and r.stdout == ""
+
+
+def test_a_folder_without_metadata_is_not_a_build(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args in (["card", "empty"], ["card", "nowhere"]):
+        r = run(*args, cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    assert run("card", "empty", cwd=tmp_path).stderr == "error: empty is not a build folder (no metadata.json in it)\n"
+    assert run("card", "nowhere", cwd=tmp_path).stderr == "error: nowhere: no such folder\n"
+
+
+def test_card_onto_a_directory_is_one_line_and_exit_2(copy, tmp_path):
+    copy()
+    (tmp_path / "cards").mkdir()
+    r = run("card", "t", "-o", "cards", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr == "error: cannot write the card to cards: is a directory\n" and r.stdout == ""
+    assert list((tmp_path / "cards").iterdir()) == [] and not list(tmp_path.glob(".cards.*"))  # no temporary left
+
+
+def test_card_into_an_unwritable_place_is_one_line_and_exit_2(copy, tmp_path):
+    copy()
+    r = run("card", "t", "-o", "/proc/exporter-card.md", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: cannot write the card to /proc/exporter-card.md: ") and len(r.stderr.splitlines()) == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_card_into_a_read_only_directory_is_one_line_and_exit_2(copy, tmp_path):
+    copy()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write into a read-only directory (root)")
+        r = run("card", "t", "-o", "locked/card.md", cwd=tmp_path)
+    finally:
+        locked.chmod(0o700)
+    assert r.returncode == 2
+    assert r.stderr == "error: cannot write the card to locked/card.md: permission denied\n"
+
+
+def test_card_without_a_folder_skips_builds_in_progress(copy, tmp_path):
+    finished = tmp_path / "exports/simple_cnn/onnx-none"
+    finished.parent.mkdir(parents=True)
+    shutil.move(copy(), finished)
+    staging = tmp_path / "exports/simple_cnn/.onnx-none.staging-123-abc/build"
+    staging.mkdir(parents=True)
+    (staging / "metadata.json").write_text('{"status": "half-written"')  # newer, and unreadable if picked
+    later = (finished / "metadata.json").stat().st_mtime + 60
+    os.utime(staging / "metadata.json", (later, later))
+    r = run("card", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "# vision_classification: SimpleCNN (onnx, pytorch) - ok" in r.stdout
+
+
+def test_extra_files_are_checked_too(copy, tmp_path):
+    folder = copy()
+    data = b"external tensor data"
+    (folder / "model.onnx.data").write_bytes(data)
+    extra = {"file": "model.onnx.data", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    edit_metadata(folder, lambda md: md["artifacts"]["onnx"].update(extra_files=[extra]))
+    assert [(c.file, c.state) for c in read_build(folder).files_of("onnx")] == [("model.onnx", OK), ("model.onnx.data", OK)]
+    (folder / "model.onnx.data").unlink()
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "MISSING: model.onnx.data" in row(r.stdout, "onnx")
+    assert "> WARNING: t/model.onnx.data: missing" in r.stdout
+
+
+def test_a_failed_format_has_no_file_to_check(copy, tmp_path):
+    folder = copy()
+    edit_metadata(folder, lambda md: md["artifacts"].update(onnx={"status": "failed", "error": "boom"}))
+    (folder / "model.onnx").unlink()
+    build = read_build(folder)
+    assert [c.state for c in build.files_of("onnx")] == [NOT_RECORDED] and files_problems(build) == []
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 0 and "FAILED: boom" in row(r.stdout, "onnx")
+
+
+def test_an_artifact_name_outside_the_folder_is_refused(built, copy, tmp_path):
+    edit_metadata(copy(), lambda md: md["artifacts"]["onnx"].update(file=f"../{built.name}/model.onnx"))
+    with pytest.raises(BuildUnreadable, match=r"'artifacts.onnx.file' must be a file name inside the build folder"):
+        read_build(tmp_path / "t")
+
+
+SETTINGS = {"mode": "dynamic", "weight_type": "qint8", "per_channel": False}
+CALIBRATION = {"source": "random", "num_samples": 32, "sha256": "ab" * 32}
+
+
+@pytest.mark.parametrize("shape", [
+    {"quantization": "dynamic", "quantization_config": SETTINGS, "calibration": CALIBRATION},
+    {"quantization": SETTINGS, "calibration": CALIBRATION},  # before the mode/config split
+], ids=["mode-and-config", "one-dict"])
+def test_card_reads_both_shapes_of_quantization(copy, tmp_path, shape):
+    md = edit_metadata(copy(), lambda md: md.update(shape))
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "- Quantization: dynamic (weight_type=qint8, per_channel=False)\n" in r.stdout
+    assert "## Quantization against the fp32 twin (calibration: random, 32 samples" in r.stdout
+    assert "size vs fp32" in closing_table(md)
+
+
+@pytest.mark.parametrize("quantization", [None, "none", {"mode": "none"}])
+def test_not_quantized_reads_as_none(copy, tmp_path, quantization):
+    md = edit_metadata(copy(), lambda md: md.update(quantization=quantization, quantization_config=None))
+    r = run("card", "t", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "- Quantization: none\n" in r.stdout and "fp32 twin" not in r.stdout
+    assert "size vs fp32" not in closing_table(md)
+
+
+def other_build(copy) -> Path:
+    """A second, self-consistent build: other model.onnx bytes, and a metadata.json that records them."""
+    folder = copy("other")
+    onnx = folder / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+
+    def change(md):
+        md["task_name"] = "the other build"
+        md["artifacts"]["onnx"].update(sha256=hashlib.sha256(onnx.read_bytes()).hexdigest(), bytes=onnx.stat().st_size)
+
+    edit_metadata(folder, change)
+    return folder
+
+
+def exchange(a: Path, b: Path) -> None:
+    """What a publish does in one renameat2 call, in three renames (nothing reads in between here)."""
+    parked = a.with_name(a.name + ".parked")
+    os.rename(a, parked)
+    os.rename(b, a)
+    os.rename(parked, b)
+
+
+def test_a_folder_exchanged_mid_read_is_read_again(copy, monkeypatch):
+    target, other = copy("target"), other_build(copy)
+    real_hash, calls = records._sha256_at, []
+
+    def hash_during_a_rebuild(fd, name):
+        calls.append(name)
+        if len(calls) == 1:
+            # the rebuild publishes over the folder being read, then deletes the build it replaced
+            exchange(target, other)
+            shutil.rmtree(other)
+        return real_hash(fd, name)
+
+    monkeypatch.setattr(records, "_sha256_at", hash_during_a_rebuild)
+    build = read_build(target)
+    assert len(calls) == 4  # two files, read twice: the first read was of the replaced build
+    assert build.metadata["task_name"] == "the other build"
+    assert [c.state for c in build.files] == [OK, OK] and files_problems(build) == []
+    onnx = next(c for c in build.files if c.format == "onnx")
+    assert onnx.sha256 == hashlib.sha256((target / "model.onnx").read_bytes()).hexdigest()
+
+
+def test_a_folder_exchanged_under_every_read_is_one_clear_error(copy, monkeypatch):
+    target, other = copy("target"), other_build(copy)
+    real_hash, calls = records._sha256_at, []
+
+    def hash_during_rebuilds(fd, name):
+        calls.append(name)
+        if len(calls) % 2 == 1:  # the first file of every attempt
+            exchange(target, other)
+        return real_hash(fd, name)
+
+    monkeypatch.setattr(records, "_sha256_at", hash_during_rebuilds)
+    with pytest.raises(BuildUnreadable, match=r"target: replaced by a rebuild 3 times while being read"):
+        read_build(target)
+    assert len(calls) == 6
+
+
+def test_a_vanished_file_without_an_exchange_is_missing_not_retried(copy, monkeypatch):
+    target = copy("target")
+    real_hash, calls = records._sha256_at, []
+
+    def hash_after_a_delete(fd, name):
+        calls.append(name)
+        if name == "model.onnx":
+            (target / "model.onnx").unlink()
+        return real_hash(fd, name)
+
+    monkeypatch.setattr(records, "_sha256_at", hash_after_a_delete)
+    assert [(c.file, c.state) for c in read_build(target).files] == [("model.onnx", MISSING), ("model.pth", OK)]
+    assert calls == ["model.onnx", "model.pth"]
