@@ -28,7 +28,7 @@ def test_onnx_dynamic_on_the_shipped_default(tmp_path, cli):
     r = cli("format=onnx", "quantization=dynamic", SMALL)
     assert r.returncode == 0, r.stderr
     md = json.loads((tmp_path / "exports/simple_cnn/onnx-dynamic/metadata.json").read_text())
-    assert md["quantization"]["mode"] == "dynamic" and md["artifacts"]["onnx"]["status"] == "ok"
+    assert md["quantization"] == "dynamic" and md["artifacts"]["onnx"]["status"] == "ok"
     # the closing table carries the quantization report
     assert "size vs fp32  agreement  latency vs fp32" in r.stdout
     card = cli("card", "exports/simple_cnn/onnx-dynamic")
@@ -158,6 +158,8 @@ model:
 task_spec:
   input_schema:
     image_size: [3, 16, 16]
+  output_schema:
+    num_classes: ${model.classes}
 '''
 
 
@@ -173,7 +175,8 @@ def test_own_model_from_a_config_dir(tmp_path, cli):
 
 def test_own_model_from_the_command_line_alone(tmp_path, cli):
     (tmp_path / "mynets.py").write_text(MY_NET)
-    r = cli("~model", "+model={_target_: mynets.TinyNet, classes: 5}", "task_spec.input_schema.image_size=[3,16,16]")
+    r = cli("~model", "+model={_target_: mynets.TinyNet, classes: 5}", "task_spec.input_schema.image_size=[3,16,16]",
+            "task_spec.output_schema.num_classes=5")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((tmp_path / "exports/TinyNet/onnx-none/metadata.json").read_text())["output_shape"] == [1, 5]
 
@@ -195,7 +198,7 @@ class NoOnnx(torch.nn.Module):
 def test_a_failing_format_exits_non_zero_after_building_the_others(tmp_path, cli):
     (tmp_path / "noonnx.py").write_text(NO_ONNX)
     r = cli("~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_schema.image_size=[1,4,4]",
-            "format=[onnx,torchscript]", "hydra.run.dir=out")
+            "task_spec.output_schema.num_classes=4", "format=[onnx,torchscript]", "hydra.run.dir=out")
     assert r.returncode == 1
     assert "Traceback" not in r.stdout + r.stderr
     assert "FAILED" in r.stdout
@@ -223,7 +226,7 @@ def test_a_failure_in_user_code_is_reported_without_a_traceback(tmp_path, cli):
             SMALL, "hydra.run.dir=out"]
     r = cli(*args)
     assert r.returncode == 2
-    assert "error: RuntimeError: disk on fire (HYDRA_FULL_ERROR=1 shows the traceback)" in r.stdout
+    assert "error: RuntimeError: disk on fire (HYDRA_FULL_ERROR=1 shows the traceback)" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert "Traceback" in cli(*args, env={"HYDRA_FULL_ERROR": "1"}).stderr
 

@@ -90,7 +90,7 @@ def test_state_dict_check_fails_when_the_file_misses_weights(tmp_path, vision_sp
     class Hidden(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = torch.nn.Linear(3 * 32 * 32, 4)
+            self.fc = torch.nn.Linear(3 * 32 * 32, 10)
 
         def state_dict(self, *args, **kwargs):  # drops the bias, as a buggy custom state_dict would
             sd = super().state_dict(*args, **kwargs)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 from .adapters import ModelAdapter
 from .errors import ConfigError
 from .metadata import plain
-from .schema import (FORMAT_SCHEMAS, CalibrationConfig, CalibrationSource, QuantizationConfig, QuantizationMode,
-                     ValidateConfig)
+from .schema import (FORMAT_SCHEMAS, CalibrationConfig, CalibrationSource, ExportConfig, QuantizationConfig,
+                     QuantizationMode, ValidateConfig, check_field, check_values, first_line)
 from .task_spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def export_model(
     format_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     validate: Optional[Union[ValidateConfig, Mapping[str, Any]]] = None,
     calibration: Any = None,
+    wait: bool = True,
 ) -> dict[str, Path]:
     """Export ``model`` to each of ``formats``, check every artifact against eager PyTorch, and
     write ``metadata.json`` and ``config.yaml`` beside them.
@@ -53,14 +54,17 @@ def export_model(
         calibration: samples for static quantization and the quantization report: ``None`` (random
             samples from the task spec, with a warning), a path to a ``.npz`` file, an iterable of
             dicts of named tensors (or tensors), or ``CalibrationConfig`` fields as a dict.
+        wait: another build of the same ``export_dir`` is running: wait for it (default), or raise
+            ``exporter.build_folder.BuildLocked`` at once.
 
     Returns:
         ``{format: Path, ..., "metadata": Path}``. A format that fails is logged, recorded in
         metadata.json, and left out of this dict; the other formats are still built.
 
     Raises:
-        ConfigError (a ``ValueError``): invalid arguments or a model that fails on its example
-        input, before anything is written.
+        ConfigError (a ``ValueError``): invalid arguments (an unknown option, a wrong type, a value out
+        of its range such as ``validate={"atol": -1}``) or a model that fails on its example input,
+        before anything is written.
 
     Example (vision):
         >>> import tempfile
@@ -83,6 +87,7 @@ def export_model(
     """
     from .runner import ExportJob, run_export
 
+    check_field(ExportConfig, "seed", seed, "seed")
     if isinstance(formats, str):
         formats = [formats]
     format_options = dict(format_options or {})
@@ -93,10 +98,10 @@ def export_model(
     for name in formats:
         if name not in FORMAT_SCHEMAS:
             raise ConfigError(f"formats: unknown format {name!r}; valid values: {sorted(FORMAT_SCHEMAS)}")
-        built_formats[name] = _dataclass_from(FORMAT_SCHEMAS[name], format_options.get(name), f"format_options[{name!r}]")
+        built_formats[name] = _dataclass_from(FORMAT_SCHEMAS[name], format_options.get(name), f"format_options[{name!r}]",
+                                              f"format.{name}.")
     quant = _quantization(quantization)
-    validate_cfg = validate if isinstance(validate, ValidateConfig) else _dataclass_from(
-        ValidateConfig, validate, "validate")
+    validate_cfg = _dataclass_from(ValidateConfig, validate, "validate", "validate.")
     calibration_cfg, dataset = _calibration(calibration)
     snapshot = {
         "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}"},
@@ -118,6 +123,7 @@ def export_model(
         calibration=calibration_cfg, calibration_dataset=dataset,
         snapshot_yaml=OmegaConf.to_yaml(OmegaConf.create(snapshot)),
         provenance={"config": {"source": "python-api", "choices": None, "overrides": []}, "checkpoint": None},
+        wait=wait,
     )
     result = run_export(job)
     for name, artifact in result.artifacts.items():
@@ -130,12 +136,10 @@ def _calibration(value: Any) -> tuple[CalibrationConfig, Any]:
     """(config, dataset) from what the caller passed as ``calibration``."""
     if value is None:
         return CalibrationConfig(), None
-    if isinstance(value, CalibrationConfig):
-        return value, None
+    if isinstance(value, (CalibrationConfig, Mapping)):
+        return _dataclass_from(CalibrationConfig, value, "calibration", "calibration."), None
     if isinstance(value, (str, Path)):
         return CalibrationConfig(source=CalibrationSource.npz, path=str(value)), None
-    if isinstance(value, Mapping):
-        return _dataclass_from(CalibrationConfig, value, "calibration"), None
     if hasattr(value, "__iter__"):
         return CalibrationConfig(source=CalibrationSource.dataset), value
     raise ConfigError(f"calibration: expected None, a .npz path, an iterable of samples or a dict of "
@@ -144,7 +148,7 @@ def _calibration(value: Any) -> tuple[CalibrationConfig, Any]:
 
 def _quantization(value: Any) -> QuantizationConfig:
     if isinstance(value, QuantizationConfig):
-        return value
+        return _dataclass_from(QuantizationConfig, value, "quantization", "quantization.")
     mode = "none" if value is None else str(value)
     valid = [m.value for m in QuantizationMode]
     if mode not in valid:
@@ -152,13 +156,18 @@ def _quantization(value: Any) -> QuantizationConfig:
     return QuantizationConfig(mode=QuantizationMode(mode))
 
 
-def _dataclass_from(cls: type, values: Optional[Mapping[str, Any]], where: str) -> Any:
-    """Build a schema dataclass from a dict with OmegaConf's type checks (same messages as the CLI)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+def _dataclass_from(cls: type, values: Any, where: str, prefix: str) -> Any:
+    """A schema dataclass from a dict (OmegaConf's type checks, same messages as the CLI) or as given,
+    checked against the schema's bounds with the CLI's dotted key (``prefix``, e.g. ``"validate."``)."""
+    if isinstance(values, cls):
+        config = values
+    else:
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(cls), dict(values or {}))
-        return OmegaConf.to_object(node)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}; valid fields: {[f.name for f in fields(cls)]}") from None
+        try:
+            config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), dict(values or {})))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{where}: {first_line(exc)}; valid fields: {[f.name for f in fields(cls)]}") from None
+    check_values(config, prefix)
+    return config

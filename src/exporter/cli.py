@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,24 @@ from .schema import option_value, register_configs
 log = logging.getLogger("exporter")
 
 register_configs()
+
+# HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown (main() sets the variable itself
+# so that Hydra hands every exception to us instead of printing its own partial traceback).
+_SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
+INTERRUPTED_MESSAGE = "interrupted; the previous build is intact"
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs (staging removed, lock freed).
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` in a format may swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
+    raise Interrupted(signum)
 
 
 def build_name(formats: Any, quantization: Any) -> str:
@@ -48,7 +67,11 @@ def job_from_config(cfg: DictConfig):
 
     from .errors import ConfigError
 
+    from .schema import check_config
+
     try:
+        # Unknown keys (however added) and out-of-range values, before the model is even built.
+        check_config(cfg)
         return _job_from_config(cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
@@ -92,6 +115,13 @@ def _job_from_config(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
     choices["format"] = list(formats)
+    # What Hydra would write into .hydra/ of its job folder (hydra.output_subdir is null): written
+    # into the staged build instead, so a run that fails never rewrites a good folder's records.
+    hydra_records = {
+        ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
     return ExportJob(
         model=model,
         task_spec=task_spec,
@@ -107,6 +137,8 @@ def _job_from_config(cfg: DictConfig):
             "config": {"source": "cli", "choices": choices, "overrides": list(hydra_cfg.overrides.task)},
             "checkpoint": checkpoint,
         },
+        extra_files=hydra_records,
+        wait=bool(cfg.wait),
     )
 
 
@@ -116,8 +148,6 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .report import closing_table
-
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         from .runner import run_export
@@ -125,15 +155,17 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
         result = run_export(job_from_config(cfg))
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
         if not isinstance(exc, ExportError):
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if _SHOW_TRACEBACKS:
                 raise
             # Not the user's input as far as the tool can tell (e.g. a bug in their dataset code).
-            exc = ExportError(f"{type(exc).__name__}: {exc} (HYDRA_FULL_ERROR=1 shows the traceback)")
-        log.error("error: %s", exc)
+            exc = ExportError(f"{type(exc).__name__}: {_first_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)")
         if multirun:
+            log.error("error: %s", exc)
             return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
-        sys.exit(2)
-    log.info("\n%s\n\nbuild: %s (%s)", closing_table(result.metadata), result.export_dir, result.metadata["status"])
+        _stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
+    finally:
+        _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+    log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
     summary = {"status": result.metadata["status"], "export_dir": str(result.export_dir),
                "errors": {n: a.record.get("error") for n, a in result.artifacts.items() if a.status != "ok"}}
     if not result.ok and not multirun:
@@ -141,10 +173,136 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Hydra creates its job folder (and its parents) before the job starts; a job that built nothing
+    there (it failed first, or export_dir points elsewhere) leaves no empty folders behind. Parents
+    are removed only inside the working directory, and only while empty."""
+    cwd = Path.cwd().resolve()
+    folder = folder.resolve()
+    while folder != cwd:
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
+        if cwd not in folder.parents:
+            return
+        folder = folder.parent
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
 def main() -> None:
-    """Console script ``exporter``: subcommands ``card`` and ``diff``, otherwise the Hydra app."""
+    """Console script ``exporter``: subcommands ``card`` and ``diff``, otherwise the Hydra app.
+
+    Every failure ends in one line on stderr and a non-zero exit, never a traceback (unless
+    HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
+    locked and wait=false, 130 Ctrl-C, 143 SIGTERM. docs/errors.md lists the messages.
+    """
     if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff"):
         from .card import main as card_main
 
         sys.exit(card_main(sys.argv[1:]))
-    export_job()
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        _refuse_keyless_overrides(sys.argv[1:])
+        export_job()
+    except KeyboardInterrupt:
+        _stop(130, _interrupted_message())
+    except Interrupted as exc:
+        _stop(128 + exc.signum, _interrupted_message())
+    except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
+        if _SHOW_TRACEBACKS:
+            raise
+        _stop(2, "error: " + describe_error(exc, sys.argv[1:]))
+
+
+def _interrupted_message() -> str:
+    from .build_folder import PUBLISHED
+
+    if PUBLISHED:
+        return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
+    return INTERRUPTED_MESSAGE
+
+
+def _stop(code: int, message: str) -> NoReturn:
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _refuse_keyless_overrides(args: list[str]) -> None:
+    from .errors import ConfigError
+
+    for arg in args:
+        if arg.startswith("=") or arg.startswith("+=") or arg.startswith("~="):
+            raise ConfigError(f"override {arg!r} has no key; write key=value, e.g. seed{arg.lstrip('+~')}")
+
+
+def describe_error(exc: BaseException, args: list[str]) -> str:
+    """One line for an error raised before or around the job (mostly Hydra's), naming the key and,
+    where there is a fixed set, the valid values."""
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, ExportError):
+        return str(exc)
+    unbuilt = _option_of_unbuilt_format(args)
+    if unbuilt:
+        return unbuilt
+    if isinstance(exc, CompactHydraException):
+        text = _one_line(str(exc))
+        cause = exc.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            text = text.split(". To append to your config use")[0].rstrip(".")
+            text += ": " + _one_line(str(cause).split("\n    full_key:")[0])
+            text += _valid_keys(cause)
+        return text
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
+    return f"{type(exc).__name__}: {_first_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def _one_line(text: str) -> str:
+    """Hydra's multi-line messages as one line: option lists joined, search paths dropped."""
+    lines = text.split("Config search path:")[0].splitlines()
+    out: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.startswith("\t") and out:
+            out[-1] += ("" if out[-1].endswith(":") else ",") + " " + line.strip()
+        else:
+            out.append(line.strip())
+    return ". ".join(s.rstrip(".") for s in out)
+
+
+def _valid_keys(cause: BaseException) -> str:
+    """'; valid keys: ...' for an unknown key in one of the schema dataclasses."""
+    from dataclasses import fields, is_dataclass
+
+    object_type = getattr(cause, "object_type", None)
+    if isinstance(object_type, type) and is_dataclass(object_type) and "not in" in str(cause):
+        return "; valid keys: " + ", ".join(f.name for f in fields(object_type))
+    return ""
+
+
+def _option_of_unbuilt_format(args: list[str]) -> str:
+    """``format=torchscript format.onnx.opset=17``: an option of a format the job does not build."""
+    chosen = None
+    options = []
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "format":
+            chosen = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        elif key.startswith("format.") and key.count(".") >= 2:
+            options.append((key, key.split(".")[1]))
+    chosen = chosen or ["onnx"]
+    for key, name in options:
+        if name not in chosen:
+            return (f"{key}: format {name} is not built by this job (format={','.join(chosen)}); "
+                    f"add it, e.g. format=[{','.join(chosen + [name])}], or drop the option")
+    return ""

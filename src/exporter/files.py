@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def sha256_of(path: Path) -> str:
@@ -47,22 +45,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-@contextmanager
-def staging_dir(parent: Path, label: str) -> Iterator[Path]:
-    """A hidden scratch folder inside ``parent`` (same filesystem, so renames are atomic), removed after."""
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".staging-{label}-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def publish(staged: Path, destination_dir: Path) -> list[Path]:
-    """Move every file of a staging folder into ``destination_dir`` (each an atomic rename)."""
-    moved = []
-    for item in sorted(staged.iterdir()):
+def move_files(source: Path, destination_dir: Path) -> dict[str, Path]:
+    """Move every file of ``source`` into ``destination_dir`` (same filesystem: each a rename)."""
+    moved = {}
+    for item in sorted(source.iterdir()):
         target = destination_dir / item.name
         os.replace(item, target)
-        moved.append(target)
+        moved[item.name] = target
     return moved

@@ -55,7 +55,8 @@ def _export_one(model, dummy_input: TensorOrDict, path, fmt: str, options: dict[
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as scratch:
         # Sequence slicing needs a known sequence axis; the helpers only prove the batch axis.
-        out = export_model(model, _GivenInputsAdapter(inputs, adapter), spec, scratch, formats=[fmt],
+        # A folder inside the scratch one: the build's lock file sits beside it and goes with it.
+        out = export_model(model, _GivenInputsAdapter(inputs, adapter), spec, Path(scratch) / "build", formats=[fmt],
                            quantization=quantization, format_options={fmt: options},
                            validate={"second_batch_size": 2})
         if fmt not in out:

@@ -8,14 +8,18 @@ The command line (``cli.py``) and the Python API (``api.py``) both build an ``Ex
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .adapters import ModelAdapter, adapter_for_task
 from .errors import ConfigError, ExportError
-from .files import publish, sha256_of, staging_dir, write_json_atomic, write_text_atomic
+from .build_folder import LOG_FILE, BuildTransaction, toolchain_sandbox
+from .files import move_files, sha256_of, write_json_atomic, write_text_atomic
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, plain, utc_now
 from .report import human_bytes
 from .quantize import check_quantization, mode_of, weight_type_of
@@ -49,6 +53,10 @@ class ExportJob:
     snapshot_yaml: str = ""
     # Where the job came from: config choices and overrides, checkpoint hash, the door used.
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Further records written into the build folder (relative path -> text), e.g. Hydra's .hydra/.
+    extra_files: dict[str, str] = field(default_factory=dict)
+    # Another build of the same folder in progress: wait for it (true) or fail at once (false).
+    wait: bool = True
 
 
 @dataclass
@@ -85,6 +93,24 @@ def _describe(inputs: "dict[str, torch.Tensor]") -> str:
     return ", ".join(f"{n} {str(t.dtype).replace('torch.', '')}{list(t.shape)}" for n, t in inputs.items())
 
 
+def _structure(output: Any) -> str:
+    """What a model returned, briefly: 'a tuple of (float32[1, 16], float32[1, 10])'."""
+    import torch
+
+    def one(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"{str(value.dtype).replace('torch.', '')}{list(value.shape)}"
+        return type(value).__name__
+
+    if isinstance(output, torch.Tensor):
+        return f"one tensor {one(output)}"
+    if isinstance(output, dict) or hasattr(output, "items"):
+        return f"a {type(output).__name__} of ({', '.join(f'{k}: {one(v)}' for k, v in output.items())})"
+    if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of ({', '.join(one(v) for v in output)})"
+    return f"a {type(output).__name__}"
+
+
 def _io_record(name: str, tensor: "torch.Tensor") -> dict[str, Any]:
     return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
 
@@ -115,6 +141,7 @@ class _Plan:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.eager = self._eager(self.inputs, first=True)
+        self._check_output_contract()
         self._second: dict[bool, Any] = {}
         self.context = ExportContext(
             model=job.model, adapter=self.adapter, task_spec=job.task_spec,
@@ -138,7 +165,10 @@ class _Plan:
 
         try:
             with torch.no_grad():
-                return self.adapter.run(self.job.model, inputs)
+                raw = self.adapter.call(self.job.model, inputs)
+                if first:
+                    self.raw_output = raw
+                return self.adapter.select_output(raw)
         except Exception as exc:  # noqa: BLE001 - any failure here is the user's model/input mismatch
             if not first:
                 raise
@@ -147,6 +177,31 @@ class _Plan:
                 f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "
                 f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
             ) from None
+
+    def _check_output_contract(self) -> None:
+        """The chosen output must be what the task spec says it is, and finite unless allowed."""
+        import torch
+
+        spec, eager = self.job.task_spec, self.eager
+        schema = spec.output_schema or {}
+        key = "num_classes" if "num_classes" in schema else (
+            "vocab_size" if spec.task_type == "language_modeling" and "vocab_size" in schema else None)
+        if key is not None and (eager.dim() == 0 or int(eager.shape[-1]) != int(schema[key])):
+            last = int(eager.shape[-1]) if eager.dim() else "none (a scalar)"
+            raise ConfigError(
+                f"task_spec.output_schema.{key} is {schema[key]}, but the output that "
+                f"{type(self.adapter).__name__}.select_output picks has shape {list(eager.shape)} (last dimension "
+                f"{last}); the model returned {_structure(self.raw_output)}. Set task_spec.output_schema.{key}={last} "
+                "if that output is right, or give an adapter whose select_output picks the right one"
+            )
+        if not getattr(self.job.validate, "allow_nonfinite", False) and eager.is_floating_point():
+            bad = int((~torch.isfinite(eager)).sum())
+            if bad:
+                raise ConfigError(
+                    f"the model's output on its example input holds {bad} non-finite value(s) (NaN or inf) out of "
+                    f"{eager.numel()}; an artifact cannot be checked against that. Fix the model or its weights, or "
+                    "set validate.allow_nonfinite=true to accept them"
+                )
 
     def reference(self, split: str) -> tuple[list, list]:
         """Calibration or held-out samples with their eager fp32 outputs (computed once)."""
@@ -181,23 +236,106 @@ class _Plan:
 
 
 def run_export(job: ExportJob) -> ExportResult:
-    """Build, check and record every requested format. Raises ConfigError before writing anything
-    when the job itself is invalid; a failing format is recorded and the others are still built."""
+    """Build, check and record every requested format, then publish the build folder in one step.
+
+    Raises ConfigError before touching the folder when the job itself is invalid. A failing format
+    is recorded and the others are still built. Until the publish, the folder keeps the previous
+    build whole: whatever stops the job (an error, a full disk, a signal) leaves it as it was.
+    """
     started = time.perf_counter()
     was_training = job.model.training
+    export_dir = Path(job.export_dir)
     try:
         plan = _Plan(job)
-        export_dir = Path(job.export_dir)
-        export_dir.mkdir(parents=True, exist_ok=True)
-        results = {name: _build_one(plan, name, exporter, export_dir) for name, exporter in plan.exporters.items()}
+        with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE):
+            try:
+                with toolchain_sandbox(txn.work):
+                    results = {name: _build_one(plan, name, exporter, txn)
+                               for name, exporter in plan.exporters.items()}
+                metadata = _metadata(plan, results, time.perf_counter() - started)
+                write_json_atomic(txn.build / METADATA_FILE, metadata)
+                if job.snapshot_yaml:
+                    write_text_atomic(txn.build / CONFIG_SNAPSHOT_FILE, job.snapshot_yaml)
+                for relative, text in job.extra_files.items():
+                    write_text_atomic(txn.build / relative, text)
+            except Exception as exc:
+                if _disk_full(exc, txn.work):
+                    raise _disk_full_error(export_dir) from None
+                raise
+            from .report import closing_table
+
+            log.info("\n%s", closing_table(metadata))
+            _close_job_log()
+            txn.publish()
     finally:
         job.model.train(was_training)
-    metadata = _metadata(plan, results, time.perf_counter() - started)
-    metadata_path = export_dir / METADATA_FILE
-    write_json_atomic(metadata_path, metadata)
-    if job.snapshot_yaml:
-        write_text_atomic(export_dir / CONFIG_SNAPSHOT_FILE, job.snapshot_yaml)
-    return ExportResult(export_dir=export_dir, metadata_path=metadata_path, artifacts=results, metadata=metadata)
+    artifacts = {name: replace(r, path=export_dir / r.path.name) if r.path else r for name, r in results.items()}
+    return ExportResult(export_dir=export_dir, metadata_path=export_dir / METADATA_FILE, artifacts=artifacts,
+                        metadata=metadata)
+
+
+# Less free space than this where the build is staged, after a failure: the disk was the cause.
+_DISK_FULL_BYTES = 64 * 1024
+_FILE_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+# Tracebacks of failed formats: into export.log only, never onto the console.
+trace_log = logging.getLogger("exporter.trace")
+trace_log.propagate = False
+_open_handlers: list[logging.Handler] = []
+
+
+@contextmanager
+def _job_log(path: Path):
+    """The job's log inside the staged build (export.log), for both doors: what the console
+    showed, plus the tracebacks of failed formats."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FILE_LOG_FORMAT))
+    saved = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    for logger in (log, trace_log):
+        logger.addHandler(handler)
+    _open_handlers.append(handler)
+    try:
+        yield
+    finally:
+        log.setLevel(saved)
+        _close_job_log()
+
+
+def _close_job_log() -> None:
+    """Detach and close the job's log file (before publishing: a published build is not written)."""
+    while _open_handlers:
+        handler = _open_handlers.pop()
+        for logger in (log, trace_log):
+            logger.removeHandler(handler)
+        handler.close()
+
+
+def _disk_full(exc: BaseException, folder: Optional[Path] = None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the chain, torch's C++ writer reporting a short write, or (for
+    messages that do not say why) no free space left where the build is staged."""
+    import errno
+
+    if folder is not None:
+        try:
+            stat = os.statvfs(folder)
+            if stat.f_bavail * stat.f_frsize < _DISK_FULL_BYTES:
+                return True
+        except OSError:
+            pass
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if any(sign in text for sign in ("No space left on device", "file write failed", "unexpected pos")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _disk_full_error(export_dir: Path) -> ExportError:
+    return ExportError(f"no space left on the device of {export_dir} while staging the build; nothing was "
+                       "published and the previous build is intact; free some space and run again")
 
 
 @dataclass
@@ -224,8 +362,6 @@ def _export_into(exporter, ctx, folder: Path) -> _Built:
 def _build_quantized(plan: _Plan, name: str, exporter, staged: Path) -> tuple[_Built, dict[str, Any]]:
     """Build the quantized artifact (each weight type when ``weight_type=auto``) and its fp32 twin,
     measure each, and keep the fastest that passes the gates."""
-    from dataclasses import replace
-
     from . import quant_report
 
     ctx, q, job = plan.context, plan.context.quantization, plan.job
@@ -266,46 +402,46 @@ def _build_quantized(plan: _Plan, name: str, exporter, staged: Path) -> tuple[_B
     return chosen, extra
 
 
-def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactResult:
+def _build_one(plan: _Plan, name: str, exporter, txn: BuildTransaction) -> ArtifactResult:
+    """Build one format in its own work folder, check it, and move its files into the staged build."""
     job, ctx = plan.job, plan.context
     job.model.eval()
-    final = export_dir / exporter.filename
     record: dict[str, Any] = {"file": exporter.filename, "status": "failed"}
     tolerance = Tolerance.for_artifact(job.validate, ctx.quantized)
     validation = Validation(tolerance)
+    staged = txn.work / name
     try:
-        with staging_dir(export_dir, name) as staged:
-            if ctx.quantized:
-                built, extra = _build_quantized(plan, name, exporter, staged)
-            else:
-                built, extra = _export_into(exporter, ctx, staged / "build"), {}
-            record["export_seconds"] = built.export_seconds
-            record["details"] = built.outcome.details
-            record["load_hint"] = built.outcome.load_hint
-            if built.report is not None:
-                from . import quant_report
+        if ctx.quantized:
+            built, extra = _build_quantized(plan, name, exporter, staged)
+        else:
+            built, extra = _export_into(exporter, ctx, staged / "build"), {}
+        record["export_seconds"] = built.export_seconds
+        record["details"] = built.outcome.details
+        record["load_hint"] = built.outcome.load_hint
+        if built.report is not None:
+            from . import quant_report
 
-                record["quantization_report"] = {**built.report, **extra, "gate_failures": built.gate_failures}
-                layers = (built.outcome.details.get("quantization") or {}).get("quantized_layers")
-                record["warnings"] = quant_report.warnings_for(built.report, layers)
-            if job.validate.enabled:
-                run = exporter.load(built.path, built.context)
-                examples = [("example", plan.inputs, plan.eager)]
-                second = plan.second_example(exporter)
-                if second is not None:
-                    examples.append(("second example", *second))
-                for label, inputs, eager in examples:
-                    validation.checks.append(
-                        compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance)
-                    )
-                record["validation"] = validation.to_dict()
-            problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"]
-            problems += built.gate_failures
-            if problems and job.validate.strict:
-                raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
-            status = "mismatch" if problems else "ok"
-            # Rename into place only once checked: a crash or a miss never leaves a torn artifact.
-            publish(built.folder, export_dir)
+            record["quantization_report"] = {**built.report, **extra, "gate_failures": built.gate_failures}
+            layers = (built.outcome.details.get("quantization") or {}).get("quantized_layers")
+            record["warnings"] = quant_report.warnings_for(built.report, layers)
+        if job.validate.enabled:
+            run = exporter.load(built.path, built.context)
+            examples = [("example", plan.inputs, plan.eager)]
+            second = plan.second_example(exporter)
+            if second is not None:
+                examples.append(("second example", *second))
+            for label, inputs, eager in examples:
+                validation.checks.append(
+                    compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance)
+                )
+            record["validation"] = validation.to_dict()
+        problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"]
+        problems += built.gate_failures
+        if problems and job.validate.strict:
+            raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
+        status = "mismatch" if problems else "ok"
+        # Only checked files reach the staged build; the build as a whole is published later.
+        final = move_files(built.folder, txn.build)[exporter.filename]
         record.update(status=status, bytes=final.stat().st_size, sha256=sha256_of(final))
         if problems:
             record["warning"] = "; ".join(problems)
@@ -316,14 +452,23 @@ def _build_one(plan: _Plan, name: str, exporter, export_dir: Path) -> ArtifactRe
             log.info("%-12s %s:\n%s", "", record["details"]["load_note"], _indent(record["load_hint"]))
         return ArtifactResult(name, status, final, record)
     except Exception as exc:  # noqa: BLE001 - one failing format must not stop the others
-        # A file left by an earlier build of this folder would not match this build's metadata.
-        final.unlink(missing_ok=True)
-        message = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
+        if _disk_full(exc, txn.work):
+            raise
+        message = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {_first_line(exc)}"
         record.update(status="failed", error=message)
         if validation.checks:
             record["validation"] = validation.to_dict()
         log.error("%-12s FAILED: %s", name, message)
+        trace_log.error("%s: traceback of the failure", name, exc_info=exc)
         return ArtifactResult(name, "failed", None, record)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line (C++ errors from torch carry whole stack dumps after it)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 def _log_line(name: str, record: dict[str, Any]) -> None:
@@ -363,7 +508,9 @@ def _metadata(plan: _Plan, results: dict[str, ArtifactResult], seconds: float) -
         "exported_at": utc_now(),
         "torch_version": plan.torch_version,
         "formats": list(job.formats),
-        "quantization": None if mode_of(q) == "none" else plain(q),
+        # The specification's field: the mode, or null. The full settings are beside it.
+        "quantization": None if mode_of(q) == "none" else mode_of(q),
+        "quantization_config": None if mode_of(q) == "none" else plain(q),
         "calibration": plan.calibration.record() if plan.calibration is not None else None,
         "opset": int(job.formats["onnx"].opset) if "onnx" in job.formats else None,
         "onnx_backend": (onnx.record.get("details") or {}).get("backend") if onnx else None,

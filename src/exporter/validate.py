@@ -18,11 +18,14 @@ class Tolerance:
     atol: Optional[float]
     rtol: Optional[float]
     gated: bool
+    # NaN/inf in an output fail the check unless allowed (then they must sit where eager has them).
+    allow_nonfinite: bool = False
 
     @classmethod
     def for_artifact(cls, cfg: "ValidateConfig", quantized: bool) -> "Tolerance":
+        allow = bool(getattr(cfg, "allow_nonfinite", False))
         if not quantized:
-            return cls(float(cfg.atol), float(cfg.rtol), gated=True)
+            return cls(float(cfg.atol), float(cfg.rtol), gated=True, allow_nonfinite=allow)
         atol, rtol = cfg.quantized_atol, cfg.quantized_rtol
         # A quantized artifact is gated only on the bounds the user set.
         gated = atol is not None or rtol is not None
@@ -30,6 +33,7 @@ class Tolerance:
             float(atol) if atol is not None else (0.0 if gated else None),
             float(rtol) if rtol is not None else (0.0 if gated else None),
             gated,
+            allow,
         )
 
 
@@ -97,6 +101,10 @@ def compare(label: str, input_shapes: dict[str, list[int]], expected: "np.ndarra
     if expected.shape != actual.shape:
         return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
                      problem=f"output shape {list(actual.shape)} differs from eager {list(expected.shape)}")
+    if not tolerance.allow_nonfinite and not (np.all(np.isfinite(expected)) and np.all(np.isfinite(actual))):
+        where = "the artifact's" if np.all(np.isfinite(expected)) else "eager PyTorch's"
+        return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
+                     problem=f"non-finite values (NaN or inf) in {where} output (validate.allow_nonfinite=true accepts them)")
     if not np.array_equal(np.isfinite(expected), np.isfinite(actual)):
         return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
                      problem="non-finite values (NaN or inf) where eager PyTorch has finite ones, or the reverse")

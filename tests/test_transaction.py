@@ -1,0 +1,300 @@
+"""A build folder is one transaction: killed, interrupted, raced, refused or out of disk, it always
+holds one complete build that its records describe. Real processes and real signals throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+LM = ["model=lm_stub", "task_spec.input_schema.max_seq_len=16", "quantization.latency_runs=2",
+      "calibration.num_samples=4", "calibration.heldout_samples=2"]
+LM_TWO = [*LM, "format=[onnx,torchscript]", "quantization=dynamic"]
+SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+RECORDS = {"metadata.json", "config.yaml", "export.log", ".hydra"}
+# A model the ONNX exporters cannot handle (eigvals), while TorchScript can.
+NO_ONNX = """
+import torch
+
+
+class NoOnnx(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, pixel_values):
+        return torch.linalg.eigvals(self.fc(pixel_values.flatten(1)[:, :16].reshape(-1, 4, 4))).real
+"""
+NO_ONNX_ARGS = ["~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_schema.image_size=[1,4,4]",
+                "task_spec.output_schema.num_classes=4"]
+
+
+def assert_consistent(folder: Path) -> dict:
+    """Every file in the folder is a record or an artifact that metadata.json lists with the same
+    sha256, and every listed artifact is there: the promise of a build folder."""
+    from exporter.records import files_problems, read_build
+
+    build = read_build(folder)
+    assert files_problems(build) == [], files_problems(build)
+    listed = {c.file for c in build.files if c.file and c.state != "not recorded"}
+    assert {p.name for p in folder.iterdir()} == RECORDS | listed
+    return build.metadata
+
+
+def no_leftovers(parent: Path) -> None:
+    assert not [p.name for p in parent.iterdir() if ".staging-" in p.name]
+
+
+def spawn(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll an event (a file appearing, an inode changing), not a clock."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the build ended before the event: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the event never happened"
+        time.sleep(0.002)
+
+
+@pytest.fixture(scope="module")
+def lm_build(tmp_path_factory) -> Path:
+    """A good two-format dynamic-quantized build of the shipped LM, made once; tests copy it."""
+    root = tmp_path_factory.mktemp("lm")
+    r = run_cli(*LM_TWO, "hydra.run.dir=b", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root / "b"
+
+
+def copy_build(source: Path, root: Path) -> Path:
+    shutil.copytree(source, root / "b", symlinks=True)
+    return root / "b"
+
+
+def staged_artifact(root: Path, name: str = "model.onnx"):
+    return lambda: any(root.glob(f".b.staging-*/build/{name}"))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, None), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_rebuild_killed_after_its_first_artifact_leaves_the_previous_build_whole(tmp_path, lm_build, sig, code):
+    folder = copy_build(lm_build, tmp_path)
+    before = assert_consistent(folder)
+    proc = spawn(*LM_TWO, "hydra.run.dir=b", "seed=1", cwd=tmp_path)
+    # The moment the old tool published model.onnx into the folder: now it only reaches the staging.
+    wait_for(staged_artifact(tmp_path), proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    after = assert_consistent(folder)
+    assert after["seed"] == 0 and after["artifacts"] == before["artifacts"]
+    if code is not None:
+        assert proc.returncode == code
+        assert err.strip().splitlines()[-1] == "interrupted; the previous build is intact"
+        assert "Traceback" not in out + err
+        no_leftovers(tmp_path)
+    # The next run removes what a killed one left, and builds.
+    r = run_cli(*LM_TWO, "hydra.run.dir=b", "seed=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert assert_consistent(folder)["seed"] == 1
+    no_leftovers(tmp_path)
+
+
+def test_a_kill_right_after_the_publish_leaves_the_new_build_whole(tmp_path, lm_build):
+    folder = copy_build(lm_build, tmp_path)
+    inode = folder.stat().st_ino
+    proc = spawn(*LM_TWO, "hydra.run.dir=b", "seed=1", cwd=tmp_path)
+    wait_for(lambda: folder.stat().st_ino != inode, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert assert_consistent(folder)["seed"] == 1
+
+
+def test_a_failing_format_never_removes_files_of_a_published_build(tmp_path, cli):
+    (tmp_path / "noonnx.py").write_text(NO_ONNX)
+    assert cli(SMALL, "format=[onnx,torchscript]", "hydra.run.dir=b").returncode == 0
+    r = cli(*NO_ONNX_ARGS, "format=[onnx,torchscript]", "hydra.run.dir=b")
+    assert r.returncode == 1, r.stdout + r.stderr
+    md = assert_consistent(tmp_path / "b")  # the new build: torchscript only, onnx recorded as failed
+    assert md["artifacts"]["onnx"]["status"] == "failed" and not (tmp_path / "b/model.onnx").exists()
+
+
+def test_a_rebuild_with_fewer_formats_leaves_only_its_own_files(tmp_path, cli):
+    assert cli(SMALL, "format=[onnx,torchscript,pytorch]", "hydra.run.dir=b").returncode == 0
+    r = cli(SMALL, "format=torchscript", "hydra.run.dir=b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = assert_consistent(tmp_path / "b")
+    assert md["formats"] == ["torchscript"]
+    assert not (tmp_path / "b/model.onnx").exists() and not (tmp_path / "b/model.pth").exists()
+
+
+@pytest.mark.parametrize("configs", [("format=onnx", "format=onnx"), ("format=onnx", "format=torchscript")],
+                         ids=["same", "different"])
+def test_two_builds_into_one_folder_at_once_end_consistent(tmp_path, configs):
+    procs = [spawn(SMALL, c, "hydra.run.dir=b", cwd=tmp_path) for c in configs]
+    results = [p.communicate(timeout=240) + (p.returncode,) for p in procs]
+    assert [code for _, _, code in results] == [0, 0], results
+    md = assert_consistent(tmp_path / "b")
+    assert md["formats"] in (["onnx"], ["torchscript"])
+    no_leftovers(tmp_path)
+
+
+def test_wait_false_refuses_while_another_build_holds_the_folder(tmp_path, lm_build):
+    copy_build(lm_build, tmp_path)
+    first = spawn(*LM_TWO, "hydra.run.dir=b", "seed=1", cwd=tmp_path)
+    wait_for(staged_artifact(tmp_path), first)
+    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-build, for as long as the test needs
+    try:
+        r = run_cli(*LM_TWO, "hydra.run.dir=b", "wait=false", cwd=tmp_path)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first.communicate(timeout=240)
+    assert first.returncode == 0
+    assert r.returncode == 75, r.stdout + r.stderr
+    assert f"is being built by pid {first.pid} on" in r.stderr and "wait=false" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert assert_consistent(tmp_path / "b")["seed"] == 1
+
+
+def test_a_second_build_waits_and_says_for_whom(tmp_path, lm_build):
+    copy_build(lm_build, tmp_path)
+    first = spawn(*LM_TWO, "hydra.run.dir=b", "seed=1", cwd=tmp_path)
+    wait_for(staged_artifact(tmp_path), first)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = spawn(*LM_TWO, "hydra.run.dir=b", "seed=2", cwd=tmp_path)
+        # Lines before the lock (a calibration warning), then the one saying whom it waits for.
+        waiting = next(line for line in iter(second.stdout.readline, "") if line.startswith("waiting for"))
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first.communicate(timeout=240)
+    rest, err = second.communicate(timeout=240)
+    assert first.returncode == 0 and second.returncode == 0, err
+    assert waiting.startswith(f"waiting for pid {first.pid} on "), waiting
+    assert assert_consistent(tmp_path / "b")["seed"] == 2
+
+
+def test_leftovers_of_dead_runs_are_removed_by_the_next_run(tmp_path, cli):
+    for name in (".b.staging-host-99999-abc", ".other.staging-host-99998-xyz"):
+        (tmp_path / name / "build").mkdir(parents=True)
+        (tmp_path / name / "build" / "model.onnx").write_bytes(b"torn")
+    assert cli(SMALL, "hydra.run.dir=b").returncode == 0
+    no_leftovers(tmp_path)
+    assert_consistent(tmp_path / "b")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("validate.atol=-1", "validate.atol"),
+    ("validate.rtol=-5", "validate.rtol"),
+    ("validate.min_agreement=2", "validate.min_agreement"),
+    ("validate.second_batch_size=-1", "validate.second_batch_size"),
+    ("+validate.atoll=1e-9", "validate.atoll: unknown key"),
+])
+def test_impossible_settings_never_touch_a_good_folder(tmp_path, cli, override, key):
+    assert cli(SMALL, "hydra.run.dir=b").returncode == 0
+    snapshot = {p.relative_to(tmp_path / "b"): (p.stat().st_mtime_ns, p.stat().st_ino)
+                for p in (tmp_path / "b").rglob("*")}
+    r = cli(SMALL, "hydra.run.dir=b", override)
+    assert r.returncode == 2
+    assert key in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    # not one file rewritten, Hydra's .hydra/ included
+    assert {p.relative_to(tmp_path / "b"): (p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in (tmp_path / "b").rglob("*")} == snapshot
+
+
+def test_a_failed_first_run_leaves_no_empty_folder(tmp_path, cli):
+    r = cli(SMALL, "hydra.run.dir=b", "validate.atol=-1")
+    assert r.returncode == 2
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_dir_elsewhere_leaves_no_empty_hydra_folder(tmp_path, cli):
+    r = cli(SMALL, "export_dir=out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_consistent(tmp_path / "out")
+    assert not (tmp_path / "exports").exists()
+
+
+def test_a_folder_holding_other_files_is_refused(tmp_path, cli):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = cli(SMALL, "export_dir=mine")
+    assert r.returncode == 2
+    assert "holds files that are not part of a build (notes.txt)" in r.stderr
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_the_python_api_refuses_a_folder_holding_other_files(tmp_path, cnn_model, vision_spec):
+    from exporter import ConfigError, export_model
+
+    (tmp_path / "data.csv").write_text("1,2\n")
+    with pytest.raises(ConfigError, match=r"holds files that are not part of a build \(data.csv\)"):
+        export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"])
+    assert [p.name for p in tmp_path.iterdir()] == ["data.csv"]
+
+
+def test_every_format_and_quantization_leaves_the_working_directory_empty(tmp_path):
+    """The sweep that used to leave sym_shape_infer_temp.onnx and <uuid>.data in the user's cwd."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = run_cli("-m", *LM, "format=onnx,torchscript,pytorch", "quantization=none,dynamic,static,fp16",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=cwd, timeout=600)
+    assert "sweep: 12 job(s)" in r.stdout, r.stdout + r.stderr
+    assert list(cwd.iterdir()) == []
+    built = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/*/metadata.json"))
+    assert "onnx-static" in built and "onnx-fp16" in built and "torchscript-static" in built
+    for folder in (tmp_path / "sweep").glob("*/*/metadata.json"):
+        assert_consistent(folder.parent)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KB tmpfs: room for one small build, not for three formats (root and mount needed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_mid_build_is_one_line_and_leaves_the_previous_build(tmp_path, small_disk, cli):
+    assert cli(SMALL, f"hydra.run.dir={small_disk / 'b'}").returncode == 0
+    (small_disk / "ballast").write_bytes(b"\0" * 200_000)
+    r = cli(SMALL, f"hydra.run.dir={small_disk / 'b'}", "format=[onnx,torchscript,pytorch]", "seed=1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no space left on the device" in r.stderr and "previous build is intact" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and len(r.stderr.strip().splitlines()) == 1
+    md = assert_consistent(small_disk / "b")
+    assert md["seed"] == 0 and md["formats"] == ["onnx"]
+    no_leftovers(small_disk)
+
+
+def test_the_metadata_quantization_field_is_the_mode_string(tmp_path, lm_build):
+    md = json.loads((lm_build / "metadata.json").read_text())
+    assert md["quantization"] == "dynamic"
+    assert md["quantization_config"]["mode"] == "dynamic" and md["quantization_config"]["weight_type"] == "qint8"
+    md_none = json.loads(run_cli(SMALL, "hydra.run.dir=n", cwd=tmp_path).returncode == 0
+                         and (tmp_path / "n/metadata.json").read_text())
+    assert md_none["quantization"] is None and md_none["quantization_config"] is None
+
+
+def test_export_log_holds_the_traceback_of_a_failed_format_and_the_console_does_not(tmp_path, cli):
+    (tmp_path / "noonnx.py").write_text(NO_ONNX)
+    r = cli(*NO_ONNX_ARGS, "format=[onnx,torchscript]", "hydra.run.dir=b")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stdout + r.stderr
+    log = (tmp_path / "b/export.log").read_text()
+    assert "onnx: traceback of the failure" in log and "Traceback (most recent call last)" in log
