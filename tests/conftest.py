@@ -12,6 +12,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (sweeps of many jobs, Hugging Face models, every kill signal) run in CI (CI=true),
+    with EXPORTER_SLOW_TESTS=1, or when a -m expression is given; a plain local run skips them."""
+    if os.environ.get("CI") or os.environ.get("EXPORTER_SLOW_TESTS") or config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="slow: runs in CI (CI=true) or with EXPORTER_SLOW_TESTS=1 / -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def vision_spec():
     from exporter import TaskSpec

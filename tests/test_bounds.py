@@ -153,9 +153,9 @@ def test_api_type_errors_still_name_the_argument(tmp_path, cnn_model, vision_spe
 
 @pytest.mark.parametrize("overrides, message", [
     (["+validate.atoll=1e-9"], "validate.atoll: unknown key; valid keys: enabled, atol, rtol, quantized_atol,"),
-    (["+format.onnx.foo=1"], "format.onnx.foo: unknown key; valid keys: opset, backend, dynamic_batch,"),
+    (["+format.onnx.foo=1"], "format.onnx.foo: unknown key; valid keys: enabled, opset, backend, dynamic_batch,"),
     (["format=[onnx,torchscript]", "+format.torchscript.optimize=true"],
-     "format.torchscript.optimize: unknown key; valid keys: strict, freeze"),
+     "format.torchscript.optimize: unknown key; valid keys: enabled, strict, freeze"),
     (["+format.tflite.x=1"], "format.tflite: unknown key; valid keys: onnx, torchscript, pytorch"),
     (["+foo=1"], "foo: unknown key; valid keys: model, task_spec, format, quantization, export_dir, seed,"),
     (["+task_spec.labels=3"], "task_spec.labels: unknown key; valid keys: task_name, modality, task_type,"),

@@ -44,6 +44,7 @@ def test_several_formats_and_lm_stub(tmp_path, cli):
     assert md["task_type"] == "language_modeling" and md["input_shape"] == [1, 32]
 
 
+@pytest.mark.slow
 def test_sweep_runs_six_jobs_into_choice_named_folders(tmp_path, cli):
     r = cli("-m", "format=onnx,torchscript,pytorch", "quantization=none,dynamic", SMALL)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -207,6 +208,7 @@ def test_a_failing_format_exits_non_zero_after_building_the_others(tmp_path, cli
     assert md["status"] == "failed" and md["artifacts"]["onnx"]["error"]
 
 
+@pytest.mark.slow
 def test_quantized_state_dict_says_how_to_load_it(tmp_path, cli):
     r = cli("format=pytorch", "quantization=dynamic", SMALL)
     assert r.returncode == 0, r.stderr

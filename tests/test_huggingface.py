@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Hugging Face models: run in CI
+
 transformers = pytest.importorskip("transformers")
 
 from exporter import TaskSpec, export_model  # noqa: E402

@@ -237,6 +237,7 @@ def test_nothing_quantized_gets_a_warning(tmp_path, caplog):
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
 
+@pytest.mark.slow
 def test_sweep_over_format_and_quantization_builds_or_explains_each(tmp_path, cli):
     r = cli("-m", "format=onnx,torchscript,pytorch", "quantization=none,dynamic,static,fp16", SMALL,
             "quantization.latency_runs=5", "calibration.num_samples=8", "calibration.heldout_samples=4")

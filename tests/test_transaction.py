@@ -78,6 +78,15 @@ def lm_build(tmp_path_factory) -> Path:
     return root / "b"
 
 
+@pytest.fixture(scope="module")
+def cnn_build(tmp_path_factory) -> Path:
+    """A good build of the shipped CNN, made once; tests copy it."""
+    root = tmp_path_factory.mktemp("cnn")
+    r = run_cli(SMALL, "hydra.run.dir=b", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root / "b"
+
+
 def copy_build(source: Path, root: Path) -> Path:
     shutil.copytree(source, root / "b", symlinks=True)
     return root / "b"
@@ -87,7 +96,10 @@ def staged_artifact(root: Path, name: str = "model.onnx"):
     return lambda: any(root.glob(f".b.staging-*/build/{name}"))
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, None), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [pytest.param(signal.SIGKILL, None, marks=pytest.mark.slow),
+                                       (signal.SIGTERM, 143),
+                                       pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+                         ids=["SIGKILL", "SIGTERM", "SIGINT"])
 def test_a_rebuild_killed_after_its_first_artifact_leaves_the_previous_build_whole(tmp_path, lm_build, sig, code):
     folder = copy_build(lm_build, tmp_path)
     before = assert_consistent(folder)
@@ -155,7 +167,7 @@ def test_wait_false_refuses_while_another_build_holds_the_folder(tmp_path, lm_bu
     wait_for(staged_artifact(tmp_path), first)
     first.send_signal(signal.SIGSTOP)  # holds the lock, mid-build, for as long as the test needs
     try:
-        r = run_cli(*LM_TWO, "hydra.run.dir=b", "wait=false", cwd=tmp_path)
+        r = run_cli(*LM_TWO, "hydra.run.dir=b", "wait=false", "force=true", cwd=tmp_path)
     finally:
         first.send_signal(signal.SIGCONT)
     first.communicate(timeout=240)
@@ -166,6 +178,7 @@ def test_wait_false_refuses_while_another_build_holds_the_folder(tmp_path, lm_bu
     assert assert_consistent(tmp_path / "b")["seed"] == 1
 
 
+@pytest.mark.slow
 def test_a_second_build_waits_and_says_for_whom(tmp_path, lm_build):
     copy_build(lm_build, tmp_path)
     first = spawn(*LM_TWO, "hydra.run.dir=b", "seed=1", cwd=tmp_path)
@@ -200,8 +213,8 @@ def test_leftovers_of_dead_runs_are_removed_by_the_next_run(tmp_path, cli):
     ("validate.second_batch_size=-1", "validate.second_batch_size"),
     ("+validate.atoll=1e-9", "validate.atoll: unknown key"),
 ])
-def test_impossible_settings_never_touch_a_good_folder(tmp_path, cli, override, key):
-    assert cli(SMALL, "hydra.run.dir=b").returncode == 0
+def test_impossible_settings_never_touch_a_good_folder(tmp_path, cli, cnn_build, override, key):
+    copy_build(cnn_build, tmp_path)
     snapshot = {p.relative_to(tmp_path / "b"): (p.stat().st_mtime_ns, p.stat().st_ino)
                 for p in (tmp_path / "b").rglob("*")}
     r = cli(SMALL, "hydra.run.dir=b", override)
@@ -244,6 +257,7 @@ def test_the_python_api_refuses_a_folder_holding_other_files(tmp_path, cnn_model
     assert [p.name for p in tmp_path.iterdir()] == ["data.csv"]
 
 
+@pytest.mark.slow
 def test_every_format_and_quantization_leaves_the_working_directory_empty(tmp_path):
     """The sweep that used to leave sym_shape_infer_temp.onnx and <uuid>.data in the user's cwd."""
     cwd = tmp_path / "cwd"

@@ -100,6 +100,7 @@ def export_model(
             raise ConfigError(f"formats: unknown format {name!r}; valid values: {sorted(FORMAT_SCHEMAS)}")
         built_formats[name] = _dataclass_from(FORMAT_SCHEMAS[name], format_options.get(name), f"format_options[{name!r}]",
                                               f"format.{name}.")
+        built_formats[name].enabled = True
     quant = _quantization(quantization)
     validate_cfg = _dataclass_from(ValidateConfig, validate, "validate", "validate.")
     calibration_cfg, dataset = _calibration(calibration)
@@ -122,7 +123,8 @@ def export_model(
         quantization=quant, validate=validate_cfg, seed=seed,
         calibration=calibration_cfg, calibration_dataset=dataset,
         snapshot_yaml=OmegaConf.to_yaml(OmegaConf.create(snapshot)),
-        provenance={"config": {"source": "python-api", "choices": None, "overrides": []}, "checkpoint": None},
+        provenance={"config": {"source": "python-api", "choices": None, "overrides": []}, "checkpoint": None,
+                    **_identity(snapshot, model)},
         wait=wait,
     )
     result = run_export(job)
@@ -130,6 +132,16 @@ def export_model(
         if artifact.status == "failed":
             log.error("export_model: %s was not exported: %s", name, artifact.record.get("error"))
     return result.paths()
+
+
+def _identity(snapshot: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The build key of an API build: its settings, the model class's code, the tool versions.
+    (The model object's weights are not in it: an API build is never skipped as up to date.)"""
+    from .build_key import build_key, key_inputs, model_code
+
+    cls = type(model)
+    inputs = key_inputs(snapshot, model_target=None, model_identity=model_code(f"{cls.__module__}.{cls.__qualname__}"))
+    return {"build_key": build_key(inputs), "build_key_inputs": inputs}
 
 
 def _calibration(value: Any) -> tuple[CalibrationConfig, Any]:

@@ -173,27 +173,23 @@ def _bytes_cell(a: Build, b: Build, fmt: str) -> tuple[str, bool]:
     return ("identical bytes" if identical else "differ"), identical
 
 
-def render_diff(a: Build, b: Build) -> tuple[str, bool]:
-    """Differences between two builds: config, task and environment, then artifact by artifact."""
+def _changes(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs, volatile keys left out."""
+    flat_a, flat_b = dict(_flatten(left)), dict(_flatten(right))
+    return [(k, flat_a.get(k, "(absent)"), flat_b.get(k, "(absent)")) for k in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(k) != flat_b.get(k) and not any(v in k for v in _VOLATILE)]
+
+
+def _diff_sections(a: Build, b: Build) -> tuple[list[tuple[str, list]], list[list[str]], list[str], bool]:
     md_a, md_b = a.metadata, b.metadata
-    out = [f"--- {a.folder}", f"+++ {b.folder}"]
-    same = True
-
-    def section(title: str, left: Mapping[str, Any], right: Mapping[str, Any]) -> None:
-        nonlocal same
-        flat_a, flat_b = dict(_flatten(left)), dict(_flatten(right))
-        changed = [k for k in sorted(set(flat_a) | set(flat_b))
-                   if flat_a.get(k) != flat_b.get(k) and not any(v in k for v in _VOLATILE)]
-        if changed:
-            same = False
-            out.append(f"\n{title}:")
-            out.extend(f"  {k}: {flat_a.get(k, '(absent)')!r} -> {flat_b.get(k, '(absent)')!r}" for k in changed)
-
-    section("config", a.config, b.config)
-    # Same config, other data: a changed checkpoint or calibration file shows here by its hash.
-    section("inputs", {"checkpoint": md_a.get("checkpoint"), "calibration": md_a.get("calibration")},
-            {"checkpoint": md_b.get("checkpoint"), "calibration": md_b.get("calibration")})
-    section("environment", md_a.get("environment") or {}, md_b.get("environment") or {})
+    sections = [
+        ("config", _changes(a.config, b.config)),
+        # Same config, other data: a changed checkpoint or calibration file shows here by its hash.
+        ("inputs", _changes({"checkpoint": md_a.get("checkpoint"), "calibration": md_a.get("calibration")},
+                            {"checkpoint": md_b.get("checkpoint"), "calibration": md_b.get("calibration")})),
+        ("environment", _changes(md_a.get("environment") or {}, md_b.get("environment") or {})),
+    ]
+    same = not any(changes for _, changes in sections)
     rows = []
     for name in sorted(set(md_a["artifacts"]) | set(md_b["artifacts"])):
         ra, rb = md_a["artifacts"].get(name, {}), md_b["artifacts"].get(name, {})
@@ -201,14 +197,78 @@ def render_diff(a: Build, b: Build) -> tuple[str, bool]:
         same = same and identical
         rows.append([name, human_bytes(ra["bytes"]) if "bytes" in ra else "-",
                      human_bytes(rb["bytes"]) if "bytes" in rb else "-", _max_diff(ra), _max_diff(rb), cell])
-    out += ["\nartifacts:", table(["format", "size a", "size b", "max|diff| a", "max|diff| b", "bytes"], rows)]
+    # Equal records prove nothing when the files behind them are gone or changed.
     problems = files_problems(a) + files_problems(b)
+    return sections, rows, problems, same and not problems
+
+
+_ARTIFACT_HEADERS = ["format", "size a", "size b", "max|diff| a", "max|diff| b", "bytes"]
+
+
+def render_diff(a: Build, b: Build, fmt: str = "text") -> tuple[str, bool]:
+    """Differences between two builds: config, inputs and environment, then artifact by artifact.
+    ``fmt="markdown"`` gives the same as Markdown, for a pull request."""
+    sections, rows, problems, same = _diff_sections(a, b)
+    if fmt == "markdown":
+        return _markdown_diff(f"`{a.folder}` -> `{b.folder}`", sections, rows, problems, same), same
+    out = [f"--- {a.folder}", f"+++ {b.folder}"]
+    for title, changes in sections:
+        if changes:
+            out.append(f"\n{title}:")
+            out.extend(f"  {k}: {old!r} -> {new!r}" for k, old, new in changes)
+    out += ["\nartifacts:", table(_ARTIFACT_HEADERS, rows)]
     if problems:
-        # Equal records prove nothing when the files behind them are gone or changed.
-        same = False
         out += ["\nfiles that do not match their metadata.json:", *(f"  {p}" for p in problems)]
     out.append("\nbuilds are identical" if same else "\nbuilds differ")
     return "\n".join(out) + "\n", same
+
+
+def _markdown_diff(title: str, sections: list, rows: Optional[list], problems: list[str], same: bool) -> str:
+    from .report import markdown_table
+
+    out = [f"### exporter diff: {title}", "", "**identical**" if same else "**differ**"]
+    for name, changes in sections:
+        if changes:
+            out += ["", f"#### {name.capitalize()} changes", "",
+                    markdown_table(["key", "old", "new"], [[f"`{k}`", f"`{old!r}`", f"`{new!r}`"] for k, old, new in changes])]
+    if rows is not None:
+        out += ["", "#### Artifacts", "", markdown_table(_ARTIFACT_HEADERS, rows)]
+    if problems:
+        out += ["", "#### Files that do not match their metadata.json", "", *(f"- {p}" for p in problems)]
+    return "\n".join(out) + "\n"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A config YAML file (a build's config.yaml, or a config of yours) as a plain mapping."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BuildUnreadable(f"{path}: {os_error_text(exc)}") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BuildUnreadable(f"{path}: not valid YAML ({first_line_of(exc)})") from None
+    if not isinstance(data, dict):
+        raise BuildUnreadable(f"{path}: expected a mapping of config keys")
+    return data
+
+
+def first_line_of(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def render_config_diff(a: Path, b: Path, fmt: str = "text") -> tuple[str, bool]:
+    """Two config files compared key by key (resolved values as written), without building."""
+    changes = _changes(load_config_file(a), load_config_file(b))
+    if fmt == "markdown":
+        return _markdown_diff(f"`{a}` -> `{b}`", [("config", changes)], None, [], not changes), not changes
+    out = [f"--- {a}", f"+++ {b}"]
+    if changes:
+        out.append("\nconfig:")
+        out.extend(f"  {k}: {old!r} -> {new!r}" for k, old, new in changes)
+    out.append("\nconfigs are identical" if not changes else "\nconfigs differ")
+    return "\n".join(out) + "\n", not changes
 
 
 def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
@@ -227,9 +287,13 @@ def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
     return 1 if files_problems(build) else 0
 
 
-def run_diff(a: str, b: str) -> int:
-    """Print how two builds differ; 0 identical, 1 they differ (a file missing or modified included)."""
-    text, same = render_diff(read_build(find_build(a)), read_build(find_build(b)))
+def run_diff(a: str, b: str, fmt: str = "text") -> int:
+    """Print how two builds (or two config files) differ; 0 identical, 1 they differ (a file missing or
+    modified included)."""
+    if Path(a).is_file() and Path(b).is_file() and Path(a).name != METADATA_FILE:
+        text, same = render_config_diff(Path(a), Path(b), fmt)
+    else:
+        text, same = render_diff(read_build(find_build(a)), read_build(find_build(b)), fmt)
     sys.stdout.write(text)
     return 0 if same else 1
 
@@ -242,13 +306,23 @@ def main(argv: list[str]) -> int:
     card.add_argument("export_dir", nargs="?")
     card.add_argument("-o", "--output", help="also write the card to this file")
     diff = sub.add_parser("diff", help="show how two builds differ; exit 1 when they do, 2 when one cannot be read")
-    diff.add_argument("a")
-    diff.add_argument("b")
+    diff.add_argument("a", help="a build folder, or a config YAML file")
+    diff.add_argument("b", help="a build folder, or a config YAML file")
+    diff.add_argument("--format", choices=["text", "markdown"], default="text",
+                      help="markdown: tables ready to paste into a pull request")
+    verify = sub.add_parser("verify", help="rebuild a build from its own config.yaml in a temporary folder and "
+                                           "compare the artifacts byte for byte; exit 1 on a difference, 2 when "
+                                           "the build cannot be read or rebuilt")
+    verify.add_argument("export_dir")
     args = parser.parse_args(argv)
     try:
         if args.command == "card":
             return run_card(args.export_dir, args.output)
-        return run_diff(args.a, args.b)
+        if args.command == "verify":
+            from .verify import run_verify
+
+            return run_verify(Path(args.export_dir))
+        return run_diff(args.a, args.b, args.format)
     except (BuildNotFound, BuildUnreadable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,14 +10,15 @@ import logging
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ExportError
-from .schema import option_value, register_configs
+from .schema import option_value, register_configs, selected_formats
 
 log = logging.getLogger("exporter")
 
@@ -44,7 +45,7 @@ def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
 
 def build_name(formats: Any, quantization: Any) -> str:
     """Folder name of a build from its choices, e.g. ``onnx-dynamic`` or ``onnx+torchscript-none``."""
-    names = [name for name, options in (formats or {}).items() if options is not None]
+    names = selected_formats(formats)
     return f"{'+'.join(names) or 'none'}-{option_value(quantization)}"
 
 
@@ -53,35 +54,74 @@ def model_name(choice: Any, target: Any) -> str:
     return str(choice) if choice else str(target).rsplit(".", 1)[-1]
 
 
-for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name)):
+def _sweep_suffix(overrides: Any) -> str:
+    from .sweep import sweep_suffix
+
+    return sweep_suffix(list(overrides or []))
+
+
+for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name),
+                         ("exporter.sweep_suffix", _sweep_suffix)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 
 
-def job_from_config(cfg: DictConfig):
-    """Turn a composed config into an ExportJob (builds the model, loads the checkpoint).
-
-    A value the config leaves missing (``???``) or cannot resolve becomes one ConfigError naming its key.
-    """
+@contextmanager
+def _config_errors():
+    """A value the config leaves missing (``???``) or cannot resolve becomes one ConfigError naming its key."""
     from omegaconf.errors import OmegaConfBaseException
 
     from .errors import ConfigError
 
-    from .schema import check_config
-
     try:
-        # Unknown keys (however added) and out-of-range values, before the model is even built.
-        check_config(cfg)
-        return _job_from_config(cfg)
+        yield
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = _first_line(exc)
         raise ConfigError(f"{key}: {message}" if key else message) from None
 
 
-def _job_from_config(cfg: DictConfig):
+def build_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Check the composed config (unknown keys, bounds) and compute its build key, without torch."""
+    from .build_key import build_key, key_inputs
+    from .schema import check_config
+
+    with _config_errors():
+        # Unknown keys (however added) and out-of-range values, before the model is even built.
+        check_config(cfg)
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    inputs = key_inputs(resolved, model_target=OmegaConf.select(cfg, "model._target_"))
+    return {"build_key": build_key(inputs), "build_key_inputs": inputs}
+
+
+def up_to_date(folder: Path, identity: dict[str, Any]) -> bool:
+    """The folder holds a good build with this key and every file hashes as recorded."""
+    from .build_key import reusable
+    from .records import BuildUnreadable, files_problems, read_build
+
+    if not reusable(identity["build_key_inputs"]) or not (folder / "metadata.json").is_file():
+        return False
+    try:
+        build = read_build(folder)
+    except BuildUnreadable:
+        return False
+    md = build.metadata
+    return md.get("build_key") == identity["build_key"] and md.get("status") == "ok" and not files_problems(build)
+
+
+def job_from_config(cfg: DictConfig, identity: Optional[dict[str, Any]] = None,
+                    origin: Optional[dict[str, Any]] = None):
+    """Turn a composed config into an ExportJob (builds the model, loads the checkpoint)."""
+    identity = identity or build_identity(cfg)
+    with _config_errors():
+        job = _job_from_config(cfg, origin)
+    job.provenance.update(identity)
+    return job
+
+
+def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
+    """``origin``: where the config came from (choices, overrides); None: this Hydra job."""
     import torch
-    from hydra.core.hydra_config import HydraConfig
     from hydra.errors import InstantiationException
 
     from .checkpoint import load_checkpoint
@@ -103,7 +143,7 @@ def _job_from_config(cfg: DictConfig):
         task_spec = TaskSpec.from_mapping(spec_data)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    formats = {name: OmegaConf.to_object(node) for name, node in cfg.format.items() if node is not None}
+    formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
     calibration = OmegaConf.to_object(cfg.calibration)
     dataset = None
     needs_samples = option_value(calibration.source) == "dataset" and cfg.quantization.mode != "none"
@@ -112,16 +152,9 @@ def _job_from_config(cfg: DictConfig):
             dataset = hydra.utils.instantiate(cfg.calibration.dataset)
         except InstantiationException as exc:
             raise ConfigError(f"calibration.dataset: cannot build {cfg.calibration.dataset.get('_target_')}: {exc}") from None
-    hydra_cfg = HydraConfig.get()
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
-    choices["format"] = list(formats)
-    # What Hydra would write into .hydra/ of its job folder (hydra.output_subdir is null): written
-    # into the staged build instead, so a run that fails never rewrites a good folder's records.
-    hydra_records = {
-        ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
-        ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
-        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
-    }
+    hydra_records: dict[str, str] = {}
+    if origin is None:
+        origin, hydra_records = _hydra_origin(cfg, formats)
     return ExportJob(
         model=model,
         task_spec=task_spec,
@@ -133,44 +166,87 @@ def _job_from_config(cfg: DictConfig):
         calibration_dataset=dataset,
         seed=cfg.seed,
         snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        provenance={
-            "config": {"source": "cli", "choices": choices, "overrides": list(hydra_cfg.overrides.task)},
-            "checkpoint": checkpoint,
-        },
+        provenance={"config": origin, "checkpoint": checkpoint},
         extra_files=hydra_records,
         wait=bool(cfg.wait),
     )
 
 
+def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The job's choices and overrides, and what Hydra would write into .hydra/ of its job folder
+    (hydra.output_subdir is null): written into the staged build instead, so a run that fails never
+    rewrites a good folder's records."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    _say_ignored_format_options(hydra_cfg.overrides.task, formats)
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
+    choices["format"] = list(formats)
+    origin = {"source": "cli", "choices": choices, "overrides": list(hydra_cfg.overrides.task), "cwd": os.getcwd()}
+    records = {
+        ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
+    return origin, records
+
+
+def _say_ignored_format_options(overrides: Any, formats: dict[str, Any]) -> None:
+    """``format=onnx,torchscript format.onnx.opset=17``: the torchscript job ignores the ONNX option
+    (a typo in an option name still fails composition for every job)."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] == "format" and parts[1] not in formats and parts[2] != "enabled":
+            log.info("%s ignored: this job does not build %s (format=[%s])", override, parts[1], ",".join(formats))
+
+
 @hydra.main(config_path="pkg://exporter.conf", config_name="config", version_base="1.3")
 def export_job(cfg: DictConfig) -> dict[str, Any]:
-    """One Hydra job. In a single run a failure exits non-zero; in a sweep it is reported at the end."""
+    """One Hydra job. In a single run a failure exits non-zero; in a sweep it is recorded for the
+    summary (exporter.sweep) and the sweep exits non-zero at the end."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from .sweep import write_job_record
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        from .runner import run_export
-
-        result = run_export(job_from_config(cfg))
+        outcome = _run_job(cfg)
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
         if not isinstance(exc, ExportError):
             if _SHOW_TRACEBACKS:
                 raise
             # Not the user's input as far as the tool can tell (e.g. a bug in their dataset code).
             exc = ExportError(f"{type(exc).__name__}: {_first_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)")
-        if multirun:
-            log.error("error: %s", exc)
-            return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
-        _stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
+        if not multirun:
+            _stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
+        log.error("error: %s", exc)
+        outcome = {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
     finally:
         _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-    log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
-    summary = {"status": result.metadata["status"], "export_dir": str(result.export_dir),
-               "errors": {n: a.record.get("error") for n, a in result.artifacts.items() if a.status != "ok"}}
-    if not result.ok and not multirun:
+    if multirun:
+        write_job_record(outcome)
+    elif outcome["status"] not in ("ok", "mismatch", "up to date"):
         sys.exit(1)
-    return summary
+    return outcome
+
+
+def _run_job(cfg: DictConfig) -> dict[str, Any]:
+    from .runner import run_export
+    from .sweep import sweep_identity
+
+    identity = build_identity(cfg)
+    folder = Path(cfg.export_dir)
+    if not cfg.force and up_to_date(folder, identity):
+        log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
+        return {"status": "up to date", "export_dir": str(folder), "errors": {}}
+    job = job_from_config(cfg, identity)
+    job.provenance["sweep"] = sweep_identity()
+    result = run_export(job)
+    log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
+    return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
+            "errors": {n: a.record.get("error") for n, a in result.artifacts.items() if a.status != "ok"}}
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -201,7 +277,7 @@ def main() -> None:
     HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
     locked and wait=false, 130 Ctrl-C, 143 SIGTERM. docs/errors.md lists the messages.
     """
-    if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff", "verify"):
         from .card import main as card_main
 
         sys.exit(card_main(sys.argv[1:]))
@@ -250,9 +326,6 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
 
     if isinstance(exc, ExportError):
         return str(exc)
-    unbuilt = _option_of_unbuilt_format(args)
-    if unbuilt:
-        return unbuilt
     if isinstance(exc, CompactHydraException):
         text = _one_line(str(exc))
         cause = exc.__cause__
@@ -287,22 +360,4 @@ def _valid_keys(cause: BaseException) -> str:
     object_type = getattr(cause, "object_type", None)
     if isinstance(object_type, type) and is_dataclass(object_type) and "not in" in str(cause):
         return "; valid keys: " + ", ".join(f.name for f in fields(object_type))
-    return ""
-
-
-def _option_of_unbuilt_format(args: list[str]) -> str:
-    """``format=torchscript format.onnx.opset=17``: an option of a format the job does not build."""
-    chosen = None
-    options = []
-    for arg in args:
-        key, _, value = arg.lstrip("+~").partition("=")
-        if key == "format":
-            chosen = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
-        elif key.startswith("format.") and key.count(".") >= 2:
-            options.append((key, key.split(".")[1]))
-    chosen = chosen or ["onnx"]
-    for key, name in options:
-        if name not in chosen:
-            return (f"{key}: format {name} is not built by this job (format={','.join(chosen)}); "
-                    f"add it, e.g. format=[{','.join(chosen + [name])}], or drop the option")
     return ""

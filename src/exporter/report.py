@@ -23,6 +23,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     """A Markdown table with aligned columns (the benchmarks print these for the docs)."""
+    # A "|" inside a cell (e.g. "max |diff|") would end the cell: escape it.
+    headers = [h.replace("|", "\\|") for h in headers]
+    rows = [[c.replace("|", "\\|") for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])

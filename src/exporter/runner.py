@@ -248,6 +248,7 @@ def run_export(job: ExportJob) -> ExportResult:
     try:
         plan = _Plan(job)
         with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE):
+            _refuse_sweep_collision(job, txn.target)
             try:
                 with toolchain_sandbox(txn.work):
                     results = {name: _build_one(plan, name, exporter, txn)
@@ -276,6 +277,25 @@ def run_export(job: ExportJob) -> ExportResult:
 
 # Less free space than this where the build is staged, after a failure: the disk was the cause.
 _DISK_FULL_BYTES = 64 * 1024
+def _refuse_sweep_collision(job: ExportJob, target: Path) -> None:
+    """Two jobs of one sweep must not share a folder: the second would silently replace the first."""
+    import json
+
+    mine = job.provenance.get("sweep")
+    if not mine or not mine.get("id"):
+        return
+    try:
+        theirs = json.loads((target / METADATA_FILE).read_text(encoding="utf-8")).get("sweep") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if theirs.get("id") == mine["id"] and theirs.get("job") != mine["job"]:
+        raise ExportError(
+            f"job {mine['job']} of this sweep would replace {target}, which job {theirs.get('job')} of the same "
+            "sweep just built: hydra.sweep.subdir gives them one folder. Leave hydra.sweep.subdir at its default, "
+            "or make it name what the jobs vary (e.g. add ${hydra:job.override_dirname})"
+        )
+
+
 _FILE_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # Tracebacks of failed formats: into export.log only, never onto the console.
 trace_log = logging.getLogger("exporter.trace")

@@ -111,6 +111,9 @@ class TaskSpecConfig:
 
 @dataclass
 class OnnxFormatConfig:
+    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
+    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
+    enabled: bool = False
     # 7 to 23: the legacy exporter covers 7-20, the dynamo exporter 18 and up.
     opset: int = field(default=14, metadata={"min": 7, "max": 23})
     # auto: the legacy TorchScript-based exporter (fast, byte-deterministic) below opset 18;
@@ -128,6 +131,9 @@ class OnnxFormatConfig:
 
 @dataclass
 class TorchScriptFormatConfig:
+    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
+    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
+    enabled: bool = False
     # torch.jit.trace's strict mode: refuse mutable containers (lists, dicts) as outputs.
     strict: bool = True
     # torch.jit.freeze before saving: weights and attributes become constants (faster load and run).
@@ -137,17 +143,26 @@ class TorchScriptFormatConfig:
 
 @dataclass
 class PytorchFormatConfig:
+    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
+    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
+    enabled: bool = False
     # torch: torch.save of the state dict (model.pth); safetensors: model.safetensors.
     serialization: Serialization = Serialization.torch
 
 
 @dataclass
 class FormatsConfig:
-    """One entry per selected format (``format=[onnx,torchscript]``); unselected stay null."""
+    """Every format's options; ``enabled`` marks those the job builds (``format=[onnx,torchscript]``)."""
 
-    onnx: Optional[OnnxFormatConfig] = None
-    torchscript: Optional[TorchScriptFormatConfig] = None
-    pytorch: Optional[PytorchFormatConfig] = None
+    onnx: OnnxFormatConfig = field(default_factory=OnnxFormatConfig)
+    torchscript: TorchScriptFormatConfig = field(default_factory=TorchScriptFormatConfig)
+    pytorch: PytorchFormatConfig = field(default_factory=PytorchFormatConfig)
+
+
+def selected_formats(formats: Any) -> list[str]:
+    """Names of the formats a job builds, in build order, from a composed ``format`` node."""
+    return [name for name, options in (formats or {}).items()
+            if options is not None and options.get("enabled", True)]
 
 
 @dataclass
@@ -228,6 +243,8 @@ class ExportConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     # Another build of the same folder holds its lock: wait for it (true) or fail at once (false, exit 75).
     wait: bool = True
+    # Rebuild even when the folder already holds a build with the same build key (docs/sweeps.md).
+    force: bool = False
 
 
 FORMAT_SCHEMAS = {

@@ -1,45 +1,240 @@
-"""A Hydra callback that prints one summary of a sweep and makes a failed sweep exit non-zero."""
+"""Sweeps (``python -m exporter -m ...``): a folder per job, a record per job on disk, one summary.
+
+Hydra runs the jobs through whichever launcher is configured (basic, joblib, Submitit, Ray), often
+in other processes, so nothing here collects results in memory:
+
+- ``on_multirun_start`` (the launching process) gives the sweep an id and notes which keys it varies,
+  in environment variables that the jobs inherit;
+- each job names its folder after its choices plus the varied overrides (``sweep_suffix``), records
+  the sweep id in its metadata (two jobs of one sweep never share a folder) and writes a small record
+  of its outcome into ``<sweep dir>/.sweep-<id>/``;
+- ``on_multirun_end`` (the launching process again) reads those records and the jobs' own
+  ``metadata.json`` files, prints the table, writes ``sweep_summary.json`` and ``sweep_summary.md``
+  (and ``sweep_summary.png`` with the ``plot`` extra) into the sweep folder, and exits 1 when any
+  job failed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Any
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
 
 from hydra.experimental.callback import Callback
 
 log = logging.getLogger("exporter")
 
+SWEEP_ID_ENV = "EXPORTER_SWEEP_ID"
+SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
+SUMMARY_JSON = "sweep_summary.json"
+SUMMARY_MD = "sweep_summary.md"
+SUMMARY_PNG = "sweep_summary.png"
+# Already part of the folder name <model>/<formats>-<quantization>, or not about what is built.
+_NAMED_ELSEWHERE = ("format", "quantization", "model", "export_dir", "force", "wait")
+_MAX_SUFFIX = 64
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _varied_keys() -> Optional[set[str]]:
+    keys = os.environ.get(SWEEP_KEYS_ENV)
+    return set(json.loads(keys)) if keys else None
+
+
+def sweep_suffix(overrides: Iterable[str]) -> str:
+    """``@opset=13`` for a job of a sweep that varies ``format.onnx.opset``: the overrides the sweep
+    varies, other than the choices already in the folder name. Without the sweep's own list (a
+    launcher that does not pass the environment on), every such override of the job is used."""
+    varied = _varied_keys()
+    items = []
+    for override in overrides:
+        key = _key(str(override))
+        if key in _NAMED_ELSEWHERE or key.startswith("hydra.") or (varied is not None and key not in varied):
+            continue
+        value = str(override).split("=", 1)[1] if "=" in str(override) else ""
+        items.append(f"{key.removeprefix('format.')}={value}")
+    if not items:
+        return ""
+    text = ",".join(items).replace("/", "_").replace(" ", "")
+    if len(text) > _MAX_SUFFIX:
+        text = text[:_MAX_SUFFIX - 9] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return "@" + text
+
+
+def sweep_identity() -> Optional[dict[str, Any]]:
+    """This job's place in its sweep (None outside a sweep): recorded in metadata.json."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return {"id": os.environ.get(SWEEP_ID_ENV), "job": int(hydra_cfg.job.num),
+            "dir": str(Path(hydra_cfg.sweep.dir).absolute())}
+
+
+def write_job_record(outcome: Mapping[str, Any]) -> None:
+    """One job's outcome, for the summary the launching process writes (any launcher)."""
+    identity = sweep_identity()
+    if identity is None or not identity["id"]:
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    from .files import write_json_atomic
+
+    folder = Path(identity["dir"]) / f".sweep-{identity['id']}"
+    record = {"job": identity["job"], "overrides": list(HydraConfig.get().overrides.task), **outcome}
+    write_json_atomic(folder / f"job-{identity['job']:05d}.json", record)
+
+
+def _artifact_rows(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for name, rec in (metadata.get("artifacts") or {}).items():
+        report = rec.get("quantization_report") or {}
+        fidelity = report.get("fidelity") or {}
+        split = fidelity.get("heldout") if (fidelity.get("heldout") or {}).get("samples") else fidelity.get("calibration")
+        rows[name] = {
+            "file": rec.get("file") if rec.get("status") != "failed" else None,
+            "status": rec.get("status"),
+            "bytes": rec.get("bytes"),
+            "export_seconds": rec.get("export_seconds"),
+            "max_abs_diff": (rec.get("validation") or {}).get("max_abs_diff"),
+            "size_ratio": (report.get("size") or {}).get("ratio"),
+            "agreement": (split or {}).get("agreement"),
+            "latency_ratio": (report.get("speed") or {}).get("ratio"),
+            "error": rec.get("error"),
+        }
+    return rows
+
+
+def collect(sweep_dir: Path, sweep_id: str) -> list[dict[str, Any]]:
+    """The jobs' records, each completed with the artifacts of the build folder it names."""
+    jobs = []
+    for path in sorted((sweep_dir / f".sweep-{sweep_id}").glob("job-*.json")):
+        job = json.loads(path.read_text(encoding="utf-8"))
+        metadata_path = Path(job.get("export_dir") or "") / "metadata.json"
+        job["artifacts"] = {}
+        if job.get("status") not in ("error", "crashed") and metadata_path.is_file():
+            job["artifacts"] = _artifact_rows(json.loads(metadata_path.read_text(encoding="utf-8")))
+        jobs.append(job)
+    return jobs
+
+
+def _fmt(value: Any, kind: str) -> str:
+    from .report import human_bytes
+
+    if value is None:
+        return "-"
+    return {"bytes": lambda v: human_bytes(v), "s": lambda v: f"{v:.2f}", "diff": lambda v: f"{v:.2e}",
+            "ratio": lambda v: f"x{v:.2f}", "pct": lambda v: f"{v:.1%}"}[kind](value)
+
+
+def table_rows(jobs: list[dict[str, Any]], shared: set[str]) -> tuple[list[str], list[list[str]]]:
+    headers = ["job", "status", "format", "size", "export s", "max |diff|", "size vs fp32", "agreement",
+               "latency vs fp32", "folder or reason"]
+    rows = []
+    for job in jobs:
+        label = " ".join(o for o in job["overrides"] if o not in shared) or "(defaults)"
+        reason = job.get("error") or "; ".join(f"{k}: {v}" for k, v in (job.get("errors") or {}).items() if v)
+        if not job["artifacts"]:
+            rows.append([label, job["status"], "-", "-", "-", "-", "-", "-", "-", (reason or job.get("export_dir", ""))[:200]])
+        for name, a in job["artifacts"].items():
+            rows.append([label, job["status"], name, _fmt(a["bytes"], "bytes"), _fmt(a["export_seconds"], "s"),
+                         _fmt(a["max_abs_diff"], "diff"), _fmt(a["size_ratio"], "ratio"), _fmt(a["agreement"], "pct"),
+                         _fmt(a["latency_ratio"], "ratio"), (a["error"] or job.get("export_dir", ""))[:200]])
+    return headers, rows
+
+
+def _plot(jobs: list[dict[str, Any]], path: Path) -> bool:
+    """Size and latency against fp32 per job and format (needs matplotlib: the ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels, sizes, latencies = [], [], []
+    for job in jobs:
+        for name, a in job["artifacts"].items():
+            if a["bytes"] is None:
+                continue
+            labels.append(f"{job['job']}:{name}")
+            sizes.append(a["bytes"] / 1024)
+            latencies.append(a["latency_ratio"] or 0.0)
+    if not labels:
+        return False
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, len(labels) * 0.6), 6), sharex=True)
+    top.bar(labels, sizes)
+    top.set_ylabel("size (KB)")
+    bottom.bar(labels, latencies)
+    bottom.set_ylabel("latency vs fp32 (0: not quantized)")
+    bottom.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
 
 class SweepSummary(Callback):
-    """Collects every job's outcome; after the sweep, prints a table and exits 1 if any failed."""
+    """Gives the sweep its id, then summarizes it from disk and exits 1 if any job failed."""
 
-    def __init__(self) -> None:
-        self.jobs: list[tuple[list[str], str, str]] = []
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
-
-        overrides = list(job_return.overrides or [])
-        if job_return.status != JobStatus.COMPLETED:
-            self.jobs.append((overrides, "crashed", str(job_return._return_value)))
-            return
-        outcome = job_return.return_value or {}
-        reason = outcome.get("error") or "; ".join(f"{k}: {v}" for k, v in (outcome.get("errors") or {}).items())
-        self.jobs.append((overrides, outcome.get("status", "?"), reason or outcome.get("export_dir", "")))
+        # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
+        # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
+        os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
+        overrides = list(config.hydra.overrides.task)
+        params = config.hydra.sweeper.get("params") or {}
+        overrides += [f"{k}={v}" for k, v in params.items()]
+        parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+        os.environ[SWEEP_KEYS_ENV] = json.dumps(sorted({o.key_or_group for o in parsed}))
+        # The basic sweeper runs the cartesian product: the summary checks every job left a record.
+        self.expected = None
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            self.expected = 1
+            for override in parsed:
+                self.expected *= len(list(override.sweep_string_iterator()))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from .report import table
+        from .files import write_json_atomic, write_text_atomic
+        from .report import markdown_table, table
 
-        if not self.jobs:
+        sweep_id = os.environ.get(SWEEP_ID_ENV)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_id:
             return
-        # Show what the sweep varied; what every job shares is printed once above the table.
-        shared = set.intersection(*(set(o) for o, _, _ in self.jobs))
-        rows = [[" ".join(o for o in overrides if o not in shared) or "(defaults)", status, reason[:200]]
-                for overrides, status, reason in self.jobs]
-        failed = sum(1 for _, status, _ in self.jobs if status != "ok")
-        print(f"\nsweep: {len(rows)} job(s), {len(rows) - failed} ok, {failed} failed")
+        jobs = collect(sweep_dir, sweep_id)
+        shutil.rmtree(sweep_dir / f".sweep-{sweep_id}", ignore_errors=True)
+        failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date"))
+        expected = getattr(self, "expected", None)
+        missing = (expected - len(jobs)) if expected is not None and expected > len(jobs) else 0
+        shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
+        headers, rows = table_rows(jobs, shared)
+        summary = {"sweep_id": sweep_id, "jobs": len(jobs), "ok": len(jobs) - failed, "failed": failed,
+                   "without_record": missing,
+                   "shared_overrides": sorted(shared), "records": jobs}
+        write_json_atomic(sweep_dir / SUMMARY_JSON, summary)
+        write_text_atomic(sweep_dir / SUMMARY_MD, "\n".join([
+            f"**Sweep**: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed",
+            *([f"Every job: `{' '.join(sorted(shared))}`"] if shared else []), "", markdown_table(headers, rows), ""]))
+        plotted = _plot(jobs, sweep_dir / SUMMARY_PNG)
+        print(f"\nsweep: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed", flush=True)
         if shared:
             print("every job: " + " ".join(sorted(shared)))
-        print(table(["job", "status", "folder or reason"], rows), flush=True)
-        if failed:
+        print(table(headers, rows))
+        print(f"summary: {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}"
+              + (f", {sweep_dir / SUMMARY_PNG}" if plotted else ""), flush=True)
+        if missing:
+            print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
+                  f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
+        if failed or missing:
             raise SystemExit(1)

@@ -1,0 +1,146 @@
+"""A build's identity: one hash over everything that decides what a build folder contains.
+
+Two builds with the same key are the same build, so a job whose key equals the one recorded in its
+folder (and whose files still hash as recorded) has nothing to do. What goes in, and why:
+
+- the resolved config, without the keys that only say where or how the job runs (``export_dir``,
+  ``wait``, ``force``) and without the options of formats the job does not build;
+- the checkpoint's sha256 in place of its path (a moved file is the same weights; an overwritten
+  one is not), and likewise the calibration ``.npz`` file's sha256;
+- the seed (already in the config; named on its own in the inputs for readers);
+- the versions of exporter, torch, onnx, onnxruntime and onnxscript, and Python's minor version:
+  each shapes the artifact bytes;
+- the model's code: the sha256 of the source files of the module that defines ``model._target_``
+  when it is your code, or the version of the installed distribution it comes from.
+
+Not in it: timestamps, the host, the Python executable and the working directory (they do not
+change what is built). A calibration ``dataset`` (a ``_target_`` that yields samples) cannot be
+hashed before it runs, so such a build is never up to date: it always rebuilds.
+
+Example:
+    >>> inputs = key_inputs({"seed": 0, "export_dir": "/tmp/x", "format": {}}, model_target=None)
+    >>> inputs["config"]
+    {'seed': 0, 'format': {}}
+    >>> len(build_key(inputs))
+    64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+KEY_VERSION = 1
+# Where and how a job runs, not what it builds.
+RUN_OPTIONS = ("export_dir", "wait", "force")
+DISTRIBUTIONS = ("exporter", "torch", "onnx", "onnxruntime", "onnxscript")
+UNHASHABLE = "unhashable"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_identity(path: Optional[str]) -> Optional[dict[str, Any]]:
+    if not path:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        return {"missing": str(path)}
+    return {"sha256": _sha256_file(file)}
+
+
+def versions() -> dict[str, Optional[str]]:
+    """Versions of the packages that shape an artifact (from package metadata: nothing imported)."""
+    out: dict[str, Optional[str]] = {}
+    for dist in DISTRIBUTIONS:
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def model_code(target: Optional[str]) -> Optional[dict[str, Any]]:
+    """Identity of the code behind ``model._target_`` without running it: the installed
+    distribution's version, or a sha256 over the defining module's source files."""
+    if not target or "." not in target:
+        return None
+    parts = target.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:end])
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError, AttributeError):
+            spec = None
+        if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):
+            break
+    else:
+        return {"module": parts[0], "unknown": True}
+    origin = Path(spec.origin)
+    if "site-packages" in origin.parts or "dist-packages" in origin.parts:
+        top = module.split(".")[0]
+        try:
+            return {"module": module, "distribution": top, "version": importlib_metadata.version(top)}
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    # A package's __init__ usually re-exports classes defined beside it: hash the whole package.
+    files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return {"module": module, "sha256": digest.hexdigest()}
+
+
+def key_inputs(config: Mapping[str, Any], *, model_target: Optional[str],
+               model_identity: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Everything the key hashes, as a JSON-ready dict (recorded in metadata.json beside the key)."""
+    cfg = {k: v for k, v in config.items() if k not in RUN_OPTIONS}
+    formats = cfg.get("format") or {}
+    if isinstance(formats, Mapping):
+        cfg["format"] = {name: options for name, options in formats.items()
+                         if isinstance(options, Mapping) and options.get("enabled", True)}
+    checkpoint = _file_identity(cfg.pop("checkpoint", None))
+    calibration = None
+    quantization = cfg.get("quantization") or {}
+    mode = quantization.get("mode") if isinstance(quantization, Mapping) else None
+    calibration_cfg = dict(cfg.get("calibration") or {})
+    if mode in (None, "none"):
+        cfg.pop("calibration", None)  # unused without quantization
+    elif calibration_cfg.get("source") == "npz":
+        calibration = _file_identity(calibration_cfg.pop("path", None))
+        cfg["calibration"] = calibration_cfg
+    elif calibration_cfg.get("source") == "dataset":
+        calibration = UNHASHABLE
+    return {
+        "key_version": KEY_VERSION,
+        "config": cfg,
+        "checkpoint": checkpoint,
+        "calibration": calibration,
+        "seed": cfg.get("seed"),
+        "versions": versions(),
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "model_code": model_identity if model_identity is not None else model_code(model_target),
+    }
+
+
+def build_key(inputs: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``key_inputs``."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def reusable(inputs: Mapping[str, Any]) -> bool:
+    """False when something in the inputs cannot be known before the build (a calibration dataset,
+    a missing file): such a build is never skipped as up to date."""
+    return inputs.get("calibration") != UNHASHABLE and not any(
+        isinstance(v, Mapping) and "missing" in v for v in (inputs.get("checkpoint"), inputs.get("calibration")))

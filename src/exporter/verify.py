@@ -1,0 +1,131 @@
+"""``exporter verify DIR``: rebuild a build from its own records and compare the artifacts byte for byte.
+
+The rebuild runs from DIR's ``config.yaml`` (the resolved config of the build), in the working
+directory the build was made from, into a temporary folder that is removed afterwards. Every shipped
+format rebuilds byte-identically in a fresh process (ONNX through the legacy exporter); an ONNX file
+made by the dynamo exporter is not byte-deterministic, and verify says so rather than calling it a
+match. Exit codes: 0 every artifact matches, 1 one differs (or a file of DIR no longer matches its
+record), 2 DIR cannot be read or rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ExportError
+from .records import MISSING, MODIFIED, Build, BuildUnreadable, read_build
+from .report import table
+
+BYTE_NOTE = ("bytes compared: every shipped format rebuilds byte-identically in a fresh process "
+             "(ONNX through the legacy exporter; the dynamo exporter is not byte-deterministic)")
+
+
+@contextmanager
+def _in_folder(folder: Any) -> Iterator[None]:
+    """Run where the build was made from: relative paths (checkpoint, calibration file) and modules
+    next to it (``model._target_: mynets.Net``) resolve as they did."""
+    if not folder or not Path(folder).is_dir():
+        yield
+        return
+    saved = os.getcwd()
+    os.chdir(folder)
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        os.chdir(saved)
+        sys.path.remove(str(folder))
+
+
+def _rebuild(build: Build, into: Path) -> dict[str, Any]:
+    """The rebuilt metadata.json of DIR's config, built into ``into``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .cli import job_from_config
+    from .runner import run_export
+    from .schema import ExportConfig
+
+    origin = dict(build.metadata.get("config") or {})
+    if origin.get("source") != "cli":
+        raise BuildUnreadable(
+            f"{build.folder} was built with the Python API: the model was handed over as an object, which its "
+            "records cannot rebuild; verify needs a build made from the command line (a config that names the model)")
+    if not build.config:
+        raise BuildUnreadable(f"{build.folder}: no config.yaml to rebuild from")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(ExportConfig), build.config)
+    except OmegaConfBaseException as exc:
+        raise BuildUnreadable(f"{build.folder / 'config.yaml'}: does not fit this version's schema ({exc})") from None
+    cfg.export_dir = str(into)
+    cfg.force = True
+    # The rebuild's own log goes to its (temporary) export.log; the report says what matters.
+    logger = logging.getLogger("exporter")
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with _in_folder(origin.get("cwd")):
+            result = run_export(job_from_config(cfg, origin=origin))
+    finally:
+        logger.propagate = propagate
+    return result.metadata
+
+
+def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[str, bool]:
+    for check in build.files_of(fmt):
+        if check.state in (MISSING, MODIFIED):
+            return f"{check.file} {check.state.upper()} in {build.folder.name} (its record is not the file)", False
+    if rebuilt.get("status") == "failed":
+        return f"not rebuilt: {rebuilt.get('error')}", False
+    if recorded.get("sha256") == rebuilt.get("sha256"):
+        return "identical bytes", True
+    if (recorded.get("details") or {}).get("backend") == "dynamo":
+        return "differs (the dynamo exporter is not byte-deterministic: not verifiable by bytes)", False
+    return "DIFFERS", False
+
+
+def verify(folder: Path) -> tuple[str, bool]:
+    """The report and whether every artifact of ``folder`` rebuilds to the same bytes."""
+    from .build_key import versions
+
+    build = read_build(folder)
+    scratch = Path(tempfile.mkdtemp(prefix="exporter-verify-"))
+    try:
+        rebuilt = _rebuild(build, scratch / "build")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rows, ok = [], True
+    for fmt, recorded in build.metadata["artifacts"].items():
+        if recorded.get("status") == "failed":
+            rows.append([fmt, "-", "-", "-", "failed in the build itself: nothing to verify"])
+            continue
+        again = (rebuilt.get("artifacts") or {}).get(fmt, {})
+        verdict, same = _verdict(build, fmt, recorded, again)
+        ok = ok and same
+        rows.append([fmt, str(recorded.get("file")), str(recorded.get("sha256", "-"))[:12],
+                     str(again.get("sha256", "-"))[:12], verdict])
+    lines = [f"verify {folder}", BYTE_NOTE, "", table(["format", "file", "recorded", "rebuilt", "result"], rows)]
+    then = (build.metadata.get("build_key_inputs") or {}).get("versions") or {}
+    changed = {k: (v, versions().get(k)) for k, v in then.items() if versions().get(k) != v}
+    if changed:
+        lines.append("tool versions differ from the build's: " +
+                     ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
+    lines.append("\nverified: every artifact rebuilds to the bytes on record" if ok else "\nverification FAILED")
+    return "\n".join(lines) + "\n", ok
+
+
+def run_verify(folder: Path) -> int:
+    """Command line: print the report; 0 all match, 1 a difference, 2 unreadable or not rebuildable."""
+    try:
+        text, ok = verify(folder)
+    except ExportError as exc:
+        print(f"error: cannot rebuild {folder}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0 if ok else 1

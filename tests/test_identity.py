@@ -1,0 +1,191 @@
+"""Builds with an identity: build keys, up-to-date skips, sweeps that never lose a job, summaries on
+disk under any launcher, verify, and diffs for pull requests. Real processes throughout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+QUICK = ["quantization.latency_runs=2", "calibration.num_samples=4", "calibration.heldout_samples=2"]
+
+
+def metadata(folder: Path) -> dict:
+    return json.loads((folder / "metadata.json").read_text())
+
+
+def test_a_sweep_over_a_non_choice_value_keeps_every_build(tmp_path, cli):
+    r = cli("-m", "format.onnx.opset=13,14,17", SMALL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    builds = {p.parent.name: metadata(p.parent)["opset"] for p in (tmp_path / "exports/simple_cnn").glob("*/metadata.json")}
+    assert builds == {"onnx-none@onnx.opset=13": 13, "onnx-none@onnx.opset=14": 14, "onnx-none@onnx.opset=17": 17}
+    summary = json.loads((tmp_path / "exports/sweep_summary.json").read_text())
+    assert summary["jobs"] == 3 and summary["failed"] == 0
+    assert summary["shared_overrides"] == [SMALL]
+    record = summary["records"][0]
+    assert set(record["artifacts"]["onnx"]) >= {"bytes", "export_seconds", "max_abs_diff", "size_ratio",
+                                                "agreement", "latency_ratio"}
+    md = (tmp_path / "exports/sweep_summary.md").read_text()
+    assert "| job " in md and "max \\|diff\\|" in md and "latency vs fp32" in md
+    # the printed table carries the same columns
+    assert "size vs fp32  agreement  latency vs fp32" in r.stdout
+
+
+def test_options_of_one_format_in_a_cross_format_sweep(tmp_path, cli):
+    r = cli("-m", "format=onnx,torchscript", "format.onnx.opset=17", SMALL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert metadata(tmp_path / "exports/simple_cnn/onnx-none")["opset"] == 17
+    assert (tmp_path / "exports/simple_cnn/torchscript-none/model.torchscript").is_file()
+    assert "format.onnx.opset=17 ignored: this job does not build onnx (format=[torchscript])" in r.stdout
+
+
+def test_a_forced_shared_folder_fails_the_second_job_instead_of_overwriting(tmp_path, cli):
+    r = cli("-m", "seed=1,2", SMALL, "hydra.sweep.subdir=same")
+    assert r.returncode == 1
+    assert "job 1 of this sweep would replace" in r.stdout and "job 0 of the same sweep" in r.stdout
+    assert metadata(tmp_path / "exports/same")["seed"] == 1
+    summary = json.loads((tmp_path / "exports/sweep_summary.json").read_text())
+    assert [job["status"] for job in summary["records"]] == ["ok", "error"]
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_with_a_failing_job_exits_non_zero_with_a_full_summary(tmp_path, cli):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    r = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "format=pytorch,onnx",
+            "quantization=none,static", SMALL, *QUICK)
+    assert r.returncode == 1, r.stdout + r.stderr
+    summary = json.loads((tmp_path / "exports/sweep_summary.json").read_text())
+    assert summary["jobs"] == 4 and summary["failed"] == 1
+    failed = [job for job in summary["records"] if job["status"] != "ok"]
+    assert "format=pytorch" in failed[0]["overrides"] and "not available for format pytorch" in failed[0]["error"]
+    assert "sweep: 4 job(s), 3 ok, 1 failed" in r.stdout
+    assert not list((tmp_path / "exports").glob(".sweep-*"))  # the per-job records are folded into the summary
+
+
+HEAVY = ("import sys, runpy\nsys.argv = ['exporter', *{args!r}]\n"
+         "try:\n    runpy.run_module('exporter', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+         "print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])")
+
+
+def test_up_to_date_skip_rebuild_on_change_and_force(tmp_path, cli):
+    args = [SMALL, "format=[onnx,torchscript]", "hydra.run.dir=b"]
+    assert cli(*args).returncode == 0
+    first = metadata(tmp_path / "b")
+    assert len(first["build_key"]) == 64 and first["build_key_inputs"]["versions"]["torch"]
+    # the same build again: nothing to do, and no torch import on the way
+    r = subprocess.run([sys.executable, "-c", HEAVY.format(args=args)], cwd=tmp_path, capture_output=True, text=True)
+    assert f"up to date: {tmp_path / 'b'}" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
+    assert metadata(tmp_path / "b")["exported_at"] == first["exported_at"]
+    # a changed value rebuilds, with another key
+    r = cli(*args, "seed=1")
+    assert r.returncode == 0 and "up to date" not in r.stdout
+    assert metadata(tmp_path / "b")["build_key"] != first["build_key"]
+    # force rebuilds the same key
+    key = metadata(tmp_path / "b")["build_key"]
+    r = cli(*args, "seed=1", "force=true")
+    assert r.returncode == 0 and "up to date" not in r.stdout
+    assert metadata(tmp_path / "b")["build_key"] == key
+    # a damaged artifact is not up to date
+    (tmp_path / "b/model.onnx").write_bytes(b"broken")
+    r = cli(*args, "seed=1")
+    assert r.returncode == 0 and "up to date" not in r.stdout
+    assert (tmp_path / "b/model.onnx").stat().st_size > 1000
+
+
+def test_a_changed_checkpoint_with_the_same_path_rebuilds(tmp_path, cli):
+    import torch
+
+    from exporter.models import SimpleCNN
+
+    torch.save(SimpleCNN().state_dict(), tmp_path / "w.pt")
+    args = [SMALL, "checkpoint=w.pt", "hydra.run.dir=b"]
+    assert cli(*args).returncode == 0
+    assert "up to date" in cli(*args).stdout
+    torch.manual_seed(7)
+    torch.save(SimpleCNN().state_dict(), tmp_path / "w.pt")
+    r = cli(*args)
+    assert r.returncode == 0 and "up to date" not in r.stdout
+
+
+def test_a_changed_model_source_rebuilds(tmp_path, cli):
+    net = ("import torch\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.fc = torch.nn.Linear(3 * 8 * 8, 10)\n\n    def forward(self, pixel_values):\n"
+           "        return self.fc(pixel_values.flatten(1)){extra}\n")
+    (tmp_path / "nets.py").write_text(net.format(extra=""))
+    args = ["~model", "+model={_target_: nets.Net}", "task_spec.input_schema.image_size=[3,8,8]", "hydra.run.dir=b"]
+    assert cli(*args).returncode == 0
+    assert "up to date" in cli(*args).stdout
+    (tmp_path / "nets.py").write_text(net.format(extra=" * 2"))
+    r = cli(*args)
+    assert r.returncode == 0 and "up to date" not in r.stdout
+
+
+@pytest.mark.slow
+def test_verify_passes_then_fails_after_one_byte_changes(tmp_path, cli):
+    assert cli("model=lm_stub", "task_spec.input_schema.max_seq_len=16", "format=[onnx,torchscript,pytorch]",
+               "quantization=dynamic", *QUICK, "hydra.run.dir=b").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_cli("verify", str(tmp_path / "b"), cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("identical bytes") == 3 and "bytes compared" in r.stdout
+    assert list(elsewhere.iterdir()) == []
+    data = bytearray((tmp_path / "b/model.torchscript").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "b/model.torchscript").write_bytes(bytes(data))
+    r = run_cli("verify", str(tmp_path / "b"), cwd=elsewhere)
+    assert r.returncode == 1 and "model.torchscript MODIFIED" in r.stdout and "verification FAILED" in r.stdout
+
+
+def test_verify_of_a_python_api_build_says_why_not(tmp_path, cnn_model, vision_spec):
+    from exporter import export_model
+
+    export_model(cnn_model, None, vision_spec, tmp_path / "api", formats=["onnx"])
+    r = run_cli("verify", str(tmp_path / "api"), cwd=tmp_path)
+    assert r.returncode == 2 and "built with the Python API" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert run_cli("verify", str(tmp_path / "nothing"), cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.slow
+def test_the_python_api_and_the_command_line_give_the_same_torchscript_bytes(tmp_path, cli):
+    """The trace's saved debug info no longer depends on who called it."""
+    assert cli(SMALL, "format=torchscript", "hydra.run.dir=cli").returncode == 0
+    script = (
+        "import torch\nfrom exporter import TaskSpec, export_model\nfrom exporter.models import SimpleCNN\n"
+        "torch.manual_seed(0)\n"
+        "spec = TaskSpec('vision_classification', 'vision', 'vision_classification', {'image_size': [3, 32, 32]},"
+        " {'num_classes': 10})\n"
+        "export_model(SimpleCNN(num_classes=10), None, spec, 'api', formats=['torchscript'])\n")
+    # A fresh process, like the command line's: TorchScript numbers its classes per process.
+    r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "api/model.torchscript").read_bytes() == (tmp_path / "cli/model.torchscript").read_bytes()
+
+
+def test_diff_in_markdown_and_on_config_files(tmp_path, cli):
+    for folder, extra in (("a", []), ("b", []), ("c", ["format.onnx.opset=17"])):
+        assert cli(SMALL, f"hydra.run.dir={folder}", *extra).returncode == 0
+    same = cli("diff", "a", "b", "--format", "markdown")
+    assert same.returncode == 0 and "**identical**" in same.stdout and "| onnx" in same.stdout
+    changed = cli("diff", "a", "c", "--format", "markdown")
+    assert changed.returncode == 1 and "**differ**" in changed.stdout
+    assert "| `format.onnx.opset` | `14` | `17` |" in changed.stdout
+    # two config files, compared without building
+    shutil.copy(tmp_path / "a/config.yaml", tmp_path / "a.yaml")
+    shutil.copy(tmp_path / "c/config.yaml", tmp_path / "c.yaml")
+    r = cli("diff", "a.yaml", "c.yaml")
+    assert r.returncode == 1 and "format.onnx.opset: 14 -> 17" in r.stdout and "configs differ" in r.stdout
+    r = cli("diff", "a.yaml", "a.yaml", "--format", "markdown")
+    assert r.returncode == 0 and "**identical**" in r.stdout
+    (tmp_path / "bad.yaml").write_text("a: [")
+    r = cli("diff", "a.yaml", "bad.yaml")
+    assert r.returncode == 2 and "bad.yaml: not valid YAML" in r.stderr and "Traceback" not in r.stderr
