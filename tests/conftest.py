@@ -59,6 +59,21 @@ def cnn_model():
     return SimpleCNN(num_classes=10)
 
 
+# A model the ONNX exporters cannot handle (eigvals), while TorchScript can: 4 "classes".
+NO_ONNX = """
+import torch
+
+
+class NoOnnx(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, pixel_values):
+        return torch.linalg.eigvals(self.fc(pixel_values.flatten(1)[:, :16].reshape(-1, 4, 4))).real
+"""
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     """``python -m exporter ARGS`` in a subprocess, as a user would run it."""
     full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

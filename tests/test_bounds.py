@@ -112,6 +112,9 @@ def test_check_values_refuses_nan_and_non_numbers_and_accepts_null():
     with pytest.raises(ConfigError, match=r"^validate\.rtol: 'tiny' is not a number; valid values: >= 0$"):
         check_values(ValidateConfig(rtol="tiny"), "validate.")
     check_values(ValidateConfig(quantized_atol=None, min_agreement=None), "validate.")
+    # an infinite tolerance would pass anything
+    with pytest.raises(ConfigError, match=r"^validate\.atol: inf is out of range"):
+        check_values(ValidateConfig(atol=float("inf")), "validate.")
 
 
 def test_second_batch_size_zero_and_one_are_valid_skips():

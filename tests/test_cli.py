@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import NO_ONNX
+
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
 
@@ -182,18 +184,6 @@ def test_own_model_from_the_command_line_alone(tmp_path, cli):
     assert json.loads((tmp_path / "exports/TinyNet/onnx-none/metadata.json").read_text())["output_shape"] == [1, 5]
 
 
-NO_ONNX = '''
-import torch
-
-
-class NoOnnx(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 4)
-
-    def forward(self, pixel_values):
-        return torch.linalg.eigvals(self.fc(pixel_values.flatten(1)[:, :16].reshape(-1, 4, 4))).real
-'''
 
 
 def test_a_failing_format_exits_non_zero_after_building_the_others(tmp_path, cli):

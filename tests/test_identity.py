@@ -36,6 +36,11 @@ def test_a_sweep_over_a_non_choice_value_keeps_every_build(tmp_path, cli):
     assert "| job " in md and "max \\|diff\\|" in md and "latency vs fp32" in md
     # the printed table carries the same columns
     assert "size vs fp32  agreement  latency vs fp32" in r.stdout
+    try:
+        import matplotlib  # noqa: F401 - the plot extra
+    except ImportError:
+        return
+    assert (tmp_path / "exports/sweep_summary.png").stat().st_size > 1000
 
 
 def test_options_of_one_format_in_a_cross_format_sweep(tmp_path, cli):
@@ -124,6 +129,10 @@ def test_a_changed_model_source_rebuilds(tmp_path, cli):
     assert cli(*args).returncode == 0
     assert "up to date" in cli(*args).stdout
     (tmp_path / "nets.py").write_text(net.format(extra=" * 2"))
+    r = cli(*args)
+    assert r.returncode == 0 and "up to date" not in r.stdout
+    # a helper module beside it, which the model may import, counts too
+    (tmp_path / "layers.py").write_text("SCALE = 3\n")
     r = cli(*args)
     assert r.returncode == 0 and "up to date" not in r.stdout
 

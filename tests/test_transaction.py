@@ -14,26 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import NO_ONNX, run_cli
 
 LM = ["model=lm_stub", "task_spec.input_schema.max_seq_len=16", "quantization.latency_runs=2",
       "calibration.num_samples=4", "calibration.heldout_samples=2"]
 LM_TWO = [*LM, "format=[onnx,torchscript]", "quantization=dynamic"]
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 RECORDS = {"metadata.json", "config.yaml", "export.log", ".hydra"}
-# A model the ONNX exporters cannot handle (eigvals), while TorchScript can.
-NO_ONNX = """
-import torch
-
-
-class NoOnnx(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 4)
-
-    def forward(self, pixel_values):
-        return torch.linalg.eigvals(self.fc(pixel_values.flatten(1)[:, :16].reshape(-1, 4, 4))).real
-"""
 NO_ONNX_ARGS = ["~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_schema.image_size=[1,4,4]",
                 "task_spec.output_schema.num_classes=4"]
 
@@ -45,7 +32,7 @@ def assert_consistent(folder: Path) -> dict:
 
     build = read_build(folder)
     assert files_problems(build) == [], files_problems(build)
-    listed = {c.file for c in build.files if c.file and c.state != "not recorded"}
+    listed = {Path(c.file).parts[0] for c in build.files if c.file and c.state not in ("not recorded", "unlisted")}
     assert {p.name for p in folder.iterdir()} == RECORDS | listed
     return build.metadata
 
@@ -244,7 +231,7 @@ def test_a_folder_holding_other_files_is_refused(tmp_path, cli):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = cli(SMALL, "export_dir=mine")
     assert r.returncode == 2
-    assert "holds files that are not part of a build (notes.txt)" in r.stderr
+    assert "holds files that are not part of a build of this tool (notes.txt)" in r.stderr
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
@@ -252,7 +239,7 @@ def test_the_python_api_refuses_a_folder_holding_other_files(tmp_path, cnn_model
     from exporter import ConfigError, export_model
 
     (tmp_path / "data.csv").write_text("1,2\n")
-    with pytest.raises(ConfigError, match=r"holds files that are not part of a build \(data.csv\)"):
+    with pytest.raises(ConfigError, match=r"holds files that are not part of a build of this tool \(data.csv\)"):
         export_model(cnn_model, None, vision_spec, tmp_path, formats=["onnx"])
     assert [p.name for p in tmp_path.iterdir()] == ["data.csv"]
 
@@ -312,3 +299,81 @@ def test_export_log_holds_the_traceback_of_a_failed_format_and_the_console_does_
     assert "Traceback" not in r.stdout + r.stderr
     log = (tmp_path / "b/export.log").read_text()
     assert "onnx: traceback of the failure" in log and "Traceback (most recent call last)" in log
+
+
+def test_a_folder_holding_the_users_own_model_files_is_refused(tmp_path, cli):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "model.py").write_text("class Net: pass\n")
+    (tmp_path / "proj" / "model.pth").write_bytes(b"ckpt")
+    r = cli(SMALL, "export_dir=proj")
+    assert r.returncode == 2 and "holds files that are not part of a build of this tool" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == ["model.pth", "model.py"]
+    # a metadata.json and config.yaml of someone else's do not make it a build either
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "metadata.json").write_text('{"rows": 10}')
+    (tmp_path / "data" / "config.yaml").write_text("a: 1\n")
+    r = cli(SMALL, "export_dir=data")
+    assert r.returncode == 2 and "config.yaml" in r.stderr and "metadata.json" in r.stderr
+
+
+@pytest.mark.parametrize("override", ["hydra.run.dir=.", "hydra.job.chdir=true"])
+def test_building_into_the_working_directory_is_refused(tmp_path, cli, override):
+    r = cli(SMALL, override)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "is the working directory or holds it" in r.stderr and "Traceback" not in r.stdout + r.stderr
+    assert not list(tmp_path.glob("model.*")) and not (tmp_path / "metadata.json").exists()
+
+
+def test_the_python_api_refuses_the_working_directory(tmp_path, monkeypatch, cnn_model, vision_spec):
+    from exporter import ConfigError, export_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="is the working directory or holds it"):
+        export_model(cnn_model, None, vision_spec, ".", formats=["onnx"])
+    assert list(tmp_path.iterdir()) == [] and Path.cwd() == tmp_path
+
+
+def test_hydra_output_subdir_cannot_rewrite_a_good_folder(tmp_path, cli, cnn_build):
+    copy_build(cnn_build, tmp_path)
+    before = (tmp_path / "b/.hydra/overrides.yaml").read_bytes()
+    r = cli(SMALL, "hydra.run.dir=b", "hydra.output_subdir=.hydra", "validate.atol=-1")
+    assert r.returncode == 2 and "hydra.output_subdir" in r.stderr
+    assert (tmp_path / "b/.hydra/overrides.yaml").read_bytes() == before
+
+
+def test_records_and_stray_files_are_checked_like_artifacts(tmp_path, cli, cnn_build):
+    folder = copy_build(cnn_build, tmp_path)
+    md = assert_consistent(folder)
+    assert set(md["records"]) == {"config.yaml", "export.log", ".hydra/config.yaml", ".hydra/hydra.yaml",
+                                  ".hydra/overrides.yaml"}
+    (folder / "export.log").unlink()
+    r = cli("card", "b")
+    assert r.returncode == 1 and "export.log: missing" in r.stdout
+    shutil.rmtree(folder)
+    folder = copy_build(cnn_build, tmp_path)
+    (folder / "model.evil").write_bytes(b"x")
+    r = cli("card", "b")
+    assert r.returncode == 1 and "model.evil: not part of the build" in r.stdout
+    # and such a folder is not rebuilt over: the stray file may be someone's
+    r = cli(SMALL, "hydra.run.dir=b")
+    assert r.returncode == 2 and "(model.evil)" in r.stderr and (folder / "model.evil").exists()
+
+
+def test_validation_switched_off_is_never_called_ok(tmp_path, cli):
+    r = cli(SMALL, "hydra.run.dir=b", "validate.enabled=false")
+    assert r.returncode == 0
+    assert "warning: build status unchecked" in r.stderr
+    md = json.loads((tmp_path / "b/metadata.json").read_text())
+    assert md["status"] == "unchecked" and md["artifacts"]["onnx"]["status"] == "unchecked"
+    assert "NOT CHECKED" in cli("card", "b").stdout
+    r = cli(SMALL, "hydra.run.dir=c", "validate.second_batch_size=1")
+    md = json.loads((tmp_path / "c/metadata.json").read_text())
+    assert md["status"] == "unchecked" and md["artifacts"]["onnx"]["dynamic_axes_verified"] is False
+
+
+def test_a_failed_format_says_so_on_stderr(tmp_path, cli):
+    (tmp_path / "noonnx.py").write_text(NO_ONNX)
+    r = cli(*NO_ONNX_ARGS, "format=[onnx,torchscript]", "hydra.run.dir=b")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: the build is published, but a format failed: onnx:")
+    assert len(r.stderr.strip().splitlines()) == 1

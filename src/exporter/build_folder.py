@@ -81,33 +81,57 @@ def _owner_of(name: str, prefix: str) -> str:
     return "another process"
 
 
+# Names the shipped formats give their artifacts: an earlier build of ours may hold one it no longer
+# lists (a build by an older version that did not remove files of dropped formats).
+ARTIFACT_NAMES = {"model.onnx", "model.onnx.data", "model.torchscript", "model.pth", "model.safetensors"}
+
+
+def _our_metadata(target: Path) -> Optional[dict]:
+    """The folder's metadata.json if this tool wrote it (its shape says so), else None."""
+    try:
+        metadata = json.loads((target / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (isinstance(metadata, dict) and "schema_version" in metadata and isinstance(metadata.get("artifacts"), dict)
+            and "exporter" in (metadata.get("environment") or {})):
+        return metadata
+    return None
+
+
 def check_target(target: Path) -> None:
-    """Refuse a target that is a file or holds anything but an earlier build: publishing replaces
-    the whole folder, so the user's own files there would be lost."""
+    """Refuse a target that is a file, the working directory (or holds it), or holds anything but an
+    earlier build of this tool: publishing replaces the whole folder, so anything else would be lost."""
     if target.is_symlink() and not target.is_dir():
         raise ConfigError(f"export_dir: {target} is a broken symbolic link")
     if target.exists() and not target.is_dir():
         raise ConfigError(f"export_dir: {target} is a file, not a folder; choose a folder path")
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        cwd = None
+    resolved = target.resolve()
+    if cwd is not None and (cwd == resolved or resolved in cwd.parents):
+        raise ConfigError(
+            f"export_dir: {target} is the working directory or holds it; a build replaces its whole folder, so it "
+            "must be a folder of its own (e.g. export_dir=exports/run_1; with Hydra, leave hydra.job.chdir false)")
     if not target.is_dir():
         return
-    listed: set[str] = set()
-    try:
-        metadata = json.loads((target / METADATA_FILE).read_text(encoding="utf-8"))
-        for record in (metadata.get("artifacts") or {}).values():
-            listed.add(str(record.get("file")))
-            listed.update(str(extra.get("file")) for extra in record.get("extra_files") or [])
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass  # no readable records: only the names a build uses are accepted below
-    foreign = sorted(
-        entry.name + ("/" if entry.is_dir() else "") for entry in target.iterdir()
-        if entry.name not in _BUILD_ENTRIES and entry.name not in listed
-        and not entry.name.startswith("model.") and not entry.name.startswith(_STAGING)
-    )
+    metadata = _our_metadata(target)
+    allowed = {HYDRA_SUBDIR, LOG_FILE}  # what Hydra itself leaves in a job folder
+    if metadata is not None:
+        allowed |= _BUILD_ENTRIES | ARTIFACT_NAMES
+        for record in metadata["artifacts"].values():
+            if isinstance(record, dict):
+                allowed.add(str(record.get("file")))
+                allowed.update(str(extra.get("file")) for extra in record.get("extra_files") or [] if isinstance(extra, dict))
+    foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in target.iterdir()
+                     if entry.name not in allowed and not entry.name.startswith(_STAGING))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" ... (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
         raise ConfigError(
-            f"export_dir: {target} holds files that are not part of a build ({shown}); a build replaces the "
-            "whole folder, so export_dir must be a new or empty folder or an earlier build: choose another export_dir"
+            f"export_dir: {target} holds files that are not part of a build of this tool ({shown}); a build "
+            "replaces the whole folder, so export_dir must be a new or empty folder or an earlier build: "
+            "choose another export_dir"
         )
 
 

@@ -10,8 +10,11 @@ folder (and whose files still hash as recorded) has nothing to do. What goes in,
 - the seed (already in the config; named on its own in the inputs for readers);
 - the versions of exporter, torch, onnx, onnxruntime and onnxscript, and Python's minor version:
   each shapes the artifact bytes;
-- the model's code: the sha256 of the source files of the module that defines ``model._target_``
-  when it is your code, or the version of the installed distribution it comes from.
+- the model's code: the sha256 of every source file of the top-level package that defines
+  ``model._target_`` (or, for a top-level module such as ``mynets.py``, of every module in its
+  folder: the helpers it imports) when it is your code, or the version of the installed
+  distribution it comes from. Code elsewhere (another package of yours) is not tracked: use
+  ``force=true`` after changing it.
 
 Not in it: timestamps, the host, the Python executable and the working directory (they do not
 change what is built). A calibration ``dataset`` (a ``_target_`` that yields samples) cannot be
@@ -35,19 +38,15 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from .files import sha256_of
+
 KEY_VERSION = 1
 # Where and how a job runs, not what it builds.
 RUN_OPTIONS = ("export_dir", "wait", "force")
 DISTRIBUTIONS = ("exporter", "torch", "onnx", "onnxruntime", "onnxscript")
 UNHASHABLE = "unhashable"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# Hashing the source of a model's package stops here (a huge source tree would slow every up-to-date check).
+_MAX_SOURCE_FILES = 2000
 
 
 def _file_identity(path: Optional[str]) -> Optional[dict[str, Any]]:
@@ -56,7 +55,7 @@ def _file_identity(path: Optional[str]) -> Optional[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         return {"missing": str(path)}
-    return {"sha256": _sha256_file(file)}
+    return {"sha256": sha256_of(file)}
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -87,18 +86,24 @@ def model_code(target: Optional[str]) -> Optional[dict[str, Any]]:
     else:
         return {"module": parts[0], "unknown": True}
     origin = Path(spec.origin)
+    top = module.split(".")[0]
     if "site-packages" in origin.parts or "dist-packages" in origin.parts:
-        top = module.split(".")[0]
         try:
             return {"module": module, "distribution": top, "version": importlib_metadata.version(top)}
         except importlib_metadata.PackageNotFoundError:
             pass
-    # A package's __init__ usually re-exports classes defined beside it: hash the whole package.
-    files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+    # Your own code: the model's module imports helpers beside it, so hash them all: the whole
+    # top-level package, or every module in the folder of a top-level module (e.g. mynets.py).
+    top_spec = importlib.util.find_spec(top) if top != module else spec
+    roots = list(top_spec.submodule_search_locations or []) if top_spec and top_spec.submodule_search_locations else []
+    if roots:
+        files = sorted(f for root in roots for f in Path(root).rglob("*.py"))
+    else:
+        files = sorted(Path(top_spec.origin if top_spec and top_spec.origin else origin).parent.glob("*.py"))
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
-    return {"module": module, "sha256": digest.hexdigest()}
+    for file in files[:_MAX_SOURCE_FILES]:
+        digest.update(str(file.name).encode() + b"\0" + file.read_bytes())
+    return {"module": module, "sha256": digest.hexdigest(), "files": min(len(files), _MAX_SOURCE_FILES)}
 
 
 def key_inputs(config: Mapping[str, Any], *, model_target: Optional[str],

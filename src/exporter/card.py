@@ -132,6 +132,10 @@ def _card(build: Build) -> str:
                      rec.get("status", "?") if rec.get("status") != "failed" else f"FAILED: {rec.get('error', '')}"])
     lines += ["", "## Artifacts (checked against eager PyTorch)", "", "```",
               table(["format", "file", "size", "sha256", "on disk", "max |diff|", "status"], rows), "```"]
+    # What the build did not check says so, next to the table that would otherwise vouch for it.
+    lines += [f"- {name}: NOT CHECKED: {rec['unchecked']}" for name, rec in artifacts.items() if rec.get("unchecked")]
+    lines += [f"- {name}: dynamic axes not verified at a second shape" for name, rec in artifacts.items()
+              if rec.get("dynamic_axes_verified") is False and not rec.get("unchecked")]
     if quantization_of(md)[0] is not None:
         from .report import quantization_cells
 
@@ -194,6 +198,8 @@ def _diff_sections(a: Build, b: Build) -> tuple[list[tuple[str, list]], list[lis
     for name in sorted(set(md_a["artifacts"]) | set(md_b["artifacts"])):
         ra, rb = md_a["artifacts"].get(name, {}), md_b["artifacts"].get(name, {})
         cell, identical = _bytes_cell(a, b, name)
+        if ra.get("status") != rb.get("status"):
+            cell, identical = f"status {ra.get('status', '-')} -> {rb.get('status', '-')}", False
         same = same and identical
         rows.append([name, human_bytes(ra["bytes"]) if "bytes" in ra else "-",
                      human_bytes(rb["bytes"]) if "bytes" in rb else "-", _max_diff(ra), _max_diff(rb), cell])
@@ -298,8 +304,16 @@ def run_diff(a: str, b: str, fmt: str = "text") -> int:
     return 0 if same else 1
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument mistakes as one line (the usage is one --help away), exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {message}; see python -m exporter {{card,diff,verify}} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="exporter", description="Read finished builds.")
+    parser = _OneLineParser(prog="exporter", description="Read finished builds.")
     sub = parser.add_subparsers(dest="command", required=True)
     card = sub.add_parser("card", help="print a Markdown card of a build (default: the newest under ./exports); "
                                        "exit 1 when a file does not match metadata.json, 2 when the build cannot be read")

@@ -134,7 +134,7 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
     try:
         model = hydra.utils.instantiate(cfg.model)
     except InstantiationException as exc:
-        raise ConfigError(f"model: cannot build {cfg.model.get('_target_')}: {exc}") from None
+        raise ConfigError(f"model: cannot build {cfg.model.get('_target_')}: {_flat(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model: {cfg.model.get('_target_')} built a {type(model).__name__}, not a torch.nn.Module")
     checkpoint = load_checkpoint(model, cfg.checkpoint) if cfg.checkpoint else None
@@ -151,7 +151,8 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
         try:
             dataset = hydra.utils.instantiate(cfg.calibration.dataset)
         except InstantiationException as exc:
-            raise ConfigError(f"calibration.dataset: cannot build {cfg.calibration.dataset.get('_target_')}: {exc}") from None
+            raise ConfigError(f"calibration.dataset: cannot build {cfg.calibration.dataset.get('_target_')}: "
+                              f"{_flat(exc)}") from None
     hydra_records: dict[str, str] = {}
     if origin is None:
         origin, hydra_records = _hydra_origin(cfg, formats)
@@ -210,7 +211,10 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
 
     from .sweep import write_job_record
 
+    from .build_folder import PUBLISHED
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    PUBLISHED.clear()  # "published" in an interruption message means: by this job
     try:
         outcome = _run_job(cfg)
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
@@ -227,8 +231,12 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
         _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
     if multirun:
         write_job_record(outcome)
-    elif outcome["status"] not in ("ok", "mismatch", "up to date"):
-        sys.exit(1)
+        return outcome
+    problems = "; ".join(f"{name}: {error}" for name, error in (outcome.get("errors") or {}).items() if error)
+    if outcome["status"] == "failed":
+        _stop(1, f"error: the build is published, but a format failed: {problems}")
+    if outcome["status"] in ("mismatch", "unchecked"):
+        print(f"warning: build status {outcome['status']}: {problems}", file=sys.stderr, flush=True)
     return outcome
 
 
@@ -246,7 +254,8 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
     result = run_export(job)
     log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
     return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
-            "errors": {n: a.record.get("error") for n, a in result.artifacts.items() if a.status != "ok"}}
+            "errors": {n: a.record.get("error") or a.record.get("warning") or a.record.get("unchecked")
+                       for n, a in result.artifacts.items() if a.status != "ok"}}
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -263,6 +272,12 @@ def _remove_if_empty(folder: Path) -> None:
         if cwd not in folder.parents:
             return
         folder = folder.parent
+
+
+def _flat(exc: BaseException) -> str:
+    """Hydra's instantiation errors span lines (message, the cause, ``full_key``): one line of them."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("full_key:")]
+    return " ".join(lines) or type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:
@@ -283,12 +298,16 @@ def main() -> None:
         sys.exit(card_main(sys.argv[1:]))
     os.environ["HYDRA_FULL_ERROR"] = "1"
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    # Output piped into `head` that closes early: no logging tracebacks for the lines that can't go.
+    logging.raiseExceptions = False
     try:
-        _refuse_keyless_overrides(sys.argv[1:])
+        _refuse_unsupported_overrides(sys.argv[1:])
         export_job()
     except KeyboardInterrupt:
+        _drop_sweep_records()
         _stop(130, _interrupted_message())
     except Interrupted as exc:
+        _drop_sweep_records()
         _stop(128 + exc.signum, _interrupted_message())
     except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
         if _SHOW_TRACEBACKS:
@@ -310,12 +329,27 @@ def _stop(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def _refuse_keyless_overrides(args: list[str]) -> None:
+def _refuse_unsupported_overrides(args: list[str]) -> None:
     from .errors import ConfigError
 
     for arg in args:
         if arg.startswith("=") or arg.startswith("+=") or arg.startswith("~="):
             raise ConfigError(f"override {arg!r} has no key; write key=value, e.g. seed{arg.lstrip('+~')}")
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hydra.output_subdir" and value not in ("null", ""):
+            raise ConfigError("hydra.output_subdir: the build writes .hydra/ into its own staged folder, so that a "
+                              "failed run never rewrites a good build's records; leave hydra.output_subdir=null")
+
+
+def _drop_sweep_records() -> None:
+    """An interrupted sweep never reaches its summary: remove the job records it was collecting."""
+    import shutil
+
+    from .sweep import SWEEP_RECORDS_ENV
+
+    records = os.environ.get(SWEEP_RECORDS_ENV)
+    if records:
+        shutil.rmtree(records, ignore_errors=True)
 
 
 def describe_error(exc: BaseException, args: list[str]) -> str:

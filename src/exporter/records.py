@@ -21,7 +21,13 @@ from typing import Any, Mapping, Optional, Union
 
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE
 
-OK, MISSING, MODIFIED, NOT_RECORDED = "ok", "missing", "modified", "not recorded"
+OK, MISSING, MODIFIED, NOT_RECORDED, UNLISTED = "ok", "missing", "modified", "not recorded", "unlisted"
+# What a build folder holds besides the files its records list.
+_RECORD_NAMES = {"metadata.json", "config.yaml", "export.log", ".hydra"}
+# The FileCheck "format" of the build's own records (config.yaml, export.log, .hydra/*).
+RECORDS = "(records)"
+# Artifact statuses of a file the build kept (a failed format has none).
+KEPT = ("ok", "mismatch", "unchecked")
 
 # A rebuild in a loop could exchange the folder under every read; after this many the reader gives up.
 ATTEMPTS = 3
@@ -88,6 +94,8 @@ def files_problems(build: Build) -> list[str]:
             lines.append(f"{build.folder / check.file}: missing (metadata.json records it for {check.format})")
         elif check.state == MODIFIED:
             lines.append(f"{build.folder / check.file}: modified (sha256 differs from metadata.json)")
+        elif check.state == UNLISTED:
+            lines.append(f"{build.folder / check.file}: not part of the build (metadata.json does not list it)")
     return lines
 
 
@@ -148,6 +156,13 @@ def _read_at(fd: int, folder: Path) -> Build:
     metadata = _metadata_at(fd, folder)
     config = _config_at(fd, folder)
     files = tuple(check for fmt, record in metadata["artifacts"].items() for check in _checks(fd, folder, fmt, record))
+    # The build's other records (config.yaml, export.log, .hydra/) are hashed too, where it lists them.
+    files += tuple(_check(fd, folder, RECORDS, {"file": name, "sha256": sha256})
+                   for name, sha256 in (metadata.get("records") or {}).items())
+    # A file no record lists is not part of the build (dropped in by hand, or by another tool).
+    listed = _RECORD_NAMES | {Path(c.file).parts[0] for c in files if c.file}
+    files += tuple(FileCheck(RECORDS, name, None, None, UNLISTED) for name in sorted(os.listdir(fd))
+                   if name not in listed)
     return Build(folder, metadata, config, files)
 
 
@@ -196,9 +211,18 @@ def _check_artifacts(metadata: Mapping[str, Any], path: Path) -> None:
     artifacts = metadata["artifacts"]
     if not isinstance(artifacts, dict) or not all(isinstance(record, dict) for record in artifacts.values()):
         raise BuildUnreadable(f"{path}: 'artifacts' must be an object of format -> record")
+    if not artifacts:
+        raise BuildUnreadable(f"{path}: 'artifacts' is empty; a build records at least one format")
+    records = metadata.get("records")
+    if records is not None and not (isinstance(records, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and _inside(k) for k, v in records.items())):
+        raise BuildUnreadable(f"{path}: 'records' must be an object of file name -> sha256 inside the folder")
     for fmt, record in artifacts.items():
         where = f"{path}: 'artifacts.{fmt}"
         _check_size(record, where)
+        if record.get("status") in KEPT and (not record.get("file") or not record.get("sha256")):
+            # An artifact the build kept always has its file and hash on record: without them nothing can vouch for it.
+            raise BuildUnreadable(f"{where}' has status {record.get('status')} but no file or sha256 on record")
         if record.get("sha256") is not None or record.get("file") is not None:
             _check_file_record(record, where, needs_sha256=False)
         extra = record.get("extra_files") or []
@@ -207,6 +231,11 @@ def _check_artifacts(metadata: Mapping[str, Any], path: Path) -> None:
         for item in extra:
             _check_file_record(item, f"{where}.extra_files", needs_sha256=True)
             _check_size(item, f"{where}.extra_files")
+
+
+def _inside(name: str) -> bool:
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts
 
 
 def _check_file_record(record: Mapping[str, Any], where: str, needs_sha256: bool) -> None:

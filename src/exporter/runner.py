@@ -229,10 +229,19 @@ class _Plan:
             try:
                 self._second[shorter] = (inputs, self._eager(inputs, first=False))
             except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
-                log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked",
-                            _describe(inputs), exc)
+                log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
+                            "and the dynamic axes stay unverified", _describe(inputs), exc)
+                self.second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"
                 self._second[shorter] = None
         return self._second[shorter]
+
+    def unverified_axes(self, exporter) -> Optional[str]:
+        """Why the artifact's declared dynamic axes were not proven at a second shape, or None."""
+        if not exporter.dynamic_batch:
+            return None  # nothing dynamic declared: nothing to prove
+        if self.job.validate.second_batch_size <= 1:
+            return f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
+        return getattr(self, "second_failure", None)
 
 
 def run_export(job: ExportJob) -> ExportResult:
@@ -254,19 +263,23 @@ def run_export(job: ExportJob) -> ExportResult:
                     results = {name: _build_one(plan, name, exporter, txn)
                                for name, exporter in plan.exporters.items()}
                 metadata = _metadata(plan, results, time.perf_counter() - started)
-                write_json_atomic(txn.build / METADATA_FILE, metadata)
+                records = {}
                 if job.snapshot_yaml:
-                    write_text_atomic(txn.build / CONFIG_SNAPSHOT_FILE, job.snapshot_yaml)
-                for relative, text in job.extra_files.items():
+                    records[CONFIG_SNAPSHOT_FILE] = job.snapshot_yaml
+                records.update(job.extra_files)
+                for relative, text in records.items():
                     write_text_atomic(txn.build / relative, text)
+                from .report import closing_table
+
+                log.info("\n%s", closing_table(metadata))
+                _close_job_log()
+                # metadata.json comes last and hashes the other records, export.log included.
+                metadata["records"] = {name: sha256_of(txn.build / name) for name in [*records, LOG_FILE]}
+                write_json_atomic(txn.build / METADATA_FILE, metadata)
             except Exception as exc:
                 if _disk_full(exc, txn.work):
                     raise _disk_full_error(export_dir) from None
                 raise
-            from .report import closing_table
-
-            log.info("\n%s", closing_table(metadata))
-            _close_job_log()
             txn.publish()
     finally:
         job.model.train(was_training)
@@ -459,7 +472,13 @@ def _build_one(plan: _Plan, name: str, exporter, txn: BuildTransaction) -> Artif
         problems += built.gate_failures
         if problems and job.validate.strict:
             raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
-        status = "mismatch" if problems else "ok"
+        # Never "ok" for what was not checked: no comparison at all, or dynamic axes never tried.
+        unchecked = ("validate.enabled=false: not compared with eager PyTorch" if not job.validate.enabled
+                     else plan.unverified_axes(exporter))
+        record["dynamic_axes_verified"] = job.validate.enabled and not plan.unverified_axes(exporter)
+        status = "mismatch" if problems else ("unchecked" if unchecked else "ok")
+        if unchecked:
+            record["unchecked"] = unchecked
         # Only checked files reach the staged build; the build as a whole is published later.
         final = move_files(built.folder, txn.build)[exporter.filename]
         record.update(status=status, bytes=final.stat().st_size, sha256=sha256_of(final))
@@ -468,6 +487,8 @@ def _build_one(plan: _Plan, name: str, exporter, txn: BuildTransaction) -> Artif
         _log_line(name, record)
         for note in record.get("warnings", []):
             log.warning("%-12s warning: %s", "", note)
+        if unchecked:
+            log.warning("%-12s not checked: %s", "", unchecked)
         if record["details"].get("load_note"):
             log.info("%-12s %s:\n%s", "", record["details"]["load_note"], _indent(record["load_hint"]))
         return ArtifactResult(name, status, final, record)
@@ -489,6 +510,14 @@ def _first_line(exc: BaseException) -> str:
     """An exception's first line (C++ errors from torch carry whole stack dumps after it)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else "(no message)"
+
+
+def _overall_status(statuses: list[str]) -> str:
+    """The worst of the artifacts' statuses: failed, then mismatch, then unchecked, then ok."""
+    for status in ("failed", "mismatch", "unchecked"):
+        if status in statuses:
+            return status
+    return "ok"
 
 
 def _log_line(name: str, record: dict[str, Any]) -> None:
@@ -515,8 +544,7 @@ def _metadata(plan: _Plan, results: dict[str, ArtifactResult], seconds: float) -
     output_name = plan.adapter.output_names[0]
     return {
         "schema_version": SCHEMA_VERSION,
-        "status": "ok" if all(r.status == "ok" for r in results.values()) else (
-            "failed" if any(r.status == "failed" for r in results.values()) else "mismatch"),
+        "status": _overall_status([r.status for r in results.values()]),
         "task_name": job.task_spec.task_name,
         "task_type": job.task_spec.task_type,
         "modality": job.task_spec.modality,

@@ -299,9 +299,10 @@ def _bound_problem(key: str, value: Any, metadata: Mapping[str, Any]) -> Optiona
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{key}: {value!r} is not a number; valid values: {valid_range(metadata)}"
-    # Written as "not within" so that NaN, which compares false with everything, is out of range too.
+    # Written as "not within" so that NaN, which compares false with everything, is out of range too;
+    # infinity is no bound either (validate.atol=inf would pass anything).
     low, high = metadata.get("min"), metadata.get("max")
-    if not ((low is None or value >= low) and (high is None or value <= high)):
+    if not ((low is None or value >= low) and (high is None or value <= high)) or value in (float("inf"), float("-inf")):
         return f"{key}: {value!r} is out of range; valid values: {valid_range(metadata)}"
     return None
 

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -31,6 +32,7 @@ log = logging.getLogger("exporter")
 
 SWEEP_ID_ENV = "EXPORTER_SWEEP_ID"
 SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
+SWEEP_RECORDS_ENV = "EXPORTER_SWEEP_RECORDS"
 SUMMARY_JSON = "sweep_summary.json"
 SUMMARY_MD = "sweep_summary.md"
 SUMMARY_PNG = "sweep_summary.png"
@@ -152,7 +154,7 @@ def table_rows(jobs: list[dict[str, Any]], shared: set[str]) -> tuple[list[str],
     return headers, rows
 
 
-def _plot(jobs: list[dict[str, Any]], path: Path) -> bool:
+def _plot(jobs: list[dict[str, Any]], shared: set[str], path: Path) -> bool:
     """Size and latency against fp32 per job and format (needs matplotlib: the ``plot`` extra)."""
     try:
         import matplotlib
@@ -166,7 +168,8 @@ def _plot(jobs: list[dict[str, Any]], path: Path) -> bool:
         for name, a in job["artifacts"].items():
             if a["bytes"] is None:
                 continue
-            labels.append(f"{job['job']}:{name}")
+            varied = [o.split("=", 1)[-1] for o in job["overrides"] if o not in shared]
+            labels.append(" ".join([*varied, name]) if varied else f"{job['job']}: {name}")
             sizes.append(a["bytes"] / 1024)
             latencies.append(a["latency_ratio"] or 0.0)
     if not labels:
@@ -192,6 +195,7 @@ class SweepSummary(Callback):
         # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
         os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
+        os.environ[SWEEP_RECORDS_ENV] = str(Path(str(config.hydra.sweep.dir)).absolute() / f".sweep-{os.environ[SWEEP_ID_ENV]}")
         overrides = list(config.hydra.overrides.task)
         params = config.hydra.sweeper.get("params") or {}
         overrides += [f"{k}={v}" for k, v in params.items()]
@@ -214,7 +218,7 @@ class SweepSummary(Callback):
             return
         jobs = collect(sweep_dir, sweep_id)
         shutil.rmtree(sweep_dir / f".sweep-{sweep_id}", ignore_errors=True)
-        failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date"))
+        failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date", "mismatch", "unchecked"))
         expected = getattr(self, "expected", None)
         missing = (expected - len(jobs)) if expected is not None and expected > len(jobs) else 0
         shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
@@ -226,7 +230,7 @@ class SweepSummary(Callback):
         write_text_atomic(sweep_dir / SUMMARY_MD, "\n".join([
             f"**Sweep**: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed",
             *([f"Every job: `{' '.join(sorted(shared))}`"] if shared else []), "", markdown_table(headers, rows), ""]))
-        plotted = _plot(jobs, sweep_dir / SUMMARY_PNG)
+        plotted = _plot(jobs, shared, sweep_dir / SUMMARY_PNG)
         print(f"\nsweep: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed", flush=True)
         if shared:
             print("every job: " + " ".join(sorted(shared)))
@@ -237,4 +241,6 @@ class SweepSummary(Callback):
             print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
                   f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
         if failed or missing:
+            print(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})",
+                  file=sys.stderr, flush=True)
             raise SystemExit(1)

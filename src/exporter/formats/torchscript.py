@@ -24,7 +24,13 @@ def in_fresh_thread(fn: Callable[[], None]) -> None:
 
     thread = threading.Thread(target=body, name="exporter-trace", daemon=True)
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except BaseException:
+        # Ctrl-C or SIGTERM: let the trace finish first. A C++ trace still running while the
+        # interpreter exits aborts the process ("terminate called without an active exception").
+        thread.join()
+        raise
     if failure:
         raise failure[0]
 
