@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["exporter", "exporter.api", "exporter.inputs", "exporter.adapters", "exporter.task_spec",
-           "exporter.helpers", "exporter.models.simple_cnn", "exporter.models.lm_stub"]
+           "exporter.helpers", "exporter.models.simple_cnn", "exporter.models.lm_stub",
+           "exporter.formats.torchscript", "exporter.build_folder", "exporter.build_key"]
 
 
 @pytest.mark.parametrize("name", MODULES)

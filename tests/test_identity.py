@@ -53,12 +53,35 @@ def test_options_of_one_format_in_a_cross_format_sweep(tmp_path, cli):
 
 
 def test_a_forced_shared_folder_fails_the_second_job_instead_of_overwriting(tmp_path, cli):
-    r = cli("-m", "seed=1,2", SMALL, "hydra.sweep.subdir=same")
-    assert r.returncode == 1
-    assert "job 1 of this sweep would replace" in r.stdout and "job 0 of the same sweep" in r.stdout
-    assert metadata(tmp_path / "exports/same")["seed"] == 1
-    summary = json.loads((tmp_path / "exports/sweep_summary.json").read_text())
-    assert [job["status"] for job in summary["records"]] == ["ok", "error"]
+    for attempt in ("first", "again"):  # again: the first job is up to date, the second still refused
+        r = cli("-m", "seed=1,2", SMALL, "hydra.sweep.subdir=same")
+        assert r.returncode == 1, attempt
+        assert "job 1 of this sweep would replace" in r.stdout and "which job 0 of the same sweep" in r.stdout
+        assert metadata(tmp_path / "exports/same")["seed"] == 1
+        summary = json.loads((tmp_path / "exports/sweep_summary.json").read_text())
+        assert [job["status"] for job in summary["records"]] == (["ok", "error"] if attempt == "first"
+                                                                   else ["up to date", "error"])
+
+
+def test_torchscript_from_a_later_sweep_job_verifies_by_content(tmp_path, cli):
+    r = cli("-m", "seed=0,1", "format=torchscript", SMALL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    later = tmp_path / "exports/simple_cnn/torchscript-none@seed=1"
+    assert len(metadata(later)["artifacts"]["torchscript"]["details"]["content_sha256"]) == 64
+    r = cli("verify", str(later))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "identical" in r.stdout and "verified" in r.stdout
+
+
+def test_damaged_records_and_missing_paths_are_named(tmp_path, cli):
+    assert cli(SMALL, "hydra.run.dir=b").returncode == 0
+    with open(tmp_path / "b/metadata.json", "a") as f:
+        f.write("junk")
+    r = cli(SMALL, "hydra.run.dir=b")
+    assert r.returncode == 2 and "metadata.json cannot be read as a build record of this tool" in r.stderr
+    (tmp_path / "a.yaml").write_text("seed: 0\n")
+    r = cli("diff", "a.yaml", "missing.yaml")
+    assert r.returncode == 2 and "missing.yaml: no such build folder or config file" in r.stderr
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The installed package (a built wheel, not the source tree) finds its configs through pkg://exporter.conf."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 def wheel_install(tmp_path_factory):
     """Build a wheel and install it (no dependencies: they are already here) into its own folder."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    source = root / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("src", "conf"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(root / "dist"), str(REPO)], check=True, capture_output=True)
+                    "-w", str(root / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((root / "dist").glob("exporter-*.whl"))
     target = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),

@@ -117,6 +117,11 @@ def check_target(target: Path) -> None:
     if not target.is_dir():
         return
     metadata = _our_metadata(target)
+    if metadata is None and (target / METADATA_FILE).exists():
+        raise ConfigError(
+            f"export_dir: {target / METADATA_FILE} cannot be read as a build record of this tool, so {target} is "
+            "not recognisable as an earlier build and will not be replaced; check the folder, remove it if it is "
+            "a damaged build of yours, or choose another export_dir")
     allowed = {HYDRA_SUBDIR, LOG_FILE}  # what Hydra itself leaves in a job folder
     if metadata is not None:
         allowed |= _BUILD_ENTRIES | ARTIFACT_NAMES

@@ -244,8 +244,11 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
     from .runner import run_export
     from .sweep import sweep_identity
 
+    from .sweep import claim_folder
+
     identity = build_identity(cfg)
     folder = Path(cfg.export_dir)
+    claim_folder(folder)
     if not cfg.force and up_to_date(folder, identity):
         log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}

@@ -82,6 +82,36 @@ def sweep_identity() -> Optional[dict[str, Any]]:
             "dir": str(Path(hydra_cfg.sweep.dir).absolute())}
 
 
+def claim_folder(folder: Path) -> None:
+    """Make sure no other job of this sweep builds (or skips as up to date) ``folder``.
+
+    The claim is a file named after the folder in the sweep's records folder, created exclusively,
+    so it works whether the jobs run in one process, in workers or on other machines."""
+    import hashlib as _hashlib
+
+    from .errors import ExportError
+
+    identity = sweep_identity()
+    records = os.environ.get(SWEEP_RECORDS_ENV)
+    if identity is None or not records:
+        return
+    claims = Path(records) / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    claim = claims / _hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:32]
+    try:
+        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        other = claim.read_text(encoding="utf-8").strip() or "?"
+        if other == str(identity["job"]):
+            return
+        raise ExportError(
+            f"job {identity['job']} of this sweep would replace {folder}, which job {other} of the same sweep "
+            "builds: hydra.sweep.subdir gives them one folder. Leave hydra.sweep.subdir at its default, or make "
+            "it name what the jobs vary (e.g. add ${hydra:job.override_dirname})") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(str(identity["job"]))
+
+
 def write_job_record(outcome: Mapping[str, Any]) -> None:
     """One job's outcome, for the summary the launching process writes (any launcher)."""
     identity = sweep_identity()

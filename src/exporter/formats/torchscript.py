@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
+import zipfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
 from ..quantize import check_torch, torch_dynamic_quantize, torch_static_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+
+
+# TorchScript numbers a class (``linear/___torch_mangle_13.py``) when one of the same name was
+# compiled earlier in the process, so the bytes depend on what the process traced before.
+_MANGLED = re.compile(rb"[./]___torch_mangle_\d+")
+_NOT_CONTENT = (".debug_pkl", ".data/serialization_id")
+_CLASS_START = re.compile(rb"^(?=class )", re.M)
+
+
+def canonical_sha256(path: Path) -> str:
+    """sha256 of a TorchScript archive's content, without the per-process class numbering (and the
+    file grouping that follows from it), the stack-trace debug records and the serialization id:
+    equal for the same program and weights.
+
+    Example:
+        >>> import tempfile, torch, warnings
+        >>> warnings.simplefilter("ignore")
+        >>> paths = []
+        >>> for _ in range(2):  # the second trace in this process gets numbered class names
+        ...     _ = torch.manual_seed(0)
+        ...     paths.append(tempfile.mkdtemp() + "/m.pt")
+        ...     torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.ones(1, 2)), paths[-1])
+        >>> canonical_sha256(Path(paths[0])) == canonical_sha256(Path(paths[1]))
+        True
+    """
+    items = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.split("/", 1)[-1]
+            if name.endswith(_NOT_CONTENT):
+                continue
+            name_bytes, data = _MANGLED.sub(b"", name.encode()), _MANGLED.sub(b"", archive.read(info))
+            # Unnumbered classes of one module share a code file; numbered ones get a file each:
+            # compare the code class by class.
+            blocks = [b.strip() for b in _CLASS_START.split(data) if b.strip()] if name.startswith("code/") else [data]
+            items += [(name_bytes, hashlib.sha256(block).digest()) for block in blocks]
+    digest = hashlib.sha256()
+    for name, content in sorted(items):
+        digest.update(name + b"\0" + content)
+    return digest.hexdigest()
 
 
 def in_fresh_thread(fn: Callable[[], None]) -> None:
@@ -73,6 +116,7 @@ class TorchScriptExporter(FormatExporter):
         in_fresh_thread(trace_and_save)
         if self.options.freeze:
             details["frozen"] = True
+        details["content_sha256"] = canonical_sha256(path)
         names = ", ".join(ctx.example_inputs)
         return ExportOutcome(
             details=details,
