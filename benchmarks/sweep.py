@@ -25,7 +25,8 @@ def run(folder: Path, *extra: str) -> tuple[float, str]:
     r = subprocess.run([sys.executable, "-m", "exporter", *SWEEP, *extra], cwd=folder, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     line = next((x for x in r.stdout.splitlines() if x.startswith("sweep:")), f"exit {r.returncode}")
-    return seconds, line
+    skipped = sum(1 for x in r.stdout.splitlines() if x.startswith("up to date:"))
+    return seconds, line + (f" ({skipped} up to date)" if skipped else "")
 
 
 def main() -> None:
@@ -42,8 +43,7 @@ def main() -> None:
             seconds, line = run(Path(parallel), "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
             rows.append(["joblib, 2 workers", f"{seconds:.1f}", f"x{seconds / base:.2f}", line])
         seconds, line = run(Path(basic))
-        up_to_date = line + " (all up to date)" if "12 ok" in line else line
-        rows.append(["rerun, basic launcher", f"{seconds:.1f}", f"x{seconds / base:.2f}", up_to_date])
+        rows.append(["rerun, basic launcher", f"{seconds:.1f}", f"x{seconds / base:.2f}", line])
     print(markdown_table(["12-job sweep", "wall s", "vs basic", "result"], rows))
 
 
