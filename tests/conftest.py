@@ -24,6 +24,18 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def hydra_config_module():
+    """Hydra initialized on the shipped configs (pkg://exporter.conf), for compose()."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="exporter.conf", version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
 def vision_spec():
     from exporter import TaskSpec
 

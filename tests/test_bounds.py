@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 
 import exporter.cli  # noqa: F401 - registers the schemas and the folder-name resolvers
 from exporter import export_model
 from exporter.checkpoint import load_checkpoint
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, first_line
 from exporter.schema import (CalibrationConfig, ExportConfig, FormatsConfig, OnnxFormatConfig, QuantizationConfig,
-                             ValidateConfig, check_config, check_known_keys, check_values, first_line, unknown_keys,
+                             ValidateConfig, check_config, check_known_keys, check_values, unknown_keys,
                              valid_range)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -58,14 +57,6 @@ def _numeric_fields() -> set[tuple[type, str]]:
             if {int, float} & {declared, *typing.get_args(declared)}:
                 numeric.add((schema, name))
     return numeric
-
-
-@pytest.fixture
-def hydra_config_module():
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="exporter.conf", version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 # --- declared once: every numeric option has bounds, and they are tested and documented ---

@@ -4,8 +4,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from omegaconf import OmegaConf
 
 import exporter.cli  # noqa: F401 - registers the schemas and the folder-name resolver
@@ -17,11 +16,9 @@ OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)
-def hydra_config_module():
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="exporter.conf", version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+def _composed(hydra_config_module):
+    """Every test here composes configs (the fixture is in conftest.py)."""
+    yield
 
 
 def test_shipped_options_are_the_documented_ones():

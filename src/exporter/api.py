@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from .adapters import ModelAdapter
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .metadata import plain
 from .schema import (FORMAT_SCHEMAS, CalibrationConfig, CalibrationSource, ExportConfig, QuantizationConfig,
-                     QuantizationMode, ValidateConfig, check_field, check_values, first_line)
+                     QuantizationMode, ValidateConfig, check_field, check_values)
 from .task_spec import TaskSpec
 
 if TYPE_CHECKING:

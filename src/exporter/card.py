@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from .metadata import METADATA_FILE
-from .records import MISSING, MODIFIED, OK, Build, BuildUnreadable, files_problems, os_error_text, quantization_of, read_build
+from .records import (MISSING, MODIFIED, OK, Build, BuildUnreadable, files_problems, os_error_text, parse_config,
+                      quantization_of, read_build)
 from .report import human_bytes, table
 
 
@@ -252,22 +253,11 @@ def _markdown_diff(title: str, sections: list, rows: Optional[list], problems: l
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """A config YAML file (a build's config.yaml, or a config of yours) as a plain mapping."""
-    import yaml
-
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
         raise BuildUnreadable(f"{path}: {os_error_text(exc)}") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BuildUnreadable(f"{path}: not valid YAML ({first_line_of(exc)})") from None
-    if not isinstance(data, dict):
-        raise BuildUnreadable(f"{path}: expected a mapping of config keys")
-    return data
-
-
-def first_line_of(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return parse_config(raw, path)
 
 
 def render_config_diff(a: Path, b: Path, fmt: str = "text") -> tuple[str, bool]:

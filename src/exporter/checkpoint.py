@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .files import sha256_of
-from .schema import first_line
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ExportError
+from .errors import ExportError, first_line
 from .schema import option_value, register_configs, selected_formats
 
 log = logging.getLogger("exporter")
@@ -77,7 +77,7 @@ def _config_errors():
         yield
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
-        message = _first_line(exc)
+        message = first_line(exc)
         raise ConfigError(f"{key}: {message}" if key else message) from None
 
 
@@ -222,7 +222,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
             if _SHOW_TRACEBACKS:
                 raise
             # Not the user's input as far as the tool can tell (e.g. a bug in their dataset code).
-            exc = ExportError(f"{type(exc).__name__}: {_first_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)")
+            exc = ExportError(f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)")
         if not multirun:
             _stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
         log.error("error: %s", exc)
@@ -281,11 +281,6 @@ def _flat(exc: BaseException) -> str:
     """Hydra's instantiation errors span lines (message, the cause, ``full_key``): one line of them."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("full_key:")]
     return " ".join(lines) or type(exc).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 def main() -> None:
@@ -373,7 +368,7 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
         return text
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
-    return f"{type(exc).__name__}: {_first_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)"
+    return f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)"
 
 
 def _one_line(text: str) -> str:

@@ -253,14 +253,8 @@ def _check_size(record: Mapping[str, Any], where: str) -> None:
         raise BuildUnreadable(f"{where}.bytes' must be a whole number of bytes, got {size!r}")
 
 
-def _config_at(fd: int, folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_SNAPSHOT_FILE
-    try:
-        raw = _read_bytes(fd, CONFIG_SNAPSHOT_FILE)
-    except FileNotFoundError:
-        return {}  # a folder without the snapshot still has its metadata; diff then compares no config
-    except OSError as exc:
-        raise BuildUnreadable(f"{path}: {os_error_text(exc)}") from None
+def parse_config(raw: bytes, path: Path) -> dict[str, Any]:
+    """A config YAML file's bytes as a mapping; BuildUnreadable naming ``path`` otherwise."""
     import yaml
 
     try:
@@ -274,6 +268,17 @@ def _config_at(fd: int, folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise BuildUnreadable(f"{path}: expected a mapping, got {_kind(config)}")
     return config
+
+
+def _config_at(fd: int, folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_SNAPSHOT_FILE
+    try:
+        raw = _read_bytes(fd, CONFIG_SNAPSHOT_FILE)
+    except FileNotFoundError:
+        return {}  # a folder without the snapshot still has its metadata; diff then compares no config
+    except OSError as exc:
+        raise BuildUnreadable(f"{path}: {os_error_text(exc)}") from None
+    return parse_config(raw, path)
 
 
 def _checks(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> list[FileCheck]:

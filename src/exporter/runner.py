@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .adapters import ModelAdapter, adapter_for_task
-from .errors import ConfigError, ExportError
+from .errors import ConfigError, ExportError, first_line
 from .build_folder import LOG_FILE, BuildTransaction, toolchain_sandbox
 from .files import move_files, sha256_of, write_json_atomic, write_text_atomic
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, plain, utc_now
@@ -257,7 +257,6 @@ def run_export(job: ExportJob) -> ExportResult:
     try:
         plan = _Plan(job)
         with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE):
-            _refuse_sweep_collision(job, txn.target)
             try:
                 with toolchain_sandbox(txn.work):
                     results = {name: _build_one(plan, name, exporter, txn)
@@ -290,25 +289,6 @@ def run_export(job: ExportJob) -> ExportResult:
 
 # Less free space than this where the build is staged, after a failure: the disk was the cause.
 _DISK_FULL_BYTES = 64 * 1024
-def _refuse_sweep_collision(job: ExportJob, target: Path) -> None:
-    """Two jobs of one sweep must not share a folder: the second would silently replace the first."""
-    import json
-
-    mine = job.provenance.get("sweep")
-    if not mine or not mine.get("id"):
-        return
-    try:
-        theirs = json.loads((target / METADATA_FILE).read_text(encoding="utf-8")).get("sweep") or {}
-    except (OSError, ValueError, AttributeError):
-        return
-    if theirs.get("id") == mine["id"] and theirs.get("job") != mine["job"]:
-        raise ExportError(
-            f"job {mine['job']} of this sweep would replace {target}, which job {theirs.get('job')} of the same "
-            "sweep just built: hydra.sweep.subdir gives them one folder. Leave hydra.sweep.subdir at its default, "
-            "or make it name what the jobs vary (e.g. add ${hydra:job.override_dirname})"
-        )
-
-
 _FILE_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # Tracebacks of failed formats: into export.log only, never onto the console.
 trace_log = logging.getLogger("exporter.trace")
@@ -495,7 +475,7 @@ def _build_one(plan: _Plan, name: str, exporter, txn: BuildTransaction) -> Artif
     except Exception as exc:  # noqa: BLE001 - one failing format must not stop the others
         if _disk_full(exc, txn.work):
             raise
-        message = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {_first_line(exc)}"
+        message = str(exc) if isinstance(exc, ExportError) else first_line(exc, with_type=True)
         record.update(status="failed", error=message)
         if validation.checks:
             record["validation"] = validation.to_dict()
@@ -504,12 +484,6 @@ def _build_one(plan: _Plan, name: str, exporter, txn: BuildTransaction) -> Artif
         return ArtifactResult(name, "failed", None, record)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's first line (C++ errors from torch carry whole stack dumps after it)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 def _overall_status(statuses: list[str]) -> str:

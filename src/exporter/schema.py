@@ -29,18 +29,6 @@ def option_value(option: Any) -> Any:
     return getattr(option, "value", option)
 
 
-def first_line(exc: BaseException, with_type: bool = False) -> str:
-    """One line of an exception for a one-line error message: the first non-blank line of its text,
-    or its type name when the text is empty (``str(EOFError())`` is ``""``).
-
-    ``with_type`` puts the type name in front: ``EOFError: Ran out of input``.
-    """
-    line = next((text.strip() for text in str(exc).splitlines() if text.strip()), "")
-    if not line:
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {line}" if with_type else line
-
-
 class Modality(str, Enum):
     text = "text"
     vision = "vision"

@@ -9,7 +9,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ExportError
+from ..errors import ConfigError, ExportError, first_line
 from ..schema import option_value
 from ..quantize import onnx_dynamic_quantize, onnx_fp16, onnx_static_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
@@ -96,8 +96,8 @@ class OnnxExporter(FormatExporter):
                 self._torch_export(ctx, fp32_path, dynamo=True)
                 backend = "dynamo"
             except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back to the legacy backend
-                details["dynamo_error"] = _first_line(exc)
-                log.warning("onnx: dynamo exporter failed (%s); falling back to the legacy exporter", _first_line(exc))
+                details["dynamo_error"] = first_line(exc, with_type=True)
+                log.warning("onnx: dynamo exporter failed (%s); falling back to the legacy exporter", first_line(exc, with_type=True))
                 backend = "legacy"
                 self._torch_export(ctx, fp32_path, dynamo=False)
         else:
@@ -207,8 +207,3 @@ def _tag(path: Path, tags: dict[str, str]) -> None:
         prop = existing.get(key) or model.metadata_props.add()
         prop.key, prop.value = key, value
     onnx.save(model, str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
