@@ -57,6 +57,9 @@ _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 # Targets published by this process (the command line words an interruption after a publish).
 PUBLISHED: list[Path] = []
+# Signals the command line received. Some libraries turn the KeyboardInterrupt raised inside their
+# calls into another exception; this record lets such an error still end as an interruption.
+INTERRUPTED: list[int] = []
 
 
 class BuildLocked(ExportError):

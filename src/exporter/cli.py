@@ -40,6 +40,9 @@ class Interrupted(BaseException):
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
+    from .build_folder import INTERRUPTED
+
+    INTERRUPTED.append(signum)
     raise Interrupted(signum)
 
 
@@ -218,6 +221,10 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     try:
         outcome = _run_job(cfg)
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
+        from .build_folder import INTERRUPTED
+
+        if INTERRUPTED:
+            raise Interrupted(INTERRUPTED[-1]) from None  # a signal that a library turned into an error
         if not isinstance(exc, ExportError):
             if _SHOW_TRACEBACKS:
                 raise
@@ -296,6 +303,8 @@ def main() -> None:
         sys.exit(card_main(sys.argv[1:]))
     os.environ["HYDRA_FULL_ERROR"] = "1"
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    # Ctrl-C: the same handler, so a KeyboardInterrupt a library wraps still ends as an interruption.
+    signal.signal(signal.SIGINT, _raise_interrupted)
     # Output piped into `head` that closes early: no logging tracebacks for the lines that can't go.
     logging.raiseExceptions = False
     try:
@@ -308,6 +317,11 @@ def main() -> None:
         _drop_sweep_records()
         _stop(128 + exc.signum, _interrupted_message())
     except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
+        from .build_folder import INTERRUPTED
+
+        if INTERRUPTED:
+            _drop_sweep_records()
+            _stop(128 + INTERRUPTED[-1], _interrupted_message())
         if _SHOW_TRACEBACKS:
             raise
         _stop(2, "error: " + describe_error(exc, sys.argv[1:]))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .adapters import ModelAdapter, adapter_for_task
 from .errors import ConfigError, ExportError, first_line
-from .build_folder import LOG_FILE, BuildTransaction, toolchain_sandbox
+from .build_folder import INTERRUPTED, LOG_FILE, BuildTransaction, toolchain_sandbox
 from .files import move_files, sha256_of, write_json_atomic, write_text_atomic
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, SCHEMA_VERSION, environment, plain, utc_now
 from .report import human_bytes
@@ -473,8 +473,8 @@ def _build_one(plan: _Plan, name: str, exporter, txn: BuildTransaction) -> Artif
             log.info("%-12s %s:\n%s", "", record["details"]["load_note"], _indent(record["load_hint"]))
         return ArtifactResult(name, status, final, record)
     except Exception as exc:  # noqa: BLE001 - one failing format must not stop the others
-        if _disk_full(exc, txn.work):
-            raise
+        if _disk_full(exc, txn.work) or INTERRUPTED:
+            raise  # not this format's failure: a full disk, or a signal a library wrapped
         message = str(exc) if isinstance(exc, ExportError) else first_line(exc, with_type=True)
         record.update(status="failed", error=message)
         if validation.checks:
