@@ -149,7 +149,7 @@ def test_export_does_not_change_the_users_model(tmp_path, cnn_model, vision_spec
 
 
 def test_unknown_format_and_quantization_name_valid_values(tmp_path, cnn_model, vision_spec):
-    with pytest.raises(ValueError, match=r"'tflite'.*valid values: \['onnx', 'pytorch', 'torchscript'\]"):
+    with pytest.raises(ValueError, match=r"'tflite'.*valid values: \['exported_program', 'onnx', 'pytorch', 'torchscript'\]"):
         export_model(cnn_model, None, vision_spec, tmp_path / "a", formats=["onnx", "tflite"])
     with pytest.raises(ValueError, match=r"quantization.*'int4'.*valid values"):
         export_model(cnn_model, None, vision_spec, tmp_path / "b", formats=["onnx"], quantization="int4")

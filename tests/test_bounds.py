@@ -14,7 +14,9 @@ import exporter.cli  # noqa: F401 - registers the schemas and the folder-name re
 from exporter import export_model
 from exporter.checkpoint import load_checkpoint
 from exporter.errors import ConfigError, first_line
-from exporter.schema import (CalibrationConfig, ExportConfig, FormatsConfig, OnnxFormatConfig, QuantizationConfig,
+from exporter.formats import export_schema, formats_schema
+from exporter.formats.onnx import OnnxFormatConfig
+from exporter.schema import (CalibrationConfig, ExportConfig, QuantizationConfig,
                              ValidateConfig, check_config, check_known_keys, check_values, unknown_keys,
                              valid_range)
 
@@ -39,8 +41,11 @@ BOUNDS = [
 ]
 
 
-def _schemas(root: type = ExportConfig) -> list[type]:
-    """Every dataclass schema reachable from ``root``."""
+def _schemas(root: type = None) -> list[type]:
+    """Every dataclass schema reachable from ``root`` (default: the whole job's, formats included:
+    ``ExportConfig`` and what the registry's subclass of it, with the ``format`` node typed, reaches)."""
+    if root is None:
+        return [ExportConfig, *(s for s in _schemas(export_schema()) if s is not export_schema())]
     found = [root]
     for declared in typing.get_type_hints(root).values():
         for arg in (declared, *typing.get_args(declared)):
@@ -87,7 +92,8 @@ def test_check_values_names_key_value_and_range(schema, name, prefix, bad, edge,
 
 
 def test_check_values_walks_nested_schemas_and_lists_every_problem():
-    cfg = ExportConfig(format=FormatsConfig(onnx=OnnxFormatConfig(opset=99)), validate=ValidateConfig(atol=-1.0, rtol=-2.0))
+    cfg = export_schema()(format=formats_schema()(onnx=OnnxFormatConfig(opset=99)),
+                          validate=ValidateConfig(atol=-1.0, rtol=-2.0))
     with pytest.raises(ConfigError) as info:
         check_values(cfg)
     assert str(info.value).split(" | ") == [

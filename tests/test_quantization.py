@@ -111,9 +111,11 @@ def test_static_torchscript_of_the_shipped_lm(tmp_path, lm_model, lm_spec):
 
 
 def test_unsupported_static_and_fp16_combinations_fail_clearly(tmp_path, lm_model, lm_spec, cnn_model, vision_spec):
-    with pytest.raises(ConfigError, match="static is not available for format pytorch.*format=onnx or format=torchscript"):
+    with pytest.raises(ConfigError, match=r"static is not available for format pytorch \(a state dict .*\); "
+                                          r"formats that take it: \['onnx', 'torchscript'\]"):
         export_model(cnn_model, None, vision_spec, tmp_path / "a", formats=["pytorch"], quantization="static")
-    with pytest.raises(ConfigError, match="fp16 is not available for format torchscript; use format=onnx"):
+    with pytest.raises(ConfigError, match=r"fp16 is not available for format torchscript \(.*use format=onnx.*\); "
+                                          r"formats that take it: \['onnx'\]"):
         export_model(cnn_model, None, vision_spec, tmp_path / "b", formats=["torchscript"], quantization="fp16")
     # A branch on tensor values is control flow torch.fx cannot trace; the job says which format can
     spec = TaskSpec("v", "vision", "vision_classification", {"image_size": [3, 8, 8]})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 from .adapters import ModelAdapter
 from .errors import ConfigError, first_line
 from .metadata import plain
-from .schema import (FORMAT_SCHEMAS, CalibrationConfig, CalibrationSource, ExportConfig, QuantizationConfig,
+from .schema import (CalibrationConfig, CalibrationSource, ExportConfig, QuantizationConfig,
                      QuantizationMode, ValidateConfig, check_field, check_values)
 from .task_spec import TaskSpec
 
@@ -45,7 +45,8 @@ def export_model(
             for ``task_spec.task_type``.
         task_spec: task type, modality and input/output schema.
         export_dir: output folder, created if missing.
-        formats: any of ``"onnx"``, ``"torchscript"``, ``"pytorch"`` (state dict).
+        formats: any registered format: ``"onnx"``, ``"torchscript"``, ``"pytorch"`` (state dict),
+            ``"exported_program"`` (torch.export ``.pt2``), or one a plug-in registers.
         quantization: ``None`` (default), ``"dynamic"``, ``"static"`` or ``"fp16"`` (ONNX), or a
             ``QuantizationConfig`` for the finer options (weight type, operator set, ...).
         seed: seed of the example inputs.
@@ -94,12 +95,12 @@ def export_model(
     stray = sorted(set(format_options) - set(formats))
     if stray:
         raise ConfigError(f"format_options: options for format(s) {stray} that are not in formats={list(formats)}")
+    from .formats import format_class
+
     built_formats = {}
     for name in formats:
-        if name not in FORMAT_SCHEMAS:
-            raise ConfigError(f"formats: unknown format {name!r}; valid values: {sorted(FORMAT_SCHEMAS)}")
-        built_formats[name] = _dataclass_from(FORMAT_SCHEMAS[name], format_options.get(name), f"format_options[{name!r}]",
-                                              f"format.{name}.")
+        built_formats[name] = _dataclass_from(format_class(name).options_schema, format_options.get(name),
+                                              f"format_options[{name!r}]", f"format.{name}.")
         built_formats[name].enabled = True
     quant = _quantization(quantization)
     validate_cfg = _dataclass_from(ValidateConfig, validate, "validate", "validate.")
@@ -130,7 +131,7 @@ def export_model(
     result = run_export(job)
     for name, artifact in result.artifacts.items():
         if artifact.status == "failed":
-            log.error("export_model: %s was not exported: %s", name, artifact.record.get("error"))
+            log.error("export_model: %s was not exported: %s", name, artifact.record.error)
     return result.paths()
 
 

@@ -86,7 +86,7 @@ def _owner_of(name: str, prefix: str) -> str:
 
 # Names the shipped formats give their artifacts: an earlier build of ours may hold one it no longer
 # lists (a build by an older version that did not remove files of dropped formats).
-ARTIFACT_NAMES = {"model.onnx", "model.onnx.data", "model.torchscript", "model.pth", "model.safetensors"}
+ARTIFACT_NAMES = {"model.onnx", "model.onnx.data", "model.torchscript", "model.pth", "model.safetensors", "model.pt2"}
 
 
 def _our_metadata(target: Path) -> Optional[dict]:

@@ -47,9 +47,18 @@ def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
 
 
 def build_name(formats: Any, quantization: Any) -> str:
-    """Folder name of a build from its choices, e.g. ``onnx-dynamic`` or ``onnx+torchscript-none``."""
-    names = selected_formats(formats)
+    """Folder name of a build from its choices, e.g. ``onnx-dynamic`` or ``onnx+torchscript-none``
+    (each format names itself: ``format=safetensors`` builds into ``safetensors-none``)."""
+    from .formats.registry import folder_label
+
+    names = [folder_label(name, formats[name]) for name in selected_formats(formats)]
     return f"{'+'.join(names) or 'none'}-{option_value(quantization)}"
+
+
+def _format_help() -> str:
+    from .formats.registry import help_lines
+
+    return help_lines()
 
 
 def model_name(choice: Any, target: Any) -> str:
@@ -64,7 +73,7 @@ def _sweep_suffix(overrides: Any) -> str:
 
 
 for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name),
-                         ("exporter.sweep_suffix", _sweep_suffix)):
+                         ("exporter.sweep_suffix", _sweep_suffix), ("exporter.format_help", _format_help)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 
@@ -195,6 +204,30 @@ def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, A
     return origin, records
 
 
+def _refuse_one_format_twice(overrides: Any) -> None:
+    """``format=[pytorch,safetensors]`` names one format twice (an alias sets the other's options):
+    the later option file would silently win, and one artifact be built instead of two."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .errors import ConfigError
+    from .formats.registry import format_aliases
+
+    chosen: list[str] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides or [])):
+        if override.key_or_group == "format":
+            value = override.value()
+            chosen = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    aliases = format_aliases()
+    seen: dict[str, str] = {}
+    for option in chosen:
+        name = aliases.get(option, option)
+        if name in seen:
+            raise ConfigError(f"format: {seen[name]} and {option} are the same format ({name}) with different "
+                              f"options, and one build holds one file of it; build them as two jobs "
+                              f"(python -m exporter -m format={seen[name]},{option})")
+        seen[name] = option
+
+
 def _say_ignored_format_options(overrides: Any, formats: dict[str, Any]) -> None:
     """``format=onnx,torchscript format.onnx.opset=17``: the torchscript job ignores the ONNX option
     (a typo in an option name still fails composition for every job)."""
@@ -253,6 +286,9 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
 
     from .sweep import claim_folder
 
+    from hydra.core.hydra_config import HydraConfig
+
+    _refuse_one_format_twice(HydraConfig.get().overrides.task)
     identity = build_identity(cfg)
     folder = Path(cfg.export_dir)
     claim_folder(folder)
@@ -264,8 +300,7 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
     result = run_export(job)
     log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
     return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
-            "errors": {n: a.record.get("error") or a.record.get("warning") or a.record.get("unchecked")
-                       for n, a in result.artifacts.items() if a.status != "ok"}}
+            "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}
 
 
 def _remove_if_empty(folder: Path) -> None:

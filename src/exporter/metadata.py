@@ -44,3 +44,54 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
     return option_value(obj)
+
+
+def _io_record(name: str, tensor: Any) -> dict[str, Any]:
+    return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
+
+
+def build_metadata(plan: Any, results: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """metadata.json of a finished job (``plan``: its ``Plan``; ``results``: format -> ArtifactResult).
+
+    Format-specific top-level keys (``opset``, ``onnx_backend``) come from each format's
+    ``job_metadata`` hook, and are null when the job does not build that format.
+    """
+    from .formats import registered_formats
+    from .job import overall_status
+    from .quantization import mode_of
+
+    job = plan.job
+    q = job.quantization
+    first_input = next(iter(plan.inputs.values()))
+    format_keys: dict[str, Any] = {key: None for cls in registered_formats().values() for key in cls.metadata_keys}
+    for name, exporter in plan.exporters.items():
+        if name in results:
+            format_keys.update(exporter.job_metadata(results[name].record.to_dict()))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": overall_status([r.status for r in results.values()]),
+        "task_name": job.task_spec.task_name,
+        "task_type": job.task_spec.task_type,
+        "modality": job.task_spec.modality,
+        "input_shape": list(first_input.shape),
+        "output_shape": list(plan.eager.shape),
+        "inputs": [_io_record(n, t) for n, t in plan.inputs.items()],
+        "outputs": [_io_record(plan.adapter.output_names[0], plan.eager)],
+        "dynamic_axes": {k: {str(a): v for a, v in d.items()} for k, d in plan.adapter.dynamic_axes().items()},
+        "exported_at": utc_now(),
+        "torch_version": plan.torch_version,
+        "formats": list(job.formats),
+        # The specification's field: the mode, or null. The full settings are beside it.
+        "quantization": None if mode_of(q) == "none" else mode_of(q),
+        "quantization_config": None if mode_of(q) == "none" else plain(q),
+        "calibration": plan.calibration.record() if plan.calibration is not None else None,
+        **format_keys,
+        "seed": job.seed,
+        "task_spec": job.task_spec.to_dict(),
+        "model_class": f"{type(job.model).__module__}.{type(job.model).__qualname__}",
+        "parameters": sum(p.numel() for p in job.model.parameters()),
+        "environment": environment(),
+        **job.provenance,
+        "total_seconds": round(seconds, 3),
+        "artifacts": {name: r.record.to_dict() for name, r in results.items()},
+    }

@@ -1,5 +1,8 @@
 """Dataclass schemas for every config group (Hydra structured configs).
 
+The formats' options are not here: each format declares its own options dataclass, and the
+format registry (``formats/registry.py``) builds the ``format`` node from them.
+
 Each YAML option under ``conf/`` extends its schema through its defaults list
 (``- /schema/format/onnx@_here_``), so a misspelt key or a wrong type fails at
 composition time with Hydra's own message. Two checks Hydra cannot make live here too,
@@ -40,22 +43,11 @@ class TaskType(str, Enum):
     text_classification = "text_classification"
 
 
-class OnnxBackend(str, Enum):
-    auto = "auto"
-    legacy = "legacy"
-    dynamo = "dynamo"
-
-
 class QuantizationMode(str, Enum):
     none = "none"
     dynamic = "dynamic"
     static = "static"
     fp16 = "fp16"
-
-
-class Serialization(str, Enum):
-    torch = "torch"
-    safetensors = "safetensors"
 
 
 class WeightType(str, Enum):
@@ -95,56 +87,6 @@ class TaskSpecConfig:
     task_type: TaskType = MISSING
     input_schema: Dict[str, Any] = field(default_factory=dict)
     output_schema: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class OnnxFormatConfig:
-    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
-    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
-    enabled: bool = False
-    # 7 to 23: the legacy exporter covers 7-20, the dynamo exporter 18 and up.
-    opset: int = field(default=14, metadata={"min": 7, "max": 23})
-    # auto: the legacy TorchScript-based exporter (fast, byte-deterministic) below opset 18;
-    # the dynamo exporter from 18 on, falling back to legacy if dynamo fails.
-    backend: OnnxBackend = OnnxBackend.auto
-    dynamic_batch: bool = True
-    # Text models: leave the sequence axis symbolic too (any length up to the model's maximum).
-    dynamic_sequence: bool = True
-    # null: the adapter's names (pixel_values / input_ids -> logits).
-    input_names: Optional[List[str]] = None
-    output_names: Optional[List[str]] = None
-    # Fold constants at export time (legacy exporter).
-    constant_folding: bool = True
-
-
-@dataclass
-class TorchScriptFormatConfig:
-    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
-    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
-    enabled: bool = False
-    # torch.jit.trace's strict mode: refuse mutable containers (lists, dicts) as outputs.
-    strict: bool = True
-    # torch.jit.freeze before saving: weights and attributes become constants (faster load and run).
-    # (optimize_for_inference is not offered: its modules cannot be saved in torch 2.13.)
-    freeze: bool = False
-
-
-@dataclass
-class PytorchFormatConfig:
-    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
-    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
-    enabled: bool = False
-    # torch: torch.save of the state dict (model.pth); safetensors: model.safetensors.
-    serialization: Serialization = Serialization.torch
-
-
-@dataclass
-class FormatsConfig:
-    """Every format's options; ``enabled`` marks those the job builds (``format=[onnx,torchscript]``)."""
-
-    onnx: OnnxFormatConfig = field(default_factory=OnnxFormatConfig)
-    torchscript: TorchScriptFormatConfig = field(default_factory=TorchScriptFormatConfig)
-    pytorch: PytorchFormatConfig = field(default_factory=PytorchFormatConfig)
 
 
 def selected_formats(formats: Any) -> list[str]:
@@ -218,7 +160,9 @@ class ExportConfig:
 
     model: Any = MISSING
     task_spec: TaskSpecConfig = MISSING
-    format: FormatsConfig = field(default_factory=FormatsConfig)
+    # Every format's options, by format name. Typed by the format registry, which knows the formats:
+    # ``exporter.formats.export_schema()`` is this class with this field typed (what Hydra composes onto).
+    format: Any = field(default_factory=dict)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     # Where artifacts, metadata.json and the config snapshot go (default: Hydra's job folder).
     export_dir: str = "${hydra:runtime.output_dir}"
@@ -233,13 +177,6 @@ class ExportConfig:
     wait: bool = True
     # Rebuild even when the folder already holds a build with the same build key (docs/sweeps.md).
     force: bool = False
-
-
-FORMAT_SCHEMAS = {
-    "onnx": OnnxFormatConfig,
-    "torchscript": TorchScriptFormatConfig,
-    "pytorch": PytorchFormatConfig,
-}
 
 
 @functools.lru_cache(maxsize=None)
@@ -370,12 +307,15 @@ def _unknown(data: Mapping[str, Any], schema: type, prefix: str) -> Iterator[tup
 
 
 def _unknown_in(cfg: Any) -> list[tuple[str, type]]:
-    """``_unknown`` over a whole composed config (DictConfig or plain dict), from ``ExportConfig`` down."""
+    """``_unknown`` over a whole composed config (DictConfig or plain dict), from the job's schema down
+    (``ExportConfig`` with its ``format`` node typed by the format registry)."""
+    from .formats.registry import export_schema
+
     if isinstance(cfg, DictConfig):
         # Unresolved: only keys are compared, and ${hydra:...} cannot resolve outside a job.
         cfg = OmegaConf.to_container(cfg, resolve=False)
     # Hydra's own node (compose(..., return_hydra_config=True)) is Hydra's to check.
-    return list(_unknown({k: v for k, v in cfg.items() if k != "hydra"}, ExportConfig, ""))
+    return list(_unknown({k: v for k, v in cfg.items() if k != "hydra"}, export_schema(), ""))
 
 
 def unknown_keys(cfg: DictConfig) -> list[str]:
@@ -407,10 +347,11 @@ def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore under ``schema/...`` (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
+    from .formats.registry import export_schema, register_configs as register_format_configs
+
     cs = ConfigStore.instance()
-    cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="export_schema", node=export_schema())
     cs.store(group="schema/task_spec", name="task_spec", node=TaskSpecConfig)
     cs.store(group="schema/quantization", name="quantization", node=QuantizationConfig)
     cs.store(group="schema/calibration", name="calibration", node=CalibrationConfig)
-    for name, node in FORMAT_SCHEMAS.items():
-        cs.store(group="schema/format", name=name, node=node)
+    register_format_configs()

@@ -52,7 +52,7 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
 
     from .cli import job_from_config
     from .runner import run_export
-    from .schema import ExportConfig
+    from .formats.registry import export_schema
 
     origin = dict(build.metadata.get("config") or {})
     if origin.get("source") != "cli":
@@ -62,7 +62,7 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
     if not build.config:
         raise BuildUnreadable(f"{build.folder}: no config.yaml to rebuild from")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(ExportConfig), build.config)
+        cfg = OmegaConf.merge(OmegaConf.structured(export_schema()), build.config)
     except OmegaConfBaseException as exc:
         raise BuildUnreadable(f"{build.folder / 'config.yaml'}: does not fit this version's schema ({exc})") from None
     cfg.export_dir = str(into)

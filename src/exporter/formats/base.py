@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
+from ..errors import ExportError
 from ..schema import option_value
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..adapters import ModelAdapter
-    from ..calibration import CalibrationSet
+    from ..quantization.calibration import CalibrationSet
     from ..schema import QuantizationConfig
     from ..task_spec import TaskSpec
 
@@ -76,9 +77,36 @@ class ExportOutcome:
 
 
 class FormatExporter(ABC):
-    """Exports a model to one file format and loads that file back in the format's own runtime."""
+    """Exports a model to one file format and loads that file back in the format's own runtime.
 
+    A format is one unit: its exporter class (this surface), its options dataclass, its quantization
+    mechanism and a declaration of what it takes. ``@register_format`` (``formats/registry.py``) adds
+    it to the registry, from which the config schema, the command line's choices and help, and
+    the quantization checks are all derived. docs/extending.md walks through adding one.
+    """
+
+    # The format's name on the command line (``format=<name>``) and in metadata.json.
     name: ClassVar[str]
+    # Its options: a dataclass whose first field is ``enabled: bool = False`` (see schema.py).
+    options_schema: ClassVar[type]
+    # One line for ``--help`` and the docs: what file it writes and how it is checked.
+    summary: ClassVar[str]
+    # The quantization modes it builds, each with the weight types ``weight_type=auto`` tries
+    # (empty: the mode has no weight type, e.g. fp16). Empty by default: a format that declares
+    # nothing is refused every mode at composition, never built fp32 under a quantized label.
+    quantization: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # Why a mode is not offered (mode -> reason), added to the refusal message.
+    refusals: ClassVar[Mapping[str, str]] = {}
+    # Top-level metadata.json keys this format fills (null when the job does not build it).
+    metadata_keys: ClassVar[tuple[str, ...]] = ()
+    # Other option names for this format (``format=<alias>``, a conf/format/<alias>.yaml that sets
+    # options of this one), each with its help line.
+    aliases: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def folder_label(cls, options: Any) -> str:
+        """This format's part of a build folder's name (``onnx`` in ``onnx+pytorch-none``)."""
+        return cls.name
 
     def __init__(self, options: Any):
         self.options = options
@@ -100,15 +128,26 @@ class FormatExporter(ABC):
 
     def weight_types(self, mode: str) -> list[str]:
         """The weight types ``quantization.weight_type=auto`` tries for ``mode``."""
-        return ["qint8"]
+        return list(self.quantization.get(mode, ()))
 
     def check(self, ctx: ExportContext) -> None:
         """Refuse option combinations this format cannot build (raise ConfigError), before any work."""
 
     @abstractmethod
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
-        """Write the artifact to ``path`` (extra files may go beside it)."""
+        """Write the fp32 artifact to ``path`` (extra files may go beside it)."""
+
+    def quantize(self, ctx: ExportContext, fp32_path: Path, path: Path) -> ExportOutcome:
+        """Write the artifact quantized as ``ctx.quantization`` says to ``path``, given the fp32 one
+        this job exported at ``fp32_path``. Only called for modes the format declares; the outcome's
+        details are recorded over the fp32 export's."""
+        raise ExportError(f"{self.name}: declares quantization modes {sorted(self.quantization)} but does not "
+                          "implement FormatExporter.quantize")
 
     @abstractmethod
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         """Load ``path`` in the format's own runtime and return something that runs it."""
+
+    def job_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Values for this format's ``metadata_keys`` from its artifact record (``details`` included)."""
+        return {}

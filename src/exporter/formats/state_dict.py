@@ -5,14 +5,34 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any, Optional
 
 from ..errors import ConfigError
 from ..schema import option_value
-from ..quantize import TORCH_DYNAMIC_RECIPE, check_torch, torch_dynamic_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from .registry import register_format
+from .torch_quantize import TORCH_DYNAMIC, TORCH_DYNAMIC_RECIPE, torch_dynamic_quantize
 
 
+class Serialization(str, Enum):
+    torch = "torch"
+    safetensors = "safetensors"
+
+
+@dataclass
+class PytorchFormatConfig:
+    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
+    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
+    enabled: bool = False
+    # torch: torch.save of the state dict (model.pth); safetensors: model.safetensors
+    # (format=safetensors chooses this format with this option set).
+    serialization: Serialization = Serialization.torch
+
+
+@register_format
 class StateDictExporter(FormatExporter):
     """Writes ``model.pth`` (or ``model.safetensors``); loads it into a blanked copy of the model.
 
@@ -21,6 +41,21 @@ class StateDictExporter(FormatExporter):
     """
 
     name = "pytorch"
+    options_schema = PytorchFormatConfig
+    summary = "model.pth state dict, checked by loading into a fresh model"
+    aliases = {"safetensors": "model.safetensors (format=pytorch with format.pytorch.serialization=safetensors)"}
+    # torch's dynamic quantization of Linear layers (torch_quantize.py); loading needs the same call.
+    quantization = dict(TORCH_DYNAMIC)
+    refusals = {
+        "static": "a state dict of a statically quantized graph cannot be loaded back into the model class",
+        "fp16": "use format=onnx, which keeps float32 inputs and outputs around a float16 graph",
+    }
+
+    @classmethod
+    def folder_label(cls, options: Any) -> str:
+        serialization = option_value((options or {}).get("serialization", "torch")) if hasattr(options, "get") \
+            else option_value(getattr(options, "serialization", "torch"))
+        return "safetensors" if serialization == "safetensors" else cls.name
 
     @property
     def serialization(self) -> str:
@@ -31,27 +66,22 @@ class StateDictExporter(FormatExporter):
         return "model.safetensors" if self.serialization == "safetensors" else "model.pth"
 
     def check(self, ctx: ExportContext) -> None:
-        if ctx.mode == "static":
-            raise ConfigError(
-                "quantization=static is not available for format pytorch: a state dict of a statically "
-                "quantized graph cannot be loaded back into the model class; use format=onnx or format=torchscript"
-            )
-        check_torch(ctx.quantization, self.name)
         if ctx.quantized and self.serialization == "safetensors":
             raise ConfigError(
                 "format.pytorch.serialization=safetensors cannot hold quantized (packed) weights; "
                 "valid values with quantization=dynamic: ['torch']"
             )
 
-    def _model_for(self, ctx: ExportContext):
-        if ctx.quantized:
-            return torch_dynamic_quantize(ctx.model, ctx.quantization)
-        return ctx.model, None
-
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
+        return self._save(ctx, ctx.model, None, path)
+
+    def quantize(self, ctx: ExportContext, fp32_path: Path, path: Path) -> ExportOutcome:
+        model, report = torch_dynamic_quantize(ctx.model, ctx.quantization)
+        return self._save(ctx, model, report, path)
+
+    def _save(self, ctx: ExportContext, model: Any, quantization: Optional[dict], path: Path) -> ExportOutcome:
         import torch
 
-        model, quantization = self._model_for(ctx)
         cls = type(ctx.model)
         build = f"model = {cls.__module__}.{cls.__qualname__}(...)  # same constructor arguments\n"
         if self.serialization == "safetensors":
@@ -67,7 +97,7 @@ class StateDictExporter(FormatExporter):
             load = f"model.load_state_dict(torch.load('{self.filename}', weights_only=True))"
             if ctx.quantized and quantization["recipe"] != TORCH_DYNAMIC_RECIPE:
                 # Tied layers kept fp32 or converted Conv1D layers: the same function rebuilds the same modules.
-                build += ("from exporter.quantize import torch_dynamic_quantize\nfrom exporter.schema import "
+                build += ("from exporter.formats.torch_quantize import torch_dynamic_quantize\nfrom exporter.schema import "
                           "QuantizationConfig\nmodel, _ = torch_dynamic_quantize(model, QuantizationConfig(mode='dynamic'))\n")
             elif ctx.quantized:
                 build += f"model = {TORCH_DYNAMIC_RECIPE}\n"
@@ -83,7 +113,7 @@ class StateDictExporter(FormatExporter):
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         import torch
 
-        fresh = self._model_for(ctx)[0] if ctx.quantized else copy.deepcopy(ctx.model)
+        fresh = torch_dynamic_quantize(ctx.model, ctx.quantization)[0] if ctx.quantized else copy.deepcopy(ctx.model)
         with torch.no_grad():
             # Only what the state dict carries: non-persistent buffers (e.g. a causal mask) stay intact.
             for tensor in fresh.state_dict().values():

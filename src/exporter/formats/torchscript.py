@@ -8,11 +8,13 @@ import re
 import threading
 import zipfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from ..quantize import check_torch, torch_dynamic_quantize, torch_static_quantize
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from .registry import register_format
+from .torch_quantize import TORCH_DYNAMIC, TORCH_STATIC, torch_dynamic_quantize, torch_static_quantize
 
 
 # TorchScript numbers a class (``linear/___torch_mangle_13.py``) when one of the same name was
@@ -78,28 +80,50 @@ def in_fresh_thread(fn: Callable[[], None]) -> None:
         raise failure[0]
 
 
+@dataclass
+class TorchScriptFormatConfig:
+    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
+    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
+    enabled: bool = False
+    # torch.jit.trace's strict mode: refuse mutable containers (lists, dicts) as outputs.
+    strict: bool = True
+    # torch.jit.freeze before saving: weights and attributes become constants (faster load and run).
+    # (optimize_for_inference is not offered: its modules cannot be saved in torch 2.13.)
+    freeze: bool = False
+
+
+@register_format
 class TorchScriptExporter(FormatExporter):
     """Writes ``model.torchscript``; loads it back with ``torch.jit.load``."""
 
     name = "torchscript"
+    options_schema = TorchScriptFormatConfig
+    summary = "model.torchscript, checked with torch.jit.load"
+    # torch.ao.quantization on the module, then traced (torch_quantize.py).
+    quantization = {**TORCH_DYNAMIC, **TORCH_STATIC}
+    refusals = {"fp16": "a float16 TorchScript program would take float16 inputs; use format=onnx, which keeps "
+                        "float32 inputs and outputs around a float16 graph"}
 
     @property
     def filename(self) -> str:
         return "model.torchscript"
 
-    def check(self, ctx: ExportContext) -> None:
-        check_torch(ctx.quantization, self.name)
-
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
+        return self._trace(ctx, ctx.model, path, {})
+
+    def quantize(self, ctx: ExportContext, fp32_path: Path, path: Path) -> ExportOutcome:
+        # torch quantizes modules, not TorchScript programs: quantize the model, then trace it.
+        if ctx.mode == "dynamic":
+            model, report = torch_dynamic_quantize(ctx.model, ctx.quantization)
+        else:
+            model, report = torch_static_quantize(ctx.model, ctx.example_inputs, ctx.calibration.samples, self.name)
+        return self._trace(ctx, model, path, {"quantization": report})
+
+    def _trace(self, ctx: ExportContext, model: Any, path: Path, details: dict[str, Any]) -> ExportOutcome:
         import torch
 
-        details = {"method": "torch.jit.trace", "strict": bool(self.options.strict)}
-        model = ctx.model
-        if ctx.mode == "dynamic":
-            model, details["quantization"] = torch_dynamic_quantize(ctx.model, ctx.quantization)
-        elif ctx.mode == "static":
-            model, details["quantization"] = torch_static_quantize(ctx.model, ctx.example_inputs,
-                                                                   ctx.calibration.samples, self.name)
+        details = {"method": "torch.jit.trace", "strict": bool(self.options.strict), **details}
+
         def trace_and_save() -> None:
             # torch.jit works in 2.13 but warns that it is deprecated on every call.
             with warnings.catch_warnings(), torch.no_grad():

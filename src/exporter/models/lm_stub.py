@@ -32,15 +32,15 @@ class LMStub(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.lm_head = nn.Linear(d_model, vocab_size)
         # -inf above the diagonal: position i attends to positions <= i.
-        mask = torch.full((max_seq_len, max_seq_len), float("-inf")).triu(1)
-        self.register_buffer("causal_mask", mask, persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         seq_len = input_ids.shape[1]
         positions = torch.arange(seq_len, device=input_ids.device)
         hidden = self.token_embedding(input_ids) + self.position_embedding(positions)
-        # narrow (not [:seq_len]) so torch.fx can trace it symbolically for static quantization
-        mask = self.causal_mask.narrow(0, 0, seq_len).narrow(1, 0, seq_len)
+        # Built from the positions rather than sliced from a [max, max] buffer: torch.export fixes a
+        # sequence length that slices a buffer to its full size, so the axis could not stay dynamic.
+        # (torch.where on the positions, not zeros(seq_len, ...): torch.fx must trace it for static quantization.)
+        mask = torch.where(positions[None, :] > positions[:, None], float("-inf"), 0.0)
         for block in self.blocks:
             hidden = block(hidden, mask)
         return self.lm_head(self.norm(hidden))

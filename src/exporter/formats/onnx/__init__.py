@@ -1,4 +1,5 @@
-"""ONNX: torch.onnx.export (legacy or dynamo backend), checked in ONNX Runtime."""
+"""ONNX: torch.onnx.export (legacy or dynamo backend), checked in ONNX Runtime; quantized by ONNX
+Runtime's quantizers on the exported graph (``quantize.py``)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,63 @@ import io
 import logging
 import warnings
 from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Mapping, Optional
 
-from ..errors import ConfigError, ExportError, first_line
-from ..schema import option_value
-from ..quantize import onnx_dynamic_quantize, onnx_fp16, onnx_static_quantize
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from ...errors import ConfigError, ExportError, first_line
+from ...schema import option_value
+from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from ..dynamic_shapes import torch_export_dynamic_shapes
+from ..registry import register_format
 
 log = logging.getLogger("exporter")
 
 # The dynamo exporter only has implementations from opset 18; asked for less, it silently
 # returns 18 (torch 2.13), so lower opsets must go through the legacy exporter.
 DYNAMO_MIN_OPSET = 18
-BACKENDS = ("auto", "legacy", "dynamo")
 
 
+class OnnxBackend(str, Enum):
+    auto = "auto"
+    legacy = "legacy"
+    dynamo = "dynamo"
+
+
+BACKENDS = tuple(b.value for b in OnnxBackend)
+
+
+@dataclass
+class OnnxFormatConfig:
+    # Set by choosing the format (format=onnx, format=[onnx,...]). The options of a format the job
+    # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
+    enabled: bool = False
+    # 7 to 23: the legacy exporter covers 7-20, the dynamo exporter 18 and up.
+    opset: int = field(default=14, metadata={"min": 7, "max": 23})
+    # auto: the legacy TorchScript-based exporter (fast, byte-deterministic) below opset 18;
+    # the dynamo exporter from 18 on, falling back to legacy if dynamo fails.
+    backend: OnnxBackend = OnnxBackend.auto
+    dynamic_batch: bool = True
+    # Text models: leave the sequence axis symbolic too (any length up to the model's maximum).
+    dynamic_sequence: bool = True
+    # null: the adapter's names (pixel_values / input_ids -> logits).
+    input_names: Optional[List[str]] = None
+    output_names: Optional[List[str]] = None
+    # Fold constants at export time (legacy exporter).
+    constant_folding: bool = True
+
+
+@register_format
 class OnnxExporter(FormatExporter):
     """Writes ``model.onnx``; loads it back in an ONNX Runtime CPU session."""
 
     name = "onnx"
+    options_schema = OnnxFormatConfig
+    summary = "model.onnx, checked in ONNX Runtime"
+    # ONNX Runtime's quantizers, on the graph this job exported (quantize.py).
+    quantization = {"dynamic": ("qint8", "quint8"), "static": ("qint8", "quint8"), "fp16": ()}
+    metadata_keys = ("opset", "onnx_backend")
 
     @property
     def filename(self) -> str:
@@ -53,8 +91,8 @@ class OnnxExporter(FormatExporter):
     def output_names(self, ctx: ExportContext) -> list[str]:
         return list(self.options.output_names or ctx.adapter.output_names)
 
-    def weight_types(self, mode: str) -> list[str]:
-        return ["qint8", "quint8"] if mode in ("dynamic", "static") else ["qint8"]
+    def job_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {"opset": self.opset, "onnx_backend": (record.get("details") or {}).get("backend")}
 
     def check(self, ctx: ExportContext) -> None:
         if self.backend not in BACKENDS:
@@ -64,8 +102,6 @@ class OnnxExporter(FormatExporter):
                 f"format.onnx.backend=dynamo exports opset {DYNAMO_MIN_OPSET} or newer, but format.onnx.opset="
                 f"{self.opset}; set format.onnx.opset>={DYNAMO_MIN_OPSET} or format.onnx.backend=legacy (or auto)"
             )
-        if not 7 <= self.opset <= 23:
-            raise ConfigError(f"format.onnx.opset: {self.opset} is out of range; valid values: 7 to 23")
         n_inputs = len(ctx.example_inputs)
         if self.options.input_names is not None and len(self.options.input_names) != n_inputs:
             raise ConfigError(
@@ -88,54 +124,54 @@ class OnnxExporter(FormatExporter):
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         import onnx
 
-        fp32_path = path.with_name("fp32-" + path.name) if ctx.quantized else path
         details: dict[str, Any] = {"opset": self.opset, "backend_requested": self.backend}
         backend = "legacy" if self.backend == "auto" and self.opset < DYNAMO_MIN_OPSET else self.backend
         if backend == "auto":
             try:
-                self._torch_export(ctx, fp32_path, dynamo=True)
+                self._torch_export(ctx, path, dynamo=True)
                 backend = "dynamo"
             except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back to the legacy backend
                 details["dynamo_error"] = first_line(exc, with_type=True)
                 log.warning("onnx: dynamo exporter failed (%s); falling back to the legacy exporter", first_line(exc, with_type=True))
                 backend = "legacy"
-                self._torch_export(ctx, fp32_path, dynamo=False)
+                self._torch_export(ctx, path, dynamo=False)
         else:
-            self._torch_export(ctx, fp32_path, dynamo=backend == "dynamo")
+            self._torch_export(ctx, path, dynamo=backend == "dynamo")
         details["backend"] = backend
 
-        proto = onnx.load(str(fp32_path), load_external_data=False)
+        proto = onnx.load(str(path), load_external_data=False)
         actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         if actual != self.opset:
             raise ExportError(
                 f"format.onnx.opset: asked for opset {self.opset}, but the {backend} exporter produced opset "
                 f"{actual}; use format.onnx.backend=legacy for opsets below {DYNAMO_MIN_OPSET}"
             )
-        onnx.checker.check_model(str(fp32_path))
+        onnx.checker.check_model(str(path))
         details["ir_version"] = proto.ir_version
         details["input_names"] = [i.name for i in proto.graph.input]
         details["output_names"] = [o.name for o in proto.graph.output]
         details["dynamic_axes"] = {k: {str(a): n for a, n in v.items()} for k, v in self._dynamic_axes(ctx).items()}
+        _tag(path, ctx.tags())
+        return ExportOutcome(details=details, load_hint=self._load_hint(details["input_names"]))
+
+    def quantize(self, ctx: ExportContext, fp32_path: Path, path: Path) -> ExportOutcome:
+        """ONNX Runtime's quantizer on the graph already exported: no second torch.onnx.export."""
+        from .quantize import onnx_dynamic_quantize, onnx_fp16, onnx_static_quantize
 
         if ctx.mode == "dynamic":
-            details["quantization"] = onnx_dynamic_quantize(fp32_path, path, ctx.quantization)
+            report = onnx_dynamic_quantize(fp32_path, path, ctx.quantization)
         elif ctx.mode == "static":
             renames = dict(zip(ctx.adapter.input_names, self.input_names(ctx)))
-            details["quantization"] = onnx_static_quantize(fp32_path, path, ctx.quantization,
-                                                           ctx.calibration.samples, renames)
-        elif ctx.mode == "fp16":
-            details["quantization"] = onnx_fp16(fp32_path, path)
-        if ctx.quantized:
-            fp32_path.unlink()
+            report = onnx_static_quantize(fp32_path, path, ctx.quantization, ctx.calibration.samples, renames)
+        else:
+            report = onnx_fp16(fp32_path, path)
         _tag(path, ctx.tags())
-        return ExportOutcome(
-            details=details,
-            load_hint=(
-                "import onnxruntime as ort\n"
+        return ExportOutcome(details={"quantization": report})
+
+    def _load_hint(self, input_names: list[str]) -> str:
+        return ("import onnxruntime as ort\n"
                 f"session = ort.InferenceSession('{self.filename}', providers=['CPUExecutionProvider'])\n"
-                f"outputs = session.run(None, {{{', '.join(repr(n) + ': ...' for n in details['input_names'])}}})"
-            ),
-        )
+                f"outputs = session.run(None, {{{', '.join(repr(n) + ': ...' for n in input_names)}}})")
 
     def _torch_export(self, ctx: ExportContext, path: Path, dynamo: bool) -> None:
         import torch
@@ -158,25 +194,7 @@ class OnnxExporter(FormatExporter):
             torch.onnx.export(module, tuple(ctx.example_inputs.values()), str(path), **kwargs)
 
     def _dynamic_shapes(self, ctx: ExportContext) -> Any:
-        """torch.export's form of the dynamic axes: named Dims per input of the (varargs) wrapper."""
-        import torch
-
-        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
-        if not any(name in axes for name in ctx.example_inputs):
-            return None
-        dims: dict[str, Any] = {}
-        per_input = []
-        for name, tensor in ctx.example_inputs.items():
-            spec = {}
-            for axis, dim_name in axes.get(name, {}).items():
-                if dim_name not in dims:
-                    # The example holds the longest sequence the model takes (max_seq_len).
-                    bound = {"max": int(tensor.shape[axis])} if dim_name == "sequence" else {}
-                    dims[dim_name] = torch.export.Dim(dim_name, **bound)
-                spec[axis] = dims[dim_name]
-            per_input.append(spec or None)
-        # The wrapper's forward(*tensors) takes all inputs as one varargs tuple.
-        return (tuple(per_input),)
+        return torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence)
 
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         import onnxruntime as ort

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-    from .schema import ValidateConfig
+    from ..schema import ValidateConfig
 
 WARMUP_RUNS = 3
 # Medians of a few dozen runs on a shared CPU move by a few percent; slower than this is a finding.

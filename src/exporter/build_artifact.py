@@ -1,0 +1,114 @@
+"""One format of a job: export (and quantize), load back, compare with eager PyTorch at every
+checked shape, and move the checked file into the staged build, with its typed record."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import TYPE_CHECKING, Optional
+
+from .build_folder import INTERRUPTED, BuildTransaction
+from .errors import ExportError, first_line
+from .files import move_files, sha256_of
+from .job import ArtifactRecord, ArtifactResult
+from .quantization.selection import build_quantized, timed
+from .report import human_bytes
+from .validate import Tolerance, Validation, compare
+
+if TYPE_CHECKING:
+    from .formats.base import FormatExporter
+    from .plan import Plan
+
+log = logging.getLogger("exporter")
+# Tracebacks of failed formats: into export.log only, never onto the console.
+trace_log = logging.getLogger("exporter.trace")
+trace_log.propagate = False
+
+
+def _shapes(inputs) -> dict[str, list[int]]:
+    return {name: list(t.shape) for name, t in inputs.items()}
+
+
+def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: BuildTransaction,
+                   disk_full) -> ArtifactResult:
+    """Build one format in its own work folder, check it, and move its files into the staged build.
+
+    A failure of this format is recorded (status ``failed``) and the job goes on with the others;
+    a full disk (``disk_full(exc, folder)``) or a signal is not this format's failure and propagates.
+    """
+    job, ctx = plan.job, plan.context
+    job.model.eval()
+    record = ArtifactRecord(file=exporter.filename)
+    tolerance = Tolerance.for_artifact(job.validate, ctx.quantized)
+    validation = Validation(tolerance)
+    work = txn.work / name
+    try:
+        if ctx.quantized:
+            built, selection = build_quantized(plan, name, exporter, work)
+        else:
+            built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
+            selection = {}
+        record.export_seconds = built.export_seconds
+        record.details = built.outcome.details
+        record.load_hint = built.outcome.load_hint
+        if built.report is not None:
+            from .quantization import report as quant_report
+
+            record.quantization_report = {**built.report, **selection, "gate_failures": built.gate_failures}
+            record.warnings = quant_report.warnings_for(built.report, built.quantized_layers)
+        if job.validate.enabled:
+            run = exporter.load(built.path, built.context)
+            examples = [("example", plan.inputs, plan.eager)]
+            second = plan.second_example(exporter)
+            if second is not None:
+                examples.append(("second example", *second))
+            for label, inputs, eager in examples:
+                validation.checks.append(compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance))
+            record.validation = validation.to_dict()
+        problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"]
+        problems += built.gate_failures
+        if problems and job.validate.strict:
+            raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
+        # Never "ok" for what was not checked: no comparison at all, or dynamic axes never tried.
+        unverified = plan.unverified_axes(exporter)
+        unchecked = "validate.enabled=false: not compared with eager PyTorch" if not job.validate.enabled else unverified
+        record.dynamic_axes_verified = bool(job.validate.enabled and not unverified)
+        record.status = "mismatch" if problems else ("unchecked" if unchecked else "ok")
+        record.unchecked = unchecked or None
+        # Only checked files reach the staged build; the build as a whole is published later.
+        final = move_files(built.folder, txn.build)[exporter.filename]
+        record.bytes, record.sha256 = final.stat().st_size, sha256_of(final)
+        record.warning = "; ".join(problems) or None
+        _log(name, record)
+        return ArtifactResult(name, record.status, final, record)
+    except Exception as exc:  # noqa: BLE001 - one failing format must not stop the others
+        if disk_full(exc, txn.work) or INTERRUPTED:
+            raise  # not this format's failure: a full disk, or a signal a library wrapped
+        record.status = "failed"
+        record.error = str(exc) if isinstance(exc, ExportError) else first_line(exc, with_type=True)
+        if validation.checks:
+            record.validation = validation.to_dict()
+        log.error("%-12s FAILED: %s", name, record.error)
+        trace_log.error("%s: traceback of the failure", name, exc_info=exc)
+        return ArtifactResult(name, "failed", None, record)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _log(name: str, record: ArtifactRecord) -> None:
+    """The artifact's line of the job's output, then its warnings and notes."""
+    diff: Optional[float] = (record.validation or {}).get("max_abs_diff")
+    diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
+    log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record.file, human_bytes(record.bytes),
+             record.export_seconds, diff_text, record.status)
+    if record.quantization_report is not None:
+        from .quantization.report import summary_line
+
+        log.info("%-12s %s", "", summary_line(record.quantization_report))
+    for note in record.warnings or []:
+        log.warning("%-12s warning: %s", "", note)
+    if record.unchecked:
+        log.warning("%-12s not checked: %s", "", record.unchecked)
+    if (record.details or {}).get("load_note"):
+        indented = "\n".join("    " + line for line in (record.load_hint or "").splitlines())
+        log.info("%-12s %s:\n%s", "", record.details["load_note"], indented)

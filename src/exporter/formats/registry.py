@@ -1,0 +1,202 @@
+"""The format registry: the one place that knows which formats exist.
+
+A format registers itself with ``@register_format`` on its exporter class (the class carries its
+name, options dataclass, help line and quantization declaration). Everything else is derived from
+here: the ``format`` node of the config schema (``formats_schema``/``export_schema``), Hydra's
+ConfigStore entries, the ``--help`` format section, the unknown-format and quantization checks.
+
+Formats shipped with the tool are imported by ``exporter.formats``; others are found through the
+``exporter.formats`` entry-point group (a package declares ``myformat = "mypkg.myformat"`` and the
+module's import registers it). Importing this module imports no torch, onnx or onnxruntime: format
+modules import their toolchain inside functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from dataclasses import field, fields, is_dataclass, make_dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..schema import QuantizationConfig
+    from .base import FormatExporter
+
+log = logging.getLogger("exporter")
+
+ENTRY_POINT_GROUP = "exporter.formats"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_REGISTRY: dict[str, type["FormatExporter"]] = {}
+# Other option names that select a registered format with some options set (format=safetensors).
+_ALIASES: dict[str, str] = {}
+_loaded = False
+
+
+def register_format(cls: type["FormatExporter"]) -> type["FormatExporter"]:
+    """Class decorator: add a format to the registry after checking its declaration.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> from exporter.formats import FormatExporter, register_format, unregister_format
+        >>> @dataclass
+        ... class NpyOptions:
+        ...     enabled: bool = False
+        >>> @register_format
+        ... class NpyExporter(FormatExporter):
+        ...     name, options_schema, summary = "npy", NpyOptions, "weights.npy, checked by numpy.load"
+        ...     filename = "weights.npy"
+        ...     def export(self, ctx, path): ...
+        ...     def load(self, path, ctx): ...
+        >>> "npy" in registered_formats()
+        True
+        >>> unregister_format("npy")
+    """
+    from ..quantization import MODES, WEIGHT_TYPES
+
+    name = getattr(cls, "name", None)
+    where = f"format {name!r} ({cls.__module__}.{cls.__qualname__})"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise TypeError(f"{where}: name must be lower-case letters, digits and underscores")
+    options = getattr(cls, "options_schema", None)
+    if not (isinstance(options, type) and is_dataclass(options)) or not fields(options) \
+            or fields(options)[0].name != "enabled" or fields(options)[0].default is not False:
+        raise TypeError(f"{where}: options_schema must be a dataclass whose first field is `enabled: bool = False`")
+    if not str(getattr(cls, "summary", "") or "").strip():
+        raise TypeError(f"{where}: summary (one line for --help and the docs) is empty")
+    for mode, weight_types in dict(cls.quantization).items():
+        if mode not in MODES or mode == "none" or not set(weight_types) <= set(WEIGHT_TYPES):
+            raise TypeError(f"{where}: quantization declares {mode!r}: {list(weight_types)}; modes are "
+                            f"{list(MODES[1:])}, weight types {list(WEIGHT_TYPES)}")
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise TypeError(f"{where}: the name is taken by {existing.__module__}.{existing.__qualname__}")
+    _REGISTRY[name] = cls
+    for alias in getattr(cls, "aliases", {}):
+        _ALIASES[alias] = name
+    return cls
+
+
+def unregister_format(name: str) -> None:
+    """Remove a format (tests and plug-in reloading); unknown names are ignored."""
+    cls = _REGISTRY.pop(name, None)
+    for alias in getattr(cls, "aliases", {}) if cls else ():
+        _ALIASES.pop(alias, None)
+
+
+def _load() -> None:
+    """The shipped formats, then those of installed plug-ins (once per process)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+    from importlib.metadata import entry_points
+
+    importlib.import_module("exporter.formats")
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the tool down
+            log.warning("format plug-in %s (%s) failed to load and is not available: %s: %s",
+                        entry.name, entry.value, type(exc).__name__, exc)
+
+
+def registered_formats() -> dict[str, type["FormatExporter"]]:
+    """Every registered format, name -> exporter class, in registration order (shipped ones first)."""
+    _load()
+    return dict(_REGISTRY)
+
+
+def format_aliases() -> dict[str, str]:
+    """Option names that select a registered format under another name (``safetensors`` -> ``pytorch``)."""
+    _load()
+    return dict(_ALIASES)
+
+
+def format_class(name: str) -> type["FormatExporter"]:
+    """The exporter class of a registered format; ConfigError naming the valid ones otherwise."""
+    found = registered_formats().get(name)
+    if found is None:
+        raise ConfigError(f"formats: unknown format {name!r}; valid values: {sorted(_REGISTRY)}")
+    return found
+
+
+def check_formats(names: Iterable[str], quantization: "QuantizationConfig") -> None:
+    """Before any work: every name is a registered format, and each takes the quantization asked for."""
+    from ..quantization import check_support
+
+    names = list(names)
+    if not names:
+        raise ConfigError(f"formats: no format chosen; valid values: {sorted(registered_formats())}")
+    classes = {name: format_class(name) for name in names}
+    check_support(quantization, {n: c.quantization for n, c in registered_formats().items()},
+                  {n: dict(c.refusals) for n, c in classes.items()})
+
+
+def formats_schema() -> type:
+    """The ``format`` node's schema: one field per registered format, typed by its options dataclass."""
+    return _formats_schema(tuple((name, cls.options_schema) for name, cls in registered_formats().items()))
+
+
+@functools.lru_cache(maxsize=None)
+def _formats_schema(entries: tuple[tuple[str, type], ...]) -> type:
+    cls = make_dataclass("FormatsConfig", [(name, options, field(default_factory=options)) for name, options in entries])
+    cls.__doc__ = "Every format's options; ``enabled`` marks those the job builds (``format=[onnx,torchscript]``)."
+    return cls
+
+
+def export_schema() -> type:
+    """``schema.ExportConfig`` with its ``format`` node typed by the registry: the whole job's schema."""
+    return _export_schema(formats_schema())
+
+
+@functools.lru_cache(maxsize=None)
+def _export_schema(formats_cls: type) -> type:
+    from ..schema import ExportConfig
+
+    cls = make_dataclass("ExportConfig", [("format", formats_cls, field(default_factory=formats_cls))],
+                         bases=(ExportConfig,))
+    cls.__doc__ = ExportConfig.__doc__
+    return cls
+
+
+def help_lines(width: int = 30, indent: str = "") -> str:
+    """The format section of ``--help``, one line per registered format and alias (the first line
+    unindented: the help template indents it)."""
+    lines = []
+    for name, cls in registered_formats().items():
+        default = " (default)" if name == "onnx" else ""
+        lines.append(f"{('format=' + name).ljust(width)}{cls.summary}{default}")
+        for alias, text in cls.aliases.items():
+            lines.append(f"{('format=' + alias).ljust(width)}{text}")
+    lines.append(f"format=[{','.join(registered_formats())}]   several formats in one job")
+    return ("\n" + indent).join(lines)
+
+
+def folder_label(name: str, options: Optional[Mapping[str, Any]]) -> str:
+    """How a format names itself in a build folder's name (``format=safetensors`` -> ``safetensors``)."""
+    cls = registered_formats().get(name)
+    return cls.folder_label(options) if cls is not None else name
+
+
+def option_files(group: str) -> set[str]:
+    """Names of the option files shipped in ``conf/<group>/`` (installed as ``exporter.conf``)."""
+    from importlib.resources import files
+
+    return {entry.name[:-5] for entry in files(f"exporter.conf.{group}").iterdir() if entry.name.endswith(".yaml")}
+
+
+def register_configs() -> None:
+    """Hydra's ConfigStore entries of the formats: ``schema/format/<name>`` (what each option file
+    extends) and, for plug-ins shipping no ``conf/format/<name>.yaml``, the option ``format/<name>``."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    shipped = option_files("format")
+    for name, cls in registered_formats().items():
+        cs.store(group="schema/format", name=name, node=cls.options_schema)
+        if name not in shipped:
+            cs.store(group="format", name=name, node=cls.options_schema(enabled=True), package=f"format.{name}")

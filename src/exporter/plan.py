@@ -1,0 +1,183 @@
+"""The checked, ready-to-run form of a job: formats and options checked, exporters built, example
+inputs drawn, eager outputs known, calibration samples ready. Everything here happens before the
+build folder is touched, so a refused job leaves no trace."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import is_dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from .adapters import adapter_for_task
+from .errors import ConfigError
+from .job import ExportJob
+from .quantization import check_quantization
+from .schema import check_values
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("exporter")
+
+
+def _shapes(inputs: "dict[str, torch.Tensor]") -> dict[str, list[int]]:
+    return {name: list(t.shape) for name, t in inputs.items()}
+
+
+def _describe(inputs: "dict[str, torch.Tensor]") -> str:
+    return ", ".join(f"{n} {str(t.dtype).replace('torch.', '')}{list(t.shape)}" for n, t in inputs.items())
+
+
+def _structure(output: Any) -> str:
+    """What a model returned, briefly: 'a tuple of (float32[1, 16], float32[1, 10])'."""
+    import torch
+
+    def one(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"{str(value.dtype).replace('torch.', '')}{list(value.shape)}"
+        return type(value).__name__
+
+    if isinstance(output, torch.Tensor):
+        return f"one tensor {one(output)}"
+    if isinstance(output, dict) or hasattr(output, "items"):
+        return f"a {type(output).__name__} of ({', '.join(f'{k}: {one(v)}' for k, v in output.items())})"
+    if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of ({', '.join(one(v) for v in output)})"
+    return f"a {type(output).__name__}"
+
+
+def _io_record(name: str, tensor: "torch.Tensor") -> dict[str, Any]:
+    return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
+
+
+class Plan:
+    """The checked, ready-to-run form of a job: exporters built, inputs drawn, eager outputs known."""
+
+    def __init__(self, job: ExportJob):
+        import torch
+
+        from .formats import ExportContext, check_formats, format_class
+
+        try:
+            job.task_spec.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check_quantization(job.quantization)
+        # Every format known and able to build the quantization asked for, every option in range:
+        # refused here, before the folder is touched.
+        check_formats(job.formats, job.quantization)
+        for name, options in job.formats.items():
+            if is_dataclass(options):
+                check_values(options, f"format.{name}.")
+        for prefix, config in (("quantization.", job.quantization), ("validate.", job.validate),
+                               ("calibration.", job.calibration)):
+            check_values(config, prefix)
+        self.job = job
+        self.adapter = job.adapter or adapter_for_task(job.task_spec)
+        job.model.eval()
+        try:
+            self.inputs = self.adapter.example_inputs(job.task_spec, batch_size=1, seed=job.seed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.eager = self._eager(self.inputs, first=True)
+        self._check_output_contract()
+        self._second: dict[bool, Any] = {}
+        self.context = ExportContext(
+            model=job.model, adapter=self.adapter, task_spec=job.task_spec,
+            example_inputs=self.inputs, quantization=job.quantization,
+        )
+        self.exporters = {name: format_class(name)(options) for name, options in job.formats.items()}
+        for exporter in self.exporters.values():
+            exporter.check(self.context)
+        self.calibration = None
+        self._references: dict[str, list] = {}
+        if self.context.quantized:
+            from .quantization.calibration import build_calibration
+
+            self.calibration = build_calibration(job.calibration, self.adapter, job.task_spec, self.inputs,
+                                                 job.seed, dataset=job.calibration_dataset)
+            self.context.calibration = self.calibration
+        self.torch_version = torch.__version__
+
+    def _eager(self, inputs, first: bool):
+        import torch
+
+        try:
+            with torch.no_grad():
+                raw = self.adapter.call(self.job.model, inputs)
+                if first:
+                    self.raw_output = raw
+                return self.adapter.select_output(raw)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the user's model/input mismatch
+            if not first:
+                raise
+            raise ConfigError(
+                f"the model failed on its example input ({_describe(inputs)}) drawn from task_spec "
+                f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "
+                f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
+            ) from None
+
+    def _check_output_contract(self) -> None:
+        """The chosen output must be what the task spec says it is, and finite unless allowed."""
+        import torch
+
+        spec, eager = self.job.task_spec, self.eager
+        schema = spec.output_schema or {}
+        key = "num_classes" if "num_classes" in schema else (
+            "vocab_size" if spec.task_type == "language_modeling" and "vocab_size" in schema else None)
+        if key is not None and (eager.dim() == 0 or int(eager.shape[-1]) != int(schema[key])):
+            last = int(eager.shape[-1]) if eager.dim() else "none (a scalar)"
+            raise ConfigError(
+                f"task_spec.output_schema.{key} is {schema[key]}, but the output that "
+                f"{type(self.adapter).__name__}.select_output picks has shape {list(eager.shape)} (last dimension "
+                f"{last}); the model returned {_structure(self.raw_output)}. Set task_spec.output_schema.{key}={last} "
+                "if that output is right, or give an adapter whose select_output picks the right one"
+            )
+        if not getattr(self.job.validate, "allow_nonfinite", False) and eager.is_floating_point():
+            bad = int((~torch.isfinite(eager)).sum())
+            if bad:
+                raise ConfigError(
+                    f"the model's output on its example input holds {bad} non-finite value(s) (NaN or inf) out of "
+                    f"{eager.numel()}; an artifact cannot be checked against that. Fix the model or its weights, or "
+                    "set validate.allow_nonfinite=true to accept them"
+                )
+
+    def reference(self, split: str) -> tuple[list, list]:
+        """Calibration or held-out samples with their eager fp32 outputs (computed once)."""
+        samples = self.calibration.samples if split == "calibration" else self.calibration.heldout
+        if split not in self._references:
+            import torch
+
+            with torch.no_grad():
+                self._references[split] = [self.adapter.run(self.job.model, s).numpy() for s in samples]
+        return samples, self._references[split]
+
+    def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], torch.Tensor] | None":
+        """A differently sized input that proves the artifact's dynamic axes: another batch size and,
+        for text with a dynamic sequence axis, half the sequence length. None when there is no check."""
+        cfg = self.job.validate
+        if not cfg.enabled or cfg.second_batch_size <= 1 or not exporter.dynamic_batch:
+            return None
+        shorter = bool(self.job.task_spec.modality == "text" and self.adapter.sequence_axes
+                       and exporter.dynamic_sequence)
+        if shorter not in self._second:
+            seq_len = max(1, next(iter(self.inputs.values())).shape[1] // 2) if shorter else None
+            inputs = self.adapter.example_inputs(
+                self.job.task_spec, batch_size=cfg.second_batch_size, seed=self.job.seed + 1, seq_len=seq_len
+            )
+            try:
+                self._second[shorter] = (inputs, self._eager(inputs, first=False))
+            except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
+                log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
+                            "and the dynamic axes stay unverified", _describe(inputs), exc)
+                self.second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"
+                self._second[shorter] = None
+        return self._second[shorter]
+
+    def unverified_axes(self, exporter) -> Optional[str]:
+        """Why the artifact's declared dynamic axes were not proven at a second shape, or None."""
+        if not exporter.dynamic_batch:
+            return None  # nothing dynamic declared: nothing to prove
+        if self.job.validate.second_batch_size <= 1:
+            return f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
+        return getattr(self, "second_failure", None)
