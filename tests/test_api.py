@@ -59,7 +59,8 @@ def test_scenario_3_metadata_schema(tmp_path, cnn_model, vision_spec):
     assert md["torch_version"] == torch.__version__
     assert md["formats"] == ["onnx"] and md["quantization"] is None and md["opset"] == 14
     assert md["inputs"] == [{"name": "pixel_values", "dtype": "float32", "shape": [1, 3, 32, 32]}]
-    assert md["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [1, 10]}]
+    assert md["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [1, 10], "dynamic_axes": {"0": "batch"}}]
+    assert md["outputs_left_out"] == {}
     assert md["dynamic_axes"]["pixel_values"] == {"0": "batch"}
     assert {"python", "torch", "onnx", "onnxruntime", "hydra-core"} <= set(md["environment"])
     art = md["artifacts"]["onnx"]
@@ -149,7 +150,8 @@ def test_export_does_not_change_the_users_model(tmp_path, cnn_model, vision_spec
 
 
 def test_unknown_format_and_quantization_name_valid_values(tmp_path, cnn_model, vision_spec):
-    with pytest.raises(ValueError, match=r"'tflite'.*valid values: \['exported_program', 'onnx', 'pytorch', 'torchscript'\]"):
+    with pytest.raises(ValueError,
+                       match=r"'tflite'.*valid values: \['exported_program', 'onnx', 'pytorch', 'safetensors', 'torchscript'\]"):
         export_model(cnn_model, None, vision_spec, tmp_path / "a", formats=["onnx", "tflite"])
     with pytest.raises(ValueError, match=r"quantization.*'int4'.*valid values"):
         export_model(cnn_model, None, vision_spec, tmp_path / "b", formats=["onnx"], quantization="int4")

@@ -25,7 +25,8 @@ def _composed(hydra_config_module):
 def test_shipped_options_are_the_documented_ones():
     assert OPTIONS == {
         "model": ["lm_stub", "simple_cnn"],
-        "task_spec": ["language_modeling", "text_classification", "vision_classification"],
+        "task_spec": ["feature_extraction", "language_modeling", "object_detection", "question_answering",
+                      "text_classification", "token_classification", "vision_classification"],
         # Every registered format and alias has its option file (tests/test_registry.py checks the rest).
         "format": sorted([*registered_formats(), *format_aliases()]),
         "quantization": ["dynamic", "fp16", "none", "static"],
@@ -33,7 +34,19 @@ def test_shipped_options_are_the_documented_ones():
     }
 
 
-@pytest.mark.parametrize("model,task_spec,fmt,quant,calibration", list(itertools.product(*OPTIONS.values())))
+def _combinations() -> list[tuple[str, ...]]:
+    """Every model x task spec x format, with the quantization and calibration options taken in turn
+    (each of those still meets every format)."""
+    combos = []
+    for index, (model, task_spec, fmt) in enumerate(itertools.product(OPTIONS["model"], OPTIONS["task_spec"],
+                                                                      OPTIONS["format"])):
+        quant = OPTIONS["quantization"][(index // len(OPTIONS["format"])) % len(OPTIONS["quantization"])]
+        calibration = OPTIONS["calibration"][index % len(OPTIONS["calibration"])]
+        combos.append((model, task_spec, fmt, quant, calibration))
+    return combos
+
+
+@pytest.mark.parametrize("model,task_spec,fmt,quant,calibration", _combinations())
 def test_every_combination_composes_and_validates(model, task_spec, fmt, quant, calibration):
     cfg = compose("config", overrides=[f"model={model}", f"task_spec={task_spec}", f"format={fmt}",
                                        f"quantization={quant}", f"calibration={calibration}"],

@@ -81,7 +81,7 @@ def test_an_empty_checkpoint_names_the_file(tmp_path, cli):
 def test_a_language_model_under_a_classification_spec_breaks_the_output_contract(tmp_path, cli):
     line = one_line_error(cli("model=lm_stub", "task_spec=text_classification", "hydra.run.dir=b"))
     assert "task_spec.output_schema.num_classes is 2" in line and "last dimension 1000" in line
-    assert "select_output" in line
+    assert "the first exported output (logits)" in line and "task_spec.outputs=[...]" in line
     assert not (tmp_path / "b").exists()
 
 
@@ -114,7 +114,12 @@ class AllNaN(torch.nn.Module):
 
 def test_features_exported_as_logits_break_the_output_contract(tmp_path, cli):
     (tmp_path / "nets.py").write_text(FEATURES_FIRST)
+    # A tuple of two tensors is not silently cut to its first: the job names both.
     line = one_line_error(cli("~model", "+model={_target_: nets.FeaturesFirst}",
+                              "task_spec.input_schema.image_size=[3,8,8]", "hydra.run.dir=b"))
+    assert "the model returns output_0 float32[1, 16], output_1 float32[1, 10]" in line
+    # Choosing the features as the exported output breaks the task spec's contract, naming both shapes.
+    line = one_line_error(cli("~model", "+model={_target_: nets.FeaturesFirst}", "task_spec.outputs=[output_0]",
                               "task_spec.input_schema.image_size=[3,8,8]", "hydra.run.dir=b"))
     assert "num_classes is 10" in line and "last dimension 16" in line
     assert "a tuple of (float32[1, 16], float32[1, 10])" in line

@@ -124,3 +124,53 @@ def test_a_sweep_over_every_format(tmp_path, cli):
     builds = sorted(p.parent.name for p in (tmp_path / "exports" / "lm_stub").glob("*/metadata.json"))
     assert builds == ["exported_program-none", "onnx-none", "pytorch-none", "safetensors-none", "torchscript-none"]
     assert "sweep: 5 job(s), 5 ok, 0 failed" in r.stdout
+
+
+def test_a_strict_export_verifies_by_content_and_stores_no_sample_input(tmp_path, cli):
+    import zipfile
+
+    assert cli("format=exported_program", "format.exported_program.strict=true", "export_dir=s").returncode == 0
+    archive = zipfile.ZipFile(tmp_path / "s" / "model.pt2")
+    assert all(i.file_size == 0 for i in archive.infolist() if "sample_inputs" in i.filename)
+    record = _metadata(tmp_path / "s")["artifacts"]["exported_program"]
+    assert record["details"]["strict"] is True and len(record["details"]["content_sha256"]) == 64
+    r = run_cli("verify", str(tmp_path / "s"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "identical" in r.stdout
+
+
+def test_a_dynamic_sequence_is_proven_even_with_a_fixed_batch(tmp_path):
+    from exporter.models import LMStub
+
+    spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 100, "max_seq_len": 16})
+    out = export_model(LMStub(vocab_size=100), None, spec, tmp_path, formats=["exported_program", "onnx"],
+                       format_options={"exported_program": {"dynamic_batch": False}})
+    md = _metadata(tmp_path)
+    record = md["artifacts"]["exported_program"]
+    assert [c["input_shapes"]["input_ids"] for c in record["validation"]["checks"]] == [[1, 16], [1, 8]]
+    assert record["status"] == "ok" and record["dynamic_axes_verified"] is True
+    # each artifact records its own axes; the build's are the ones every artifact has
+    assert record["dynamic_axes"]["input_ids"] == {"1": "sequence"}
+    assert md["artifacts"]["onnx"]["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
+    assert md["dynamic_axes"]["input_ids"] == {"1": "sequence"}
+    assert "exported_program" in out
+
+
+def test_data_dependent_control_flow_is_one_message_with_a_remedy(tmp_path, capfd):
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 8 * 8, 4)
+
+        def forward(self, pixel_values):
+            y = self.fc(pixel_values.flatten(1))
+            return y * 2 if y.sum() > 0 else y
+
+    spec = TaskSpec("b", "vision", "vision_classification", {"image_size": [3, 8, 8]})
+    capfd.readouterr()
+    export_model(Branchy(), None, spec, tmp_path, formats=["exported_program"])
+    error = _metadata(tmp_path)["artifacts"]["exported_program"]["error"]
+    assert "branches on tensor values" in error and "torch.cond" in error
+    # torch's partial graph goes to export.log, not to the terminal
+    assert "def forward" not in capfd.readouterr().err
+    assert "what torch.export printed" in (tmp_path / "export.log").read_text()

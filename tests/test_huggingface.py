@@ -20,7 +20,8 @@ def test_bert_text_classification_with_attention_mask(tmp_path):
     out = export_model(model, None, spec, tmp_path, formats=["onnx", "torchscript", "pytorch"])
     md = json.loads(out["metadata"].read_text())
     assert set(out) == {"onnx", "torchscript", "pytorch", "metadata"}
-    assert [i["name"] for i in md["inputs"]] == ["input_ids", "attention_mask"]
+    # BERT takes token_type_ids too (sentence pairs): fed because its forward has the parameter
+    assert [i["name"] for i in md["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert md["output_shape"] == [1, 3]  # .logits picked out of the model's output object
     for rec in md["artifacts"].values():
         assert rec["validation"]["passed"] and len(rec["validation"]["checks"]) == 2

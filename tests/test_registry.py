@@ -77,6 +77,9 @@ def test_every_registered_format_is_a_complete_unit(name, hydra_config_module):
     # 3. a help line from its own summary
     help_text = run_cli("--help", cwd=REPO / "tests").stdout
     assert re.search(rf"^format={name}\s+{re.escape(cls.summary)}", help_text, re.M)
+    for option in fields(cls.options_schema):
+        if option.name != "enabled":
+            assert re.search(rf"^format\.{name}\.{option.name}=", help_text, re.M), f"--help misses {option.name}"
     # 4. a docs section with a row per option, and a row in the formats table
     section = format_section(name)
     for option in fields(cls.options_schema):
@@ -175,12 +178,19 @@ def test_register_format_checks_the_declaration():
     with pytest.raises(TypeError, match="quantization declares 'int4'"):
         register_format(BadMode)
 
+    class NoQuantize(PickleExporter):
+        name = "no_quantize"
+        quantization = {"dynamic": ("qint8",)}
+
+    with pytest.raises(TypeError, match=r"declares quantization \['dynamic'\] but does not implement quantize"):
+        register_format(NoQuantize)
+
     class Taken(PickleExporter):
         name = "onnx"
 
     with pytest.raises(TypeError, match="the name is taken by exporter.formats.onnx.OnnxExporter"):
         register_format(Taken)
-    assert "bad" not in registered_formats() and "bad_mode" not in registered_formats()
+    assert not {"bad", "bad_mode", "no_quantize"} & set(registered_formats())
 
 
 PLUGIN = '''
@@ -242,6 +252,10 @@ def test_an_entry_point_plugin_works_from_the_command_line(tmp_path):
         "error: quantization=dynamic is not available for format pickled_module; formats that take it: "
         "['onnx', 'torchscript', 'pytorch']"]
     assert not (tmp_path / "q").exists()
+    # without the plug-in installed, verify says what is missing
+    missing = run_cli("verify", "out", cwd=tmp_path)
+    assert missing.returncode == 2 and "format(s) ['pickled_module'], which no installed format or plug-in " \
+        "registers here" in missing.stderr
 
 
 # ---------------------------------------------------------------- docs/extending.md keeps count
@@ -343,3 +357,21 @@ def test_an_alias_names_its_format_in_help_folders_and_refuses_doubling(tmp_path
     assert both.returncode == 2 and both.stderr.strip().splitlines() == [
         "error: format: pytorch and safetensors are the same format (pytorch) with different options, and one "
         "build holds one file of it; build them as two jobs (python -m exporter -m format=pytorch,safetensors)"]
+
+
+def test_format_lists_are_checked_by_name(tmp_path, cli):
+    twice = cli("format=[onnx,onnx]")
+    assert twice.returncode == 2 and "format: onnx is listed twice" in twice.stderr
+    unknown = cli("format=[onnx,tflite]")
+    assert unknown.returncode == 2 and "Could not load 'format/tflite'; valid formats: exported_program, onnx, " \
+        "pytorch, safetensors, torchscript" in unknown.stderr
+
+
+def test_the_python_api_takes_the_alias_too(tmp_path):
+    out = export_model(linear(), LinearAdapter(), LINEAR_SPEC, tmp_path / "a", formats=["safetensors"])
+    assert out["pytorch"].name == "model.safetensors"
+    with pytest.raises(ConfigError, match=r"'pytorch' and 'safetensors' are the same format \(pytorch\)"):
+        export_model(linear(), LinearAdapter(), LINEAR_SPEC, tmp_path / "b", formats=["pytorch", "safetensors"])
+    with pytest.raises(ConfigError, match=r"unknown format 'tflite'; valid values: \['exported_program', 'onnx', "
+                                          r"'pytorch', 'safetensors', 'torchscript'\]"):
+        export_model(linear(), LinearAdapter(), LINEAR_SPEC, tmp_path / "c", formats=["tflite"])

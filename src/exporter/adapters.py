@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .inputs import generate_dummy_input
 from .task_spec import TaskSpec
@@ -38,6 +38,15 @@ class ModelAdapter:
     output_names: tuple[str, ...] = ("logits",)
     # Axes (besides batch) that may change size between calls, per input name.
     sequence_axes: Mapping[str, int] = {}
+
+    @classmethod
+    def for_task(cls, task_spec: TaskSpec) -> "ModelAdapter":
+        """The adapter a job with ``task_spec`` uses (the registry's factory)."""
+        return cls()
+
+    def bind(self, model: Any) -> None:
+        """Fit the adapter to the model before any input is drawn (e.g. take the inputs its
+        ``forward`` accepts); the base adapter takes what it declares."""
 
     def example_inputs(
         self, task_spec: TaskSpec, batch_size: int = 1, seed: int | None = 0, seq_len: int | None = None
@@ -97,9 +106,11 @@ class ModelAdapter:
         """Eager forward pass returning the output tensor."""
         return self.select_output(self.call(model, inputs))
 
-    def wrap(self, model: Any, input_names: tuple[str, ...] | None = None) -> "torch.nn.Module":
-        """A module taking the inputs positionally and returning one tensor: what exporters trace."""
-        return _adapter_module_class()(self, model, tuple(input_names or self.input_names))
+    def wrap(self, model: Any, input_names: tuple[str, ...] | None = None, pick: Any = None) -> "torch.nn.Module":
+        """A module taking the inputs positionally and returning the exported outputs (one tensor, or
+        a tuple in the job's output order): what exporters trace. ``pick(raw)`` chooses the outputs
+        (the job's ``OutputChoice``); without it, ``select_output``'s one tensor."""
+        return _adapter_module_class()(self, model, tuple(input_names or self.input_names), pick)
 
 
 @functools.cache
@@ -108,69 +119,171 @@ def _adapter_module_class() -> type:
     import torch
 
     class AdapterModule(torch.nn.Module):
-        def __init__(self, adapter: ModelAdapter, model: torch.nn.Module, names: tuple[str, ...]):
+        def __init__(self, adapter: ModelAdapter, model: torch.nn.Module, names: tuple[str, ...], pick: Any):
             super().__init__()
             self.model = model
             self._adapter = adapter
             self._names = names
+            self._pick = pick
             # Same mode as the model: torch.onnx.export restores the wrapper's mode on exit, and a
             # wrapper left in training mode would switch the model (BatchNorm, Dropout) to training.
             self.train(model.training)
 
-        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self._adapter.run(self.model, dict(zip(self._names, tensors)))
+        def forward(self, *tensors: torch.Tensor) -> Any:
+            raw = self._adapter.call(self.model, dict(zip(self._names, tensors)))
+            outputs = self._pick(raw) if self._pick is not None else [self._adapter.select_output(raw)]
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     return AdapterModule
 
 
+# The shipped adapters, by task type: ``adapter_for_task`` looks them up here.
+ADAPTERS: dict[str, Callable[[TaskSpec], ModelAdapter]] = {}
+
+
+def register_adapter(task_type: str) -> Callable[[type], type]:
+    """Class decorator: the shipped adapter for ``task_type`` (built with ``cls.for_task(task_spec)``)."""
+    def register(cls: type) -> type:
+        ADAPTERS[task_type] = cls.for_task
+        return cls
+
+    return register
+
+
+def _forward_parameters(model: Any) -> set[str]:
+    try:
+        return set(inspect.signature(getattr(model, "forward", model)).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+@register_adapter("vision_classification")
 class VisionClassificationAdapter(ModelAdapter):
     """Images in (``pixel_values``, float32 ``[batch, C, H, W]``), class logits out."""
 
     input_names = ("pixel_values",)
 
 
-class LanguageModelingAdapter(ModelAdapter):
-    """Token ids in (``input_ids``, int64 ``[batch, sequence]``), next-token logits out."""
+@register_adapter("object_detection")
+class ObjectDetectionAdapter(ModelAdapter):
+    """Images in (``pixel_values``), several heads out: ``logits`` (class scores per query) and
+    ``pred_boxes`` (boxes per query), as Hugging Face detection models name them. A plain module
+    returning a tuple of two tensors gets these names in order; other heads are named with
+    ``task_spec.outputs=[...]``."""
+
+    input_names = ("pixel_values",)
+    output_names = ("logits", "pred_boxes")
+
+
+class TextAdapter(ModelAdapter):
+    """Token ids in, and the companions a text model takes: ``attention_mask`` and, where the task
+    uses them, ``token_type_ids`` (sentence pairs) or ``position_ids`` (causal LMs), each included
+    when the model's ``forward`` takes it (``bind``) or the task spec forces it
+    (``input_schema.attention_mask: true``).
+
+    Example values: ``input_ids`` uniform in ``[0, vocab_size)``; ``attention_mask`` all ones on the
+    example and, on larger batches (the second-shape check), padding at the end of every row after
+    the first, so the mask is proven live; ``token_type_ids`` zeros (valid for every vocabulary of
+    types); ``position_ids`` ``0..n-1``.
+    """
 
     input_names = ("input_ids",)
-    sequence_axes = {"input_ids": 1, "logits": 1}
-
-
-class TextClassificationAdapter(ModelAdapter):
-    """Token ids in (plus ``attention_mask`` when ``input_schema.attention_mask`` is true), class logits out."""
-
-    input_names = ("input_ids",)
-    sequence_axes = {"input_ids": 1, "attention_mask": 1}
+    # The optional inputs this task feeds when the model takes them, in call order.
+    companions: tuple[str, ...] = ("attention_mask", "token_type_ids")
 
     def __init__(self, attention_mask: bool = False):
-        if attention_mask:
-            self.input_names = ("input_ids", "attention_mask")
+        self.forced = ("attention_mask",) if attention_mask else ()
+        self.input_names = ("input_ids", *self.forced)
+
+    @property
+    def sequence_axes(self) -> Mapping[str, int]:  # type: ignore[override]
+        return {name: 1 for name in (*self.input_names, *self.sequence_outputs)}
+
+    # Outputs with a sequence axis (axis 1).
+    sequence_outputs: tuple[str, ...] = ()
 
     @classmethod
-    def for_task(cls, task_spec: TaskSpec) -> "TextClassificationAdapter":
+    def for_task(cls, task_spec: TaskSpec) -> "TextAdapter":
         return cls(attention_mask=bool(task_spec.input_schema.get("attention_mask", False)))
+
+    def bind(self, model: Any) -> None:
+        taken = _forward_parameters(model)
+        self.input_names = ("input_ids", *(n for n in self.companions if n in taken or n in self.forced))
+
+    def call(self, model: Any, inputs: "Mapping[str, torch.Tensor]") -> Any:
+        extra = {"use_cache": False} if "use_cache" in _forward_parameters(model) else {}
+        if extra and all(name in _forward_parameters(model) for name in inputs):
+            # Hugging Face models: no key/value cache in the output (it is not part of this export).
+            return model(**inputs, **extra)
+        return super().call(model, inputs)
 
     def example_inputs(
         self, task_spec: TaskSpec, batch_size: int = 1, seed: int | None = 0, seq_len: int | None = None
     ) -> "dict[str, torch.Tensor]":
         import torch
 
-        inputs = super().example_inputs(task_spec, batch_size, seed, seq_len)
-        if "attention_mask" in self.input_names:
-            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        ids = super().example_inputs(task_spec, batch_size, seed, seq_len)[self.input_names[0]]
+        batch, length = ids.shape
+        inputs = {"input_ids": ids}
+        for name in self.input_names[1:]:
+            if name == "attention_mask":
+                mask = torch.ones_like(ids)
+                for row in range(1, batch):  # padded rows: the mask is live, not all ones
+                    mask[row, max(1, length - row * max(1, length // 4)):] = 0
+                inputs[name] = mask
+            elif name == "token_type_ids":
+                inputs[name] = torch.zeros_like(ids)
+            elif name == "position_ids":
+                inputs[name] = torch.arange(length).unsqueeze(0).expand(batch, length).contiguous()
         return inputs
+
+
+@register_adapter("language_modeling")
+class LanguageModelingAdapter(TextAdapter):
+    """Token ids in (``input_ids``, int64 ``[batch, sequence]``, plus ``attention_mask`` and
+    ``position_ids`` when the model takes them), next-token logits out (``[batch, sequence, vocab]``)."""
+
+    companions = ("attention_mask", "position_ids")
+    sequence_outputs = ("logits",)
+
+    def __init__(self, attention_mask: bool = False):
+        super().__init__(attention_mask)
+
+
+@register_adapter("text_classification")
+class TextClassificationAdapter(TextAdapter):
+    """Token ids in (plus ``attention_mask`` and ``token_type_ids`` when the model takes them, or
+    ``input_schema.attention_mask: true``), class logits out."""
+
+
+@register_adapter("question_answering")
+class QuestionAnsweringAdapter(TextAdapter):
+    """Extractive question answering: token ids in, ``start_logits`` and ``end_logits`` out (one
+    score per token each)."""
+
+    output_names = ("start_logits", "end_logits")
+    sequence_outputs = ("start_logits", "end_logits")
+
+
+@register_adapter("token_classification")
+class TokenClassificationAdapter(TextAdapter):
+    """Token classification (NER, tagging): token ids in, ``logits`` ``[batch, sequence, labels]`` out."""
+
+    sequence_outputs = ("logits",)
+
+
+@register_adapter("feature_extraction")
+class FeatureExtractionAdapter(TextAdapter):
+    """Embeddings: token ids in, ``last_hidden_state`` ``[batch, sequence, hidden]`` out (a plain
+    module's single tensor takes that name)."""
+
+    output_names = ("last_hidden_state",)
+    sequence_outputs = ("last_hidden_state",)
 
 
 def adapter_for_task(task_spec: TaskSpec) -> ModelAdapter:
     """The shipped adapter for ``task_spec.task_type``."""
-    if task_spec.task_type == "vision_classification":
-        return VisionClassificationAdapter()
-    if task_spec.task_type == "language_modeling":
-        return LanguageModelingAdapter()
-    if task_spec.task_type == "text_classification":
-        return TextClassificationAdapter.for_task(task_spec)
-    raise ValueError(
-        f"task_spec.task_type: no adapter for {task_spec.task_type!r}; valid values: "
-        "['vision_classification', 'language_modeling', 'text_classification']"
-    )
-
+    factory = ADAPTERS.get(task_spec.task_type)
+    if factory is None:
+        raise ValueError(f"task_spec.task_type: no adapter for {task_spec.task_type!r}; valid values: {sorted(ADAPTERS)}")
+    return factory(task_spec)

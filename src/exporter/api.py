@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
@@ -96,12 +96,23 @@ def export_model(
     if stray:
         raise ConfigError(f"format_options: options for format(s) {stray} that are not in formats={list(formats)}")
     from .formats import format_class
+    from .formats.registry import resolve_alias
 
-    built_formats = {}
+    built_formats, chosen_as = {}, {}
     for name in formats:
-        built_formats[name] = _dataclass_from(format_class(name).options_schema, format_options.get(name),
-                                              f"format_options[{name!r}]", f"format.{name}.")
-        built_formats[name].enabled = True
+        target, preset = resolve_alias(name)
+        if target in built_formats:
+            raise ConfigError(f"formats: {chosen_as[target]!r} and {name!r} are the same format ({target}); one build "
+                              "holds one file of it: export them into two folders")
+        given = format_options.get(name)
+        if is_dataclass(given):
+            options = replace(given, **preset) if preset else given
+        else:
+            options = {**preset, **dict(given or {})}
+        built_formats[target] = _dataclass_from(format_class(target).options_schema, options,
+                                                f"format_options[{name!r}]", f"format.{target}.")
+        built_formats[target].enabled = True
+        chosen_as[target] = name
     quant = _quantization(quantization)
     validate_cfg = _dataclass_from(ValidateConfig, validate, "validate", "validate.")
     calibration_cfg, dataset = _calibration(calibration)

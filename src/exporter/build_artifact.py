@@ -13,7 +13,7 @@ from .files import move_files, sha256_of
 from .job import ArtifactRecord, ArtifactResult
 from .quantization.selection import build_quantized, timed
 from .report import human_bytes
-from .validate import Tolerance, Validation, compare
+from .validate import Tolerance, Validation, compare_outputs
 
 if TYPE_CHECKING:
     from .formats.base import FormatExporter
@@ -23,6 +23,18 @@ log = logging.getLogger("exporter")
 # Tracebacks of failed formats: into export.log only, never onto the console.
 trace_log = logging.getLogger("exporter.trace")
 trace_log.propagate = False
+
+
+def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
+    """The symbolic axes this format's artifact is built with, per input and output name."""
+    axes = ctx.dynamic_axes(batch=exporter.dynamic_batch, sequence=exporter.dynamic_sequence)
+    return {name: {str(axis): dim for axis, dim in dims.items()} for name, dims in axes.items()}
+
+
+def as_output_list(result) -> list:
+    """A runnable's result as a list of outputs: one array (a single-output format's shortcut) or a
+    sequence of arrays in the job's output order."""
+    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 def _shapes(inputs) -> dict[str, list[int]]:
@@ -38,7 +50,7 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
     """
     job, ctx = plan.job, plan.context
     job.model.eval()
-    record = ArtifactRecord(file=exporter.filename)
+    record = ArtifactRecord(file=exporter.filename, dynamic_axes=declared_axes(ctx, exporter))
     tolerance = Tolerance.for_artifact(job.validate, ctx.quantized)
     validation = Validation(tolerance)
     work = txn.work / name
@@ -58,12 +70,13 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
             record.warnings = quant_report.warnings_for(built.report, built.quantized_layers)
         if job.validate.enabled:
             run = exporter.load(built.path, built.context)
-            examples = [("example", plan.inputs, plan.eager)]
+            examples = [("example", plan.inputs, plan.eager_outputs)]
             second = plan.second_example(exporter)
             if second is not None:
                 examples.append(("second example", *second))
             for label, inputs, eager in examples:
-                validation.checks.append(compare(label, _shapes(inputs), eager.numpy(), run(inputs), tolerance))
+                validation.checks += compare_outputs(label, _shapes(inputs), ctx.output_names,
+                                                     [t.numpy() for t in eager], as_output_list(run(inputs)), tolerance)
             record.validation = validation.to_dict()
         problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"]
         problems += built.gate_failures
@@ -101,6 +114,10 @@ def _log(name: str, record: ArtifactRecord) -> None:
     diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
     log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record.file, human_bytes(record.bytes),
              record.export_seconds, diff_text, record.status)
+    per_output = (record.validation or {}).get("outputs") or {}
+    if len(per_output) > 1:
+        log.info("%-12s %s", "", ", ".join(f"{n} {'not checked' if d is None else f'{d:.2e}'}"
+                                           for n, d in per_output.items()))
     if record.quantization_report is not None:
         from .quantization.report import summary_line
 

@@ -61,6 +61,12 @@ def _format_help() -> str:
     return help_lines()
 
 
+def _format_option_help() -> str:
+    from .formats.registry import option_help_lines
+
+    return option_help_lines()
+
+
 def model_name(choice: Any, target: Any) -> str:
     """The model option's name, or the class name of a model given only by ``_target_``."""
     return str(choice) if choice else str(target).rsplit(".", 1)[-1]
@@ -73,7 +79,8 @@ def _sweep_suffix(overrides: Any) -> str:
 
 
 for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name),
-                         ("exporter.sweep_suffix", _sweep_suffix), ("exporter.format_help", _format_help)):
+                         ("exporter.sweep_suffix", _sweep_suffix), ("exporter.format_help", _format_help),
+                         ("exporter.format_option_help", _format_option_help)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 
@@ -155,6 +162,7 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
         task_spec = TaskSpec.from_mapping(spec_data)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    adapter = _adapter_from(cfg)
     formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
     calibration = OmegaConf.to_object(cfg.calibration)
     dataset = None
@@ -173,6 +181,7 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
         task_spec=task_spec,
         export_dir=Path(cfg.export_dir),
         formats=formats,
+        adapter=adapter,
         quantization=OmegaConf.to_object(cfg.quantization),
         validate=OmegaConf.to_object(cfg.validate),
         calibration=calibration,
@@ -183,6 +192,29 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
         extra_files=hydra_records,
         wait=bool(cfg.wait),
     )
+
+
+def _adapter_from(cfg: DictConfig):
+    """The job's adapter: built from ``adapter._target_`` when the config gives one, else None (the
+    runner picks the shipped adapter of the task type)."""
+    from hydra.errors import InstantiationException
+
+    from .adapters import ModelAdapter
+    from .errors import ConfigError
+
+    node = cfg.get("adapter")
+    if node is None:
+        return None
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"adapter: expected null or a node with _target_, got {node!r}; e.g. +adapter._target_=pkg.MyAdapter")
+    try:
+        adapter = hydra.utils.instantiate(node)
+    except InstantiationException as exc:
+        raise ConfigError(f"adapter: cannot build {node.get('_target_')}: {_flat(exc)}") from None
+    if not isinstance(adapter, ModelAdapter):
+        raise ConfigError(f"adapter: {node.get('_target_')} built a {type(adapter).__name__}, not an "
+                          "exporter.adapters.ModelAdapter")
+    return adapter
 
 
 def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -221,6 +253,8 @@ def _refuse_one_format_twice(overrides: Any) -> None:
     seen: dict[str, str] = {}
     for option in chosen:
         name = aliases.get(option, option)
+        if option in seen.values():
+            raise ConfigError(f"format: {option} is listed twice; each format is built once per job")
         if name in seen:
             raise ConfigError(f"format: {seen[name]} and {option} are the same format ({name}) with different "
                               f"options, and one build holds one file of it; build them as two jobs "
@@ -272,7 +306,9 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     if multirun:
         write_job_record(outcome)
         return outcome
-    problems = "; ".join(f"{name}: {error}" for name, error in (outcome.get("errors") or {}).items() if error)
+    # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
+    problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
+                         for name, error in (outcome.get("errors") or {}).items() if error)
     if outcome["status"] == "failed":
         _stop(1, f"error: the build is published, but a format failed: {problems}")
     if outcome["status"] in ("mismatch", "unchecked"):
@@ -414,6 +450,11 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
             text = text.split(". To append to your config use")[0].rstrip(".")
             text += ": " + _one_line(str(cause).split("\n    full_key:")[0])
             text += _valid_keys(cause)
+        if "Could not load 'format/" in text and "Available options" not in text:
+            # A list (format=[onnx,tflite]) gets no option list from Hydra, unlike format=tflite.
+            from .formats.registry import valid_names
+
+            text += f"; valid formats: {', '.join(valid_names())}"
         return text
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
@@ -441,4 +482,7 @@ def _valid_keys(cause: BaseException) -> str:
     object_type = getattr(cause, "object_type", None)
     if isinstance(object_type, type) and is_dataclass(object_type) and "not in" in str(cause):
         return "; valid keys: " + ", ".join(f.name for f in fields(object_type))
+    if str(getattr(cause, "full_key", "")).startswith("adapter.") and "not in struct" in str(cause):
+        # adapter is null by default: its keys are added, not overridden.
+        return "; adapter is null by default: add it with +adapter._target_=pkg.MyAdapter"
     return ""

@@ -67,6 +67,8 @@ class ArtifactRecord:
     quantization_report: Optional[dict[str, Any]] = None
     warnings: Optional[list[str]] = None
     validation: Optional[dict[str, Any]] = None
+    # The artifact's symbolic axes per input and output name (as this format was asked to build it).
+    dynamic_axes: Optional[dict[str, dict[str, str]]] = None
     dynamic_axes_verified: Optional[bool] = None
     unchecked: Optional[str] = None
     bytes: Optional[int] = None

@@ -62,7 +62,15 @@ def build_metadata(plan: Any, results: dict[str, Any], seconds: float) -> dict[s
 
     job = plan.job
     q = job.quantization
+    from .build_artifact import declared_axes
+
     first_input = next(iter(plan.inputs.values()))
+    # The axes every artifact of the build has (each artifact records its own under dynamic_axes).
+    per_artifact = [declared_axes(plan.context, exporter) for exporter in plan.exporters.values()]
+    axes = {name: {axis: dim for axis, dim in dims.items() if all(other.get(name, {}).get(axis) == dim
+                                                                   for other in per_artifact)}
+            for name, dims in per_artifact[0].items()}
+    axes = {name: dims for name, dims in axes.items() if dims}
     format_keys: dict[str, Any] = {key: None for cls in registered_formats().values() for key in cls.metadata_keys}
     for name, exporter in plan.exporters.items():
         if name in results:
@@ -76,8 +84,11 @@ def build_metadata(plan: Any, results: dict[str, Any], seconds: float) -> dict[s
         "input_shape": list(first_input.shape),
         "output_shape": list(plan.eager.shape),
         "inputs": [_io_record(n, t) for n, t in plan.inputs.items()],
-        "outputs": [_io_record(plan.adapter.output_names[0], plan.eager)],
-        "dynamic_axes": {k: {str(a): v for a, v in d.items()} for k, d in plan.adapter.dynamic_axes().items()},
+        "outputs": [{**_io_record(n, t), "dynamic_axes": dict(axes.get(n, {}))}
+                    for n, t in zip(plan.context.output_names, plan.eager_outputs)],
+        # Tensors the model returned that the config chose not to export (task_spec.outputs).
+        "outputs_left_out": {n: plan.choice.returned[n] for n in plan.choice.left_out},
+        "dynamic_axes": axes,
         "exported_at": utc_now(),
         "torch_version": plan.torch_version,
         "formats": list(job.formats),

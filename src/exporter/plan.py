@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from .adapters import adapter_for_task
 from .errors import ConfigError
 from .job import ExportJob
+from .outputs import choose_outputs
 from .quantization import check_quantization
 from .schema import check_values
 
@@ -74,17 +75,18 @@ class Plan:
             check_values(config, prefix)
         self.job = job
         self.adapter = job.adapter or adapter_for_task(job.task_spec)
+        self.adapter.bind(job.model)
         job.model.eval()
         try:
             self.inputs = self.adapter.example_inputs(job.task_spec, batch_size=1, seed=job.seed)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.eager = self._eager(self.inputs, first=True)
+        self.eager_outputs = self._eager(self.inputs, first=True)
         self._check_output_contract()
-        self._second: dict[bool, Any] = {}
+        self._second: dict[tuple[int, bool], Any] = {}
         self.context = ExportContext(
-            model=job.model, adapter=self.adapter, task_spec=job.task_spec,
-            example_inputs=self.inputs, quantization=job.quantization,
+            model=job.model, adapter=self.adapter, task_spec=job.task_spec, example_inputs=self.inputs,
+            quantization=job.quantization, output_choice=self.choice, example_outputs=self.eager_outputs,
         )
         self.exporters = {name: format_class(name)(options) for name, options in job.formats.items()}
         for exporter in self.exporters.values():
@@ -99,15 +101,14 @@ class Plan:
             self.context.calibration = self.calibration
         self.torch_version = torch.__version__
 
-    def _eager(self, inputs, first: bool):
+    def _eager(self, inputs, first: bool) -> "list[torch.Tensor]":
+        """The exported outputs of the model on ``inputs``; on the first (example) input, also settle
+        which outputs those are (``self.choice``)."""
         import torch
 
         try:
             with torch.no_grad():
                 raw = self.adapter.call(self.job.model, inputs)
-                if first:
-                    self.raw_output = raw
-                return self.adapter.select_output(raw)
         except Exception as exc:  # noqa: BLE001 - any failure here is the user's model/input mismatch
             if not first:
                 raise
@@ -116,30 +117,41 @@ class Plan:
                 f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "
                 f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
             ) from None
+        if first:
+            self.raw_output = raw
+            self.choice = choose_outputs(self.job.task_spec.outputs, self.adapter, raw)
+        return self.choice.pick(self.adapter, raw)
+
+    @property
+    def eager(self) -> "torch.Tensor":
+        """The first exported output on the example input (what ``output_shape`` records)."""
+        return self.eager_outputs[0]
 
     def _check_output_contract(self) -> None:
-        """The chosen output must be what the task spec says it is, and finite unless allowed."""
+        """The first output must be what the task spec says it is, and every output finite unless allowed."""
         import torch
 
-        spec, eager = self.job.task_spec, self.eager
+        spec, eager, name = self.job.task_spec, self.eager, self.choice.names[0]
         schema = spec.output_schema or {}
         key = "num_classes" if "num_classes" in schema else (
             "vocab_size" if spec.task_type == "language_modeling" and "vocab_size" in schema else None)
         if key is not None and (eager.dim() == 0 or int(eager.shape[-1]) != int(schema[key])):
             last = int(eager.shape[-1]) if eager.dim() else "none (a scalar)"
             raise ConfigError(
-                f"task_spec.output_schema.{key} is {schema[key]}, but the output that "
-                f"{type(self.adapter).__name__}.select_output picks has shape {list(eager.shape)} (last dimension "
-                f"{last}); the model returned {_structure(self.raw_output)}. Set task_spec.output_schema.{key}={last} "
-                "if that output is right, or give an adapter whose select_output picks the right one"
+                f"task_spec.output_schema.{key} is {schema[key]}, but the first exported output ({name}) has shape "
+                f"{list(eager.shape)} (last dimension {last}); the model returned {_structure(self.raw_output)}. "
+                f"Set task_spec.output_schema.{key}={last} if that output is right, or choose the outputs with "
+                "task_spec.outputs=[...] (the first is checked against the task spec)"
             )
-        if not getattr(self.job.validate, "allow_nonfinite", False) and eager.is_floating_point():
-            bad = int((~torch.isfinite(eager)).sum())
+        if getattr(self.job.validate, "allow_nonfinite", False):
+            return
+        for name, output in zip(self.choice.names, self.eager_outputs):
+            bad = int((~torch.isfinite(output)).sum()) if output.is_floating_point() else 0
             if bad:
                 raise ConfigError(
-                    f"the model's output on its example input holds {bad} non-finite value(s) (NaN or inf) out of "
-                    f"{eager.numel()}; an artifact cannot be checked against that. Fix the model or its weights, or "
-                    "set validate.allow_nonfinite=true to accept them"
+                    f"the model's output {name} on its example input holds {bad} non-finite value(s) (NaN or inf) "
+                    f"out of {output.numel()}; an artifact cannot be checked against that. Fix the model or its "
+                    "weights, or set validate.allow_nonfinite=true to accept them"
                 )
 
     def reference(self, split: str) -> tuple[list, list]:
@@ -149,34 +161,40 @@ class Plan:
             import torch
 
             with torch.no_grad():
-                self._references[split] = [self.adapter.run(self.job.model, s).numpy() for s in samples]
+                self._references[split] = [[t.numpy() for t in self.context.outputs(self.job.model, s)]
+                                           for s in samples]
         return samples, self._references[split]
 
-    def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], torch.Tensor] | None":
-        """A differently sized input that proves the artifact's dynamic axes: another batch size and,
-        for text with a dynamic sequence axis, half the sequence length. None when there is no check."""
+    def _shorter(self, exporter) -> bool:
+        """Whether the artifact declares a dynamic sequence axis (text models)."""
+        return bool(self.job.task_spec.modality == "text" and self.adapter.sequence_axes and exporter.dynamic_sequence)
+
+    def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
+        """A differently sized input that proves each dynamic axis the artifact declares: another batch
+        size (when the batch is dynamic) and, for text with a dynamic sequence axis, half the sequence
+        length. None when the artifact declares no dynamic axis or the check is switched off."""
         cfg = self.job.validate
-        if not cfg.enabled or cfg.second_batch_size <= 1 or not exporter.dynamic_batch:
+        shorter = self._shorter(exporter)
+        if not cfg.enabled or cfg.second_batch_size <= 1 or not (exporter.dynamic_batch or shorter):
             return None
-        shorter = bool(self.job.task_spec.modality == "text" and self.adapter.sequence_axes
-                       and exporter.dynamic_sequence)
-        if shorter not in self._second:
+        batch = int(cfg.second_batch_size) if exporter.dynamic_batch else int(next(iter(self.inputs.values())).shape[0])
+        key = (batch, shorter)
+        if key not in self._second:
             seq_len = max(1, next(iter(self.inputs.values())).shape[1] // 2) if shorter else None
-            inputs = self.adapter.example_inputs(
-                self.job.task_spec, batch_size=cfg.second_batch_size, seed=self.job.seed + 1, seq_len=seq_len
-            )
+            inputs = self.adapter.example_inputs(self.job.task_spec, batch_size=batch, seed=self.job.seed + 1,
+                                                 seq_len=seq_len)
             try:
-                self._second[shorter] = (inputs, self._eager(inputs, first=False))
+                self._second[key] = (inputs, self._eager(inputs, first=False))
             except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
                 log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
                             "and the dynamic axes stay unverified", _describe(inputs), exc)
                 self.second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"
-                self._second[shorter] = None
-        return self._second[shorter]
+                self._second[key] = None
+        return self._second[key]
 
     def unverified_axes(self, exporter) -> Optional[str]:
         """Why the artifact's declared dynamic axes were not proven at a second shape, or None."""
-        if not exporter.dynamic_batch:
+        if not (exporter.dynamic_batch or self._shorter(exporter)):
             return None  # nothing dynamic declared: nothing to prove
         if self.job.validate.second_batch_size <= 1:
             return f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"

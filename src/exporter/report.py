@@ -65,9 +65,17 @@ def closing_table(metadata: Mapping[str, Any]) -> str:
     for quantized jobs also size, agreement and latency against the fp32 twin."""
     artifacts = metadata.get("artifacts", {})
     headers = ["format", "file", "size", "export s", "max |diff|"]
-    rows = [artifact_row(name, rec) for name, rec in artifacts.items()]
-    # "none" and null both mean not quantized; older metadata carries a dict with a "mode" key.
-    if quantization_of(metadata)[0] is not None:
+    quantized = quantization_of(metadata)[0] is not None
+    if quantized:
         headers += ["size vs fp32", "agreement", "latency vs fp32"]
-        rows = [r[:-1] + quantization_cells(rec) + r[-1:] for r, rec in zip(rows, artifacts.values())]
+    rows = []
+    for name, rec in artifacts.items():
+        row = artifact_row(name, rec)
+        rows.append(row[:-1] + quantization_cells(rec) + row[-1:] if quantized else row)
+        # Several outputs: one line each under the artifact, with its own largest difference.
+        per_output = (rec.get("validation") or {}).get("outputs") or {}
+        if len(per_output) > 1:
+            for output, diff in per_output.items():
+                cells = ["", f"  {output}", "", "", "not checked" if diff is None else f"{diff:.2e}"]
+                rows.append(cells + ["", "", ""] * quantized + [""])
     return table(headers + ["status"], rows)

@@ -41,6 +41,10 @@ class TaskType(str, Enum):
     vision_classification = "vision_classification"
     language_modeling = "language_modeling"
     text_classification = "text_classification"
+    question_answering = "question_answering"
+    token_classification = "token_classification"
+    feature_extraction = "feature_extraction"
+    object_detection = "object_detection"
 
 
 class QuantizationMode(str, Enum):
@@ -87,6 +91,10 @@ class TaskSpecConfig:
     task_type: TaskType = MISSING
     input_schema: Dict[str, Any] = field(default_factory=dict)
     output_schema: Dict[str, Any] = field(default_factory=dict)
+    # The outputs to export, by name: null (the task type's own: logits, or start_logits and
+    # end_logits for question answering), all (every tensor the model returns, with derived names),
+    # or a list of names (the others are left out on purpose, and metadata.json says so).
+    outputs: Any = None
 
 
 def selected_formats(formats: Any) -> list[str]:
@@ -160,6 +168,9 @@ class ExportConfig:
 
     model: Any = MISSING
     task_spec: TaskSpecConfig = MISSING
+    # How the model is called: null (the shipped adapter of task_spec.task_type), or a ModelAdapter
+    # to build: {_target_: pkg.MyAdapter, arg: value}.
+    adapter: Any = None
     # Every format's options, by format name. Typed by the format registry, which knows the formats:
     # ``exporter.formats.export_schema()`` is this class with this field typed (what Hydra composes onto).
     format: Any = field(default_factory=dict)

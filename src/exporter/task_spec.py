@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Union
 
 from .schema import option_value
 
@@ -12,6 +12,10 @@ TASK_TYPES = {
     "vision_classification": "vision",
     "language_modeling": "text",
     "text_classification": "text",
+    "question_answering": "text",
+    "token_classification": "text",
+    "feature_extraction": "text",
+    "object_detection": "vision",
 }
 
 
@@ -31,6 +35,9 @@ class TaskSpec:
     task_type: str
     input_schema: dict[str, Any] = field(default_factory=dict)
     output_schema: dict[str, Any] = field(default_factory=dict)
+    # The outputs to export, by name: None (the task type's own, e.g. ``logits``), ``"all"`` (every
+    # tensor the model returns) or a list of names (the others left out on purpose).
+    outputs: Optional[Union[str, list[str]]] = None
 
     def __post_init__(self) -> None:
         # Enums from structured configs arrive as Enum members; keep plain strings.
@@ -38,11 +45,13 @@ class TaskSpec:
         self.task_type = option_value(self.task_type)
         self.input_schema = dict(self.input_schema or {})
         self.output_schema = dict(self.output_schema or {})
+        if self.outputs is not None and not isinstance(self.outputs, str):
+            self.outputs = [str(name) for name in self.outputs]
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "TaskSpec":
         """Build from a dict or a resolved OmegaConf node (extra keys are refused)."""
-        known = {"task_name", "modality", "task_type", "input_schema", "output_schema"}
+        known = {"task_name", "modality", "task_type", "input_schema", "output_schema", "outputs"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"task_spec: unknown field(s) {unknown}; valid fields: {sorted(known)}")

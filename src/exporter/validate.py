@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,6 +49,8 @@ class Check:
     max_rel_diff: Optional[float]
     within_tolerance: bool
     problem: Optional[str] = None
+    # Which output this check compared (a job may export several).
+    output: Optional[str] = None
 
 
 @dataclass
@@ -66,15 +68,27 @@ class Validation:
         values = [c.max_abs_diff for c in self.checks if c.max_abs_diff is not None]
         return max(values) if values else None
 
+    def per_output(self) -> dict[str, Optional[float]]:
+        """The largest difference of each output over every checked input."""
+        result: dict[str, Optional[float]] = {}
+        for check in self.checks:
+            if check.output is None:
+                continue
+            previous = result.get(check.output)
+            value = check.max_abs_diff
+            result[check.output] = value if previous is None else (previous if value is None else max(previous, value))
+        return result
+
     def summary(self) -> str:
         failed = [c for c in self.checks if not c.within_tolerance]
         if not failed:
             return "within tolerance"
         c = failed[0]
+        where = f"{c.label}, output {c.output}" if c.output else c.label
         if c.problem:
-            return f"{c.label}: {c.problem}"
+            return f"{where}: {c.problem}"
         return (
-            f"{c.label}: max |diff| {c.max_abs_diff:.3g} (relative {c.max_rel_diff:.3g}) exceeds "
+            f"{where}: max |diff| {c.max_abs_diff:.3g} (relative {c.max_rel_diff:.3g}) exceeds "
             f"atol={self.tolerance.atol} rtol={self.tolerance.rtol}"
         )
 
@@ -85,19 +99,31 @@ class Validation:
             "atol": self.tolerance.atol,
             "rtol": self.tolerance.rtol,
             "max_abs_diff": self.max_abs_diff,
+            "outputs": self.per_output(),
             "checks": [asdict(c) for c in self.checks],
         }
 
 
+def compare_outputs(label: str, input_shapes: dict[str, list[int]], names: Sequence[str],
+                    expected: Sequence["np.ndarray"], actual: Sequence["np.ndarray"], tolerance: Tolerance) -> list[Check]:
+    """Compare each of an artifact's outputs with the eager one of the same name, in order; an
+    artifact with another number of outputs fails the check."""
+    if len(actual) != len(expected):
+        return [Check(label=label, input_shapes=input_shapes, expected_shape=[], actual_shape=[], max_abs_diff=None,
+                      max_rel_diff=None, within_tolerance=False,
+                      problem=f"the artifact returns {len(actual)} output(s), eager PyTorch {len(expected)} {list(names)}")]
+    return [compare(label, input_shapes, e, a, tolerance, output=name) for name, e, a in zip(names, expected, actual)]
+
+
 def compare(label: str, input_shapes: dict[str, list[int]], expected: "np.ndarray", actual: "np.ndarray",
-            tolerance: Tolerance) -> Check:
+            tolerance: Tolerance, output: Optional[str] = None) -> Check:
     """Compare one artifact output with the eager output."""
     import numpy as np
 
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     shapes = dict(label=label, input_shapes=input_shapes,
-                  expected_shape=list(expected.shape), actual_shape=list(actual.shape))
+                  expected_shape=list(expected.shape), actual_shape=list(actual.shape), output=output)
     if expected.shape != actual.shape:
         return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
                      problem=f"output shape {list(actual.shape)} differs from eager {list(expected.shape)}")

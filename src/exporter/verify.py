@@ -23,9 +23,10 @@ from .errors import ExportError
 from .records import MISSING, MODIFIED, Build, BuildUnreadable, read_build
 from .report import table
 
-BYTE_NOTE = ("bytes compared: every shipped format rebuilds byte-identically in a fresh process (ONNX through "
-             "the legacy exporter; the dynamo exporter is not byte-deterministic); TorchScript built after other "
-             "traces in one process (a sweep's later jobs) is compared by its recorded content hash")
+BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process (ONNX through the "
+             "legacy exporter; the dynamo exporter is not byte-deterministic), except where a format records a "
+             "content hash: TorchScript built after other traces in one process (a sweep's later jobs) and strict "
+             "torch.export programs (they hold Python object ids) are compared by that hash")
 
 
 @contextmanager
@@ -61,6 +62,13 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
             "records cannot rebuild; verify needs a build made from the command line (a config that names the model)")
     if not build.config:
         raise BuildUnreadable(f"{build.folder}: no config.yaml to rebuild from")
+    from .formats.registry import registered_formats
+
+    unknown = sorted(set((build.config.get("format") or {})) - set(registered_formats()))
+    if unknown:
+        raise BuildUnreadable(
+            f"{build.folder} was built with format(s) {unknown}, which no installed format or plug-in registers "
+            f"here (registered: {sorted(registered_formats())}); install the plug-in that provides them to verify")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(export_schema()), build.config)
     except OmegaConfBaseException as exc:
@@ -88,8 +96,8 @@ def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str
         return "identical bytes", True
     content = (recorded.get("details") or {}).get("content_sha256")
     if content and content == (rebuilt.get("details") or {}).get("content_sha256"):
-        return ("identical content (TorchScript numbers its classes by what the process traced before: "
-                "the bytes differ only there)"), True
+        return ("identical content (the bytes differ only in what the process numbers or addresses: TorchScript "
+                "class numbers, object ids in a strict torch.export program)"), True
     if (recorded.get("details") or {}).get("backend") == "dynamo":
         return "differs (the dynamo exporter is not byte-deterministic: not verifiable by bytes)", False
     return "DIFFERS", False

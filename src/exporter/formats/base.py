@@ -15,12 +15,20 @@ if TYPE_CHECKING:
     import torch
 
     from ..adapters import ModelAdapter
+    from ..outputs import OutputChoice
     from ..quantization.calibration import CalibrationSet
     from ..schema import QuantizationConfig
     from ..task_spec import TaskSpec
 
-# Runs a loaded artifact on named inputs and returns its output as a numpy array.
-Runnable = Callable[["Mapping[str, torch.Tensor]"], "np.ndarray"]
+# Runs a loaded artifact on named inputs and returns its outputs as numpy arrays, in the job's
+# output order (``ExportContext.output_names``); a single array is taken as the only output.
+Runnable = Callable[["Mapping[str, torch.Tensor]"], "list[np.ndarray]"]
+
+
+def as_arrays(result: Any) -> "list[np.ndarray]":
+    """A traced program's result (one tensor, or a tuple of them) as numpy arrays in order."""
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [item.numpy() for item in items]
 
 
 @dataclass
@@ -32,8 +40,36 @@ class ExportContext:
     task_spec: "TaskSpec"
     example_inputs: "dict[str, torch.Tensor]"
     quantization: "QuantizationConfig"
+    # Which outputs are exported, by name, and how to pick them from the model's raw output.
+    output_choice: "OutputChoice"
+    # The eager outputs on the example inputs, in output order (their shapes give the output axes).
+    example_outputs: "list[torch.Tensor]"
     # Samples for static quantization (None when the job is not quantized).
     calibration: "Optional[CalibrationSet]" = None
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.output_choice.names)
+
+    def outputs(self, model: Any, inputs: "Mapping[str, torch.Tensor]") -> "list[torch.Tensor]":
+        """The exported outputs of ``model`` (the job's, a quantized or reloaded copy) on ``inputs``."""
+        return self.output_choice.pick(self.adapter, self.adapter.call(model, inputs))
+
+    def wrap(self, model: Any) -> "torch.nn.Module":
+        """The module exporters trace: inputs positionally, the exported outputs in order."""
+        return self.adapter.wrap(model, pick=lambda raw: self.output_choice.pick(self.adapter, raw))
+
+    def dynamic_axes(self, batch: bool, sequence: bool) -> dict[str, dict[int, str]]:
+        """Symbolic axes per input and output name (the form torch.onnx.export takes)."""
+        from ..outputs import output_axes
+
+        axes = {name: dims for name, dims in self.adapter.dynamic_axes(batch=batch, sequence=sequence).items()
+                if name in self.example_inputs}
+        for name, tensor in zip(self.output_names, self.example_outputs):
+            dims = output_axes(name, tensor, self.adapter, batch, sequence)
+            if dims:
+                axes[name] = dims
+        return axes
 
     @property
     def mode(self) -> str:
@@ -102,6 +138,9 @@ class FormatExporter(ABC):
     # Other option names for this format (``format=<alias>``, a conf/format/<alias>.yaml that sets
     # options of this one), each with its help line.
     aliases: ClassVar[Mapping[str, str]] = {}
+    # The options each alias sets (``{"safetensors": {"serialization": "safetensors"}}``), for the
+    # Python API; the command line's alias is its own option file that sets the same.
+    alias_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @classmethod
     def folder_label(cls, options: Any) -> str:

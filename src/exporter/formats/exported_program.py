@@ -2,23 +2,32 @@
 
 The program is the input of ExecuTorch, AOTInductor and the dynamo ONNX exporter. Its dynamic
 dimensions are the same named ``Dim`` objects the ONNX dynamo backend uses (``dynamic_shapes.py``).
-The archive is byte-reproducible in a fresh process (checked by ``exporter verify``), so no
-content hash beside the file hash is needed.
+A non-strict export is byte-reproducible in a fresh process; a strict one (TorchDynamo) records
+Python object ids in its program JSON, so ``details.content_sha256`` hashes the archive without
+them and ``exporter verify`` accepts a rebuild whose content hash matches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
+import logging
+import re
 import warnings
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import ExportError, first_line
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays
 from .dynamic_shapes import torch_export_dynamic_shapes, trace_inputs
 from .registry import register_format
 
 TAGS_FILE = "exporter.json"
+trace_log = logging.getLogger("exporter.trace")
 
 
 @dataclass
@@ -27,15 +36,60 @@ class ExportedProgramFormatConfig:
     enabled: bool = False
     # torch.export's strict mode (TorchDynamo traces the Python code); false: non-strict tracing,
     # which torch recommends and which accepts more Python.
-    strict: bool = False
-    dynamic_batch: bool = True
+    strict: bool = field(default=False, metadata={"help": "torch.export strict mode (TorchDynamo)"})
+    dynamic_batch: bool = field(default=True, metadata={"help": "symbolic batch axis"})
     # Text models: leave the sequence axis symbolic too (any length up to the model's maximum).
-    dynamic_sequence: bool = True
+    dynamic_sequence: bool = field(default=True, metadata={"help": "text: symbolic sequence axis too"})
+
+
+# In the program's JSON, strict (TorchDynamo) tracing records Python object ids and addresses
+# (``AdapterModule;140341810873424``, ``graph_id``, ``<built-in method ... at 0x7fa4...>``): they
+# differ from process to process while the program is the same.
+_PROCESS_IDS = re.compile(rb"0x[0-9a-f]{6,}|(?<![0-9.])[0-9]{9,}(?![0-9.])")
+
+
+def canonical_sha256(path: Path) -> str:
+    """sha256 of a ``.pt2`` archive's content without the per-process object ids in its program
+    JSON and without the serialization id: equal for the same program and weights. (Non-strict
+    exports are byte-identical anyway; strict ones carry those ids.)"""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename.split("/", 1)[-1]):
+            name = info.filename.split("/", 1)[-1]
+            if name.endswith(".data/serialization_id"):
+                continue
+            data = archive.read(info)
+            if name.endswith(".json"):
+                data = _PROCESS_IDS.sub(b"#", data)
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[io.StringIO]:
+    """torch.export prints a partial graph to stderr when it fails, and its loggers warn on their
+    own handlers: collect the one, silence the others (the job's message says what failed)."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("torch")]
+    loggers.append(logging.getLogger("torch"))
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    noise = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(noise):
+            yield noise
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _reason(exc: BaseException, strict: bool) -> str:
     """torch.export's error in one line: for a dynamic axis it could not keep, torch's own reason
     (``Not all values of sequence ... satisfy the generated guard ...``) and the option to turn it off."""
+    if "data-dependent" in str(exc) or type(exc).__name__ == "GuardOnDataDependentSymNode":
+        return ("the model branches on tensor values (e.g. `if x.sum() > 0:`), which torch.export cannot trace into "
+                "one program; write the branch with torch.cond (or torch.where), or use format=onnx or "
+                f"format=torchscript, which trace only the branch the example input takes ({first_line(exc)})")
     reasons = [line.strip()[2:] for line in str(exc).splitlines() if line.strip().startswith("- ")]
     axes = [axis for axis in ("batch", "sequence") if any(f"of {axis} " in r or f" {axis} as dynamic" in r
                                                          for r in reasons)]
@@ -77,21 +131,30 @@ class ExportedProgramExporter(FormatExporter):
         shapes = torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence)
         strict = bool(self.options.strict)
         try:
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad(), _quiet_torch() as noise:
                 warnings.simplefilter("ignore")
-                program = torch.export.export(ctx.adapter.wrap(ctx.model), trace_inputs(ctx.example_inputs, shapes),
+                program = torch.export.export(ctx.wrap(ctx.model), trace_inputs(ctx.example_inputs, shapes),
                                               dynamic_shapes=shapes, strict=strict)
         except Exception as exc:  # noqa: BLE001 - torch.export's errors are long; say what and what to do
+            if noise.getvalue().strip():
+                # The partial graph torch prints on failure: kept in export.log, not on the console.
+                trace_log.error("exported_program: what torch.export printed:\n%s", noise.getvalue().rstrip())
             raise ExportError(f"exported_program: torch.export.export failed: {_reason(exc, strict)}") from exc
+        # The archive would also store the (traced) example input: as large as the weights for an
+        # image model, and no part of the program.
+        try:
+            program.example_inputs = None
+        except (AttributeError, TypeError, ValueError):
+            program._example_inputs = None
         torch.export.save(program, str(path), extra_files={TAGS_FILE: json.dumps(ctx.tags())})
         dims = {name: {str(axis): dim.__name__ for axis, dim in (spec or {}).items()}
                 for name, spec in zip(ctx.example_inputs, shapes[0] if shapes else ()) if spec}
         names = ", ".join(ctx.example_inputs)
         return ExportOutcome(
             details={"method": "torch.export.export", "strict": strict, "dynamic_shapes": dims,
-                     "graph_nodes": len(program.graph.nodes)},
+                     "graph_nodes": len(program.graph.nodes), "content_sha256": canonical_sha256(path)},
             load_hint=(f"import torch\nprogram = torch.export.load('{self.filename}')  # extra_files={{'{TAGS_FILE}': ''}} "
-                       f"returns the build's tags\nlogits = program.module()({names})"),
+                       f"returns the build's tags\n{', '.join(ctx.output_names)} = program.module()({names})"),
         )
 
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
@@ -103,6 +166,6 @@ class ExportedProgramExporter(FormatExporter):
 
         def run(inputs):
             with torch.no_grad():
-                return module(*inputs.values()).numpy()
+                return as_arrays(module(*inputs.values()))
 
         return run

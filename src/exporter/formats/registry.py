@@ -70,6 +70,11 @@ def register_format(cls: type["FormatExporter"]) -> type["FormatExporter"]:
         if mode not in MODES or mode == "none" or not set(weight_types) <= set(WEIGHT_TYPES):
             raise TypeError(f"{where}: quantization declares {mode!r}: {list(weight_types)}; modes are "
                             f"{list(MODES[1:])}, weight types {list(WEIGHT_TYPES)}")
+    from .base import FormatExporter
+
+    if cls.quantization and cls.quantize is FormatExporter.quantize:
+        raise TypeError(f"{where}: declares quantization {sorted(cls.quantization)} but does not implement "
+                        "quantize(ctx, fp32_path, path)")
     existing = _REGISTRY.get(name)
     if existing is not None and existing.__qualname__ != cls.__qualname__:
         raise TypeError(f"{where}: the name is taken by {existing.__module__}.{existing.__qualname__}")
@@ -100,8 +105,12 @@ def _load() -> None:
         try:
             entry.load()
         except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the tool down
-            log.warning("format plug-in %s (%s) failed to load and is not available: %s: %s",
+            log.warning("warning: format plug-in %s (%s) failed to load and is not available: %s: %s",
                         entry.name, entry.value, type(exc).__name__, exc)
+            continue
+        if entry.name not in _REGISTRY:
+            log.warning("warning: format plug-in %s (%s) loaded but registered no format named %r (registered: %s)",
+                        entry.name, entry.value, entry.name, sorted(_REGISTRY))
 
 
 def registered_formats() -> dict[str, type["FormatExporter"]]:
@@ -120,8 +129,21 @@ def format_class(name: str) -> type["FormatExporter"]:
     """The exporter class of a registered format; ConfigError naming the valid ones otherwise."""
     found = registered_formats().get(name)
     if found is None:
-        raise ConfigError(f"formats: unknown format {name!r}; valid values: {sorted(_REGISTRY)}")
+        raise ConfigError(f"formats: unknown format {name!r}; valid values: {valid_names()}")
     return found
+
+
+def valid_names() -> list[str]:
+    """Every name that selects a format: the registered ones and their aliases."""
+    return sorted([*registered_formats(), *format_aliases()])
+
+
+def resolve_alias(name: str) -> tuple[str, dict[str, Any]]:
+    """(format, the options the name sets): ``safetensors`` -> (``pytorch``, {serialization: safetensors})."""
+    target = format_aliases().get(name)
+    if target is None:
+        return name, {}
+    return target, dict(registered_formats()[target].alias_options.get(name, {}))
 
 
 def check_formats(names: Iterable[str], quantization: "QuantizationConfig") -> None:
@@ -130,7 +152,7 @@ def check_formats(names: Iterable[str], quantization: "QuantizationConfig") -> N
 
     names = list(names)
     if not names:
-        raise ConfigError(f"formats: no format chosen; valid values: {sorted(registered_formats())}")
+        raise ConfigError(f"formats: no format chosen; valid values: {valid_names()}")
     classes = {name: format_class(name) for name in names}
     check_support(quantization, {n: c.quantization for n, c in registered_formats().items()},
                   {n: dict(c.refusals) for n, c in classes.items()})
@@ -174,6 +196,27 @@ def help_lines(width: int = 30, indent: str = "") -> str:
             lines.append(f"{('format=' + alias).ljust(width)}{text}")
     lines.append(f"format=[{','.join(registered_formats())}]   several formats in one job")
     return ("\n" + indent).join(lines)
+
+
+def option_help_lines(width: int = 30) -> str:
+    """The format options of ``--help``: ``format.<name>.<option>=<default>`` for every option of
+    every registered format, with the option's ``help`` metadata (the first line unindented)."""
+    from dataclasses import MISSING as NO_DEFAULT
+
+    from ..schema import option_value
+
+    lines = []
+    for name, cls in registered_formats().items():
+        for spec in fields(cls.options_schema):
+            if spec.name == "enabled":
+                continue
+            default = spec.default if spec.default is not NO_DEFAULT else (
+                spec.default_factory() if spec.default_factory is not NO_DEFAULT else "???")
+            shown = {True: "true", False: "false", None: "null"}.get(option_value(default), option_value(default)) \
+                if not isinstance(default, (list, dict)) else default
+            key = f"format.{name}.{spec.name}={shown}"
+            lines.append(f"{key.ljust(width)}{'   ' if len(key) >= width else ''}{spec.metadata.get('help', '')}".rstrip())
+    return "\n".join(lines)
 
 
 def folder_label(name: str, options: Optional[Mapping[str, Any]]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -29,7 +29,8 @@ class PytorchFormatConfig:
     enabled: bool = False
     # torch: torch.save of the state dict (model.pth); safetensors: model.safetensors
     # (format=safetensors chooses this format with this option set).
-    serialization: Serialization = Serialization.torch
+    serialization: Serialization = field(default=Serialization.torch, metadata={
+        "help": "torch (model.pth) | safetensors (model.safetensors; or format=safetensors)"})
 
 
 @register_format
@@ -44,6 +45,7 @@ class StateDictExporter(FormatExporter):
     options_schema = PytorchFormatConfig
     summary = "model.pth state dict, checked by loading into a fresh model"
     aliases = {"safetensors": "model.safetensors (format=pytorch with format.pytorch.serialization=safetensors)"}
+    alias_options = {"safetensors": {"serialization": "safetensors"}}
     # torch's dynamic quantization of Linear layers (torch_quantize.py); loading needs the same call.
     quantization = dict(TORCH_DYNAMIC)
     refusals = {
@@ -68,8 +70,8 @@ class StateDictExporter(FormatExporter):
     def check(self, ctx: ExportContext) -> None:
         if ctx.quantized and self.serialization == "safetensors":
             raise ConfigError(
-                "format.pytorch.serialization=safetensors cannot hold quantized (packed) weights; "
-                "valid values with quantization=dynamic: ['torch']"
+                "model.safetensors (format=safetensors, or format.pytorch.serialization=safetensors) cannot hold "
+                "quantized (packed) weights; quantized state dicts are saved by format=pytorch as model.pth"
             )
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
@@ -131,6 +133,6 @@ class StateDictExporter(FormatExporter):
 
         def run(inputs):
             with torch.no_grad():
-                return ctx.adapter.run(fresh, inputs).numpy()
+                return [t.numpy() for t in ctx.outputs(fresh, inputs)]
 
         return run

@@ -8,11 +8,11 @@ import re
 import threading
 import zipfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays
 from .registry import register_format
 from .torch_quantize import TORCH_DYNAMIC, TORCH_STATIC, torch_dynamic_quantize, torch_static_quantize
 
@@ -86,10 +86,10 @@ class TorchScriptFormatConfig:
     # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
     enabled: bool = False
     # torch.jit.trace's strict mode: refuse mutable containers (lists, dicts) as outputs.
-    strict: bool = True
+    strict: bool = field(default=True, metadata={"help": "torch.jit.trace strict mode"})
     # torch.jit.freeze before saving: weights and attributes become constants (faster load and run).
     # (optimize_for_inference is not offered: its modules cannot be saved in torch 2.13.)
-    freeze: bool = False
+    freeze: bool = field(default=False, metadata={"help": "torch.jit.freeze the traced module"})
 
 
 @register_format
@@ -129,7 +129,7 @@ class TorchScriptExporter(FormatExporter):
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(
-                    ctx.adapter.wrap(model), tuple(ctx.example_inputs.values()), strict=bool(self.options.strict)
+                    ctx.wrap(model), tuple(ctx.example_inputs.values()), strict=bool(self.options.strict)
                 )
                 if self.options.freeze:
                     traced = torch.jit.freeze(traced.eval())
@@ -145,7 +145,7 @@ class TorchScriptExporter(FormatExporter):
         return ExportOutcome(
             details=details,
             load_hint=(f"import torch\nmodule = torch.jit.load('{self.filename}')  # _extra_files={{'exporter.json': ''}} "
-                       f"returns the build's tags\nlogits = module({names})"),
+                       f"returns the build's tags\n{', '.join(ctx.output_names)} = module({names})"),
         )
 
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
@@ -157,6 +157,6 @@ class TorchScriptExporter(FormatExporter):
 
         def run(inputs):
             with torch.no_grad():
-                return module(*inputs.values()).numpy()
+                return as_arrays(module(*inputs.values()))
 
         return run

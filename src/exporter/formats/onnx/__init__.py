@@ -40,18 +40,19 @@ class OnnxFormatConfig:
     # does not build stay in the config, unused, so one sweep can set them for the jobs that do.
     enabled: bool = False
     # 7 to 23: the legacy exporter covers 7-20, the dynamo exporter 18 and up.
-    opset: int = field(default=14, metadata={"min": 7, "max": 23})
+    opset: int = field(default=14, metadata={"min": 7, "max": 23, "help": "ONNX operator set"})
     # auto: the legacy TorchScript-based exporter (fast, byte-deterministic) below opset 18;
     # the dynamo exporter from 18 on, falling back to legacy if dynamo fails.
-    backend: OnnxBackend = OnnxBackend.auto
-    dynamic_batch: bool = True
+    backend: OnnxBackend = field(default=OnnxBackend.auto,
+                                 metadata={"help": "auto | legacy | dynamo (dynamo needs opset >= 18)"})
+    dynamic_batch: bool = field(default=True, metadata={"help": "symbolic batch axis"})
     # Text models: leave the sequence axis symbolic too (any length up to the model's maximum).
-    dynamic_sequence: bool = True
-    # null: the adapter's names (pixel_values / input_ids -> logits).
-    input_names: Optional[List[str]] = None
-    output_names: Optional[List[str]] = None
+    dynamic_sequence: bool = field(default=True, metadata={"help": "text: symbolic sequence axis too"})
+    # null: the job's names (pixel_values / input_ids -> logits, or task_spec.outputs).
+    input_names: Optional[List[str]] = field(default=None, metadata={"help": "graph input names (default: the adapter's)"})
+    output_names: Optional[List[str]] = field(default=None, metadata={"help": "graph output names, one per output"})
     # Fold constants at export time (legacy exporter).
-    constant_folding: bool = True
+    constant_folding: bool = field(default=True, metadata={"help": "fold constants (legacy exporter)"})
 
 
 @register_format
@@ -89,7 +90,7 @@ class OnnxExporter(FormatExporter):
         return list(self.options.input_names or ctx.adapter.input_names)
 
     def output_names(self, ctx: ExportContext) -> list[str]:
-        return list(self.options.output_names or ctx.adapter.output_names)
+        return list(self.options.output_names or ctx.output_names)
 
     def job_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return {"opset": self.opset, "onnx_backend": (record.get("details") or {}).get("backend")}
@@ -108,17 +109,18 @@ class OnnxExporter(FormatExporter):
                 f"format.onnx.input_names: the model takes {n_inputs} input(s) {list(ctx.example_inputs)}, "
                 f"but {len(self.options.input_names)} name(s) were given: {list(self.options.input_names)}"
             )
-        if self.options.output_names is not None and len(self.options.output_names) != 1:
+        n_outputs = len(ctx.output_names)
+        if self.options.output_names is not None and len(self.options.output_names) != n_outputs:
             raise ConfigError(
-                f"format.onnx.output_names: the exported graph has one output, but "
+                f"format.onnx.output_names: the exported graph has {n_outputs} output(s) {ctx.output_names}, but "
                 f"{len(self.options.output_names)} name(s) were given: {list(self.options.output_names)}"
             )
 
     def _dynamic_axes(self, ctx: ExportContext) -> dict[str, dict[int, str]]:
-        # The adapter names axes by its own input/output names; carry them over to the user's names.
-        renames = dict(zip(ctx.adapter.input_names, self.input_names(ctx)))
-        renames.update(zip(ctx.adapter.output_names, self.output_names(ctx)))
-        axes = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
+        # Axes are named by the job's input/output names; carry them over to the user's names.
+        renames = dict(zip(ctx.example_inputs, self.input_names(ctx)))
+        renames.update(zip(ctx.output_names, self.output_names(ctx)))
+        axes = ctx.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
         return {renames.get(name, name): dims for name, dims in axes.items()}
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
@@ -176,7 +178,7 @@ class OnnxExporter(FormatExporter):
     def _torch_export(self, ctx: ExportContext, path: Path, dynamo: bool) -> None:
         import torch
 
-        module = ctx.adapter.wrap(ctx.model)
+        module = ctx.wrap(ctx.model)
         kwargs: dict[str, Any] = dict(
             input_names=self.input_names(ctx),
             output_names=self.output_names(ctx),
@@ -210,7 +212,7 @@ class OnnxExporter(FormatExporter):
         def run(inputs):
             feed = {renames.get(k, k): v.numpy() for k, v in inputs.items()}
             # The exporter drops inputs the graph never reads (e.g. an unused attention_mask).
-            return session.run(None, {k: v for k, v in feed.items() if k in graph_inputs})[0]
+            return session.run(None, {k: v for k, v in feed.items() if k in graph_inputs})
 
         return run
 
