@@ -24,7 +24,8 @@ def _composed(hydra_config_module):
 
 def test_shipped_options_are_the_documented_ones():
     assert OPTIONS == {
-        "model": ["lm_stub", "simple_cnn"],
+        "model": ["hf_causal_lm", "hf_image_classification", "hf_question_answering", "hf_sequence_classification",
+                  "hf_token_classification", "lm_stub", "simple_cnn"],
         "task_spec": ["feature_extraction", "language_modeling", "object_detection", "question_answering",
                       "text_classification", "token_classification", "vision_classification"],
         # Every registered format and alias has its option file (tests/test_registry.py checks the rest).
@@ -38,8 +39,9 @@ def _combinations() -> list[tuple[str, ...]]:
     """Every model x task spec x format, with the quantization and calibration options taken in turn
     (each of those still meets every format)."""
     combos = []
-    for index, (model, task_spec, fmt) in enumerate(itertools.product(OPTIONS["model"], OPTIONS["task_spec"],
-                                                                      OPTIONS["format"])):
+    # (the hf_* models need a saved folder: test_hf_options_read_sizes_from_the_saved_config composes them)
+    shipped = [m for m in OPTIONS["model"] if not m.startswith("hf_")]
+    for index, (model, task_spec, fmt) in enumerate(itertools.product(shipped, OPTIONS["task_spec"], OPTIONS["format"])):
         quant = OPTIONS["quantization"][(index // len(OPTIONS["format"])) % len(OPTIONS["quantization"])]
         calibration = OPTIONS["calibration"][index % len(OPTIONS["calibration"])]
         combos.append((model, task_spec, fmt, quant, calibration))
@@ -94,7 +96,7 @@ def test_every_model_node_instantiates():
     import hydra
     import torch
 
-    for model in OPTIONS["model"]:
+    for model in [m for m in OPTIONS["model"] if not m.startswith("hf_")]:
         cfg = compose("config", overrides=[f"model={model}"])
         assert isinstance(hydra.utils.instantiate(cfg.model), torch.nn.Module)
 
@@ -114,3 +116,24 @@ def test_schemas_do_not_leak_into_the_help():
 
     out = subprocess.run([sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True).stdout
     assert "schema/" not in out
+
+
+def test_hf_options_read_sizes_from_the_saved_config(tmp_path):
+    """No transformers needed: the sizes come from config.json alone, and the command line wins."""
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 321, "n_positions": 40, "id2label": {"0": "a", "1": "b",
+                                                      "2": "c"}, "image_size": 48, "num_channels": 1}))
+    cfg = compose("config", overrides=["model=hf_causal_lm", f"model.path={tmp_path}"])
+    assert cfg.task_spec.task_type == "language_modeling" and cfg.model.task == "causal_lm"
+    assert cfg.task_spec.input_schema.vocab_size == 321 == cfg.task_spec.output_schema.vocab_size
+    assert cfg.task_spec.input_schema.max_seq_len == 40  # the model's maximum, below the default 128
+    cfg = compose("config", overrides=["model=hf_sequence_classification", f"model.path={tmp_path}",
+                                       "task_spec.input_schema.max_seq_len=16"])
+    assert cfg.task_spec.output_schema.num_classes == 3 and cfg.task_spec.input_schema.max_seq_len == 16
+    cfg = compose("config", overrides=["model=hf_image_classification", f"model.path={tmp_path}"])
+    assert list(cfg.task_spec.input_schema.image_size) == [1, 48, 48]
+    from exporter.cli import model_name
+
+    assert model_name("hf_causal_lm", "exporter.models.hf.from_pretrained", str(tmp_path) + "/") == tmp_path.name
+    assert model_name(None, "transformers.AutoModel.from_pretrained", "/m/bert-base") == "bert-base"

@@ -13,7 +13,7 @@ from .files import move_files, sha256_of
 from .job import ArtifactRecord, ArtifactResult
 from .quantization.selection import build_quantized, timed
 from .report import human_bytes
-from .validate import Tolerance, Validation, compare_outputs
+from .validate import Check, Tolerance, Validation, compare_outputs
 
 if TYPE_CHECKING:
     from .formats.base import FormatExporter
@@ -60,6 +60,18 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         else:
             built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
             selection = {}
+        if job.validate.enabled:
+            validation = _validate(plan, exporter, built, tolerance)
+            if not validation.passed and not ctx.quantized:
+                # The format may know another way (ONNX: the dynamo exporter when legacy baked a size).
+                first_try = built
+                retried = timed(work / "build", exporter.filename, ctx,
+                                lambda path: exporter.retry(ctx, path, validation.summary(), first_try.outcome))
+                if retried.outcome is not None:
+                    built = retried
+                    built.export_seconds = round(first_try.export_seconds + retried.export_seconds, 4)
+                    validation = _validate(plan, exporter, built, tolerance)
+            record.validation = validation.to_dict()
         record.export_seconds = built.export_seconds
         record.details = built.outcome.details
         record.load_hint = built.outcome.load_hint
@@ -68,17 +80,8 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
 
             record.quantization_report = {**built.report, **selection, "gate_failures": built.gate_failures}
             record.warnings = quant_report.warnings_for(built.report, built.quantized_layers)
-        if job.validate.enabled:
-            run = exporter.load(built.path, built.context)
-            examples = [("example", plan.inputs, plan.eager_outputs)]
-            second = plan.second_example(exporter)
-            if second is not None:
-                examples.append(("second example", *second))
-            for label, inputs, eager in examples:
-                validation.checks += compare_outputs(label, _shapes(inputs), ctx.output_names,
-                                                     [t.numpy() for t in eager], as_output_list(run(inputs)), tolerance)
-            record.validation = validation.to_dict()
-        problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"]
+        problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"
+                                                 f"{_baked_axes_hint(plan, exporter, validation)}"]
         problems += built.gate_failures
         if problems and job.validate.strict:
             raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
@@ -106,6 +109,47 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         return ArtifactResult(name, "failed", None, record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _validate(plan: "Plan", exporter: "FormatExporter", built, tolerance: Tolerance) -> Validation:
+    """Load the artifact in its runtime and compare every output with eager PyTorch at the example
+    and, where the artifact declares dynamic axes, at the second example."""
+    ctx = plan.context
+    validation = Validation(tolerance)
+    run = exporter.load(built.path, built.context)
+    examples = [("example", plan.inputs, plan.eager_outputs)]
+    second = plan.second_example(exporter)
+    if second is not None:
+        examples.append(("second example", *second))
+    for label, inputs, eager in examples:
+        try:
+            actual = as_output_list(run(inputs))
+        except Exception as exc:  # noqa: BLE001 - an artifact that refuses an input fails that check
+            if INTERRUPTED:
+                raise
+            validation.checks.append(Check(label=label, input_shapes=_shapes(inputs), expected_shape=[], actual_shape=[],
+                                           max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
+                                           problem=f"the artifact cannot run this input ({first_line(exc, with_type=True)})"))
+            continue
+        validation.checks += compare_outputs(label, _shapes(inputs), ctx.output_names,
+                                             [t.numpy() for t in eager], actual, tolerance)
+    return validation
+
+
+def _baked_axes_hint(plan: "Plan", exporter: "FormatExporter", validation: Validation) -> str:
+    """When only the second example fails, name the axes it changes (a size traced as a constant)."""
+    failed = {c.label for c in validation.checks if not c.within_tolerance}
+    if failed != {"second example"}:
+        return ""
+    second = next(c.input_shapes for c in validation.checks if c.label == "second example")
+    first = _shapes(plan.inputs)
+    name = next(iter(first))
+    axes = [label for axis, label in ((0, "batch"), (1, "sequence"))
+            if axis < len(first[name]) and first[name][axis] != second[name][axis]]
+    hint = exporter.mismatch_hint(axes)
+    return (f" (it matches at the example's shape {first[name]} but not at {second[name]}: the {' and '.join(axes)} "
+            f"axis was traced as a constant, e.g. a size used in Python arithmetic such as math.sqrt(x.shape[1]) "
+            f"or int(...){'; ' + hint if hint else ''})")
 
 
 def _log(name: str, record: ArtifactRecord) -> None:

@@ -49,6 +49,15 @@ def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
     return state
 
 
+def _tied_names(model: "torch.nn.Module") -> dict[str, list[str]]:
+    """Parameter name -> the other names of the same tensor in ``model`` (tied weights)."""
+    by_tensor: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        by_tensor.setdefault(id(parameter), []).append(name)
+    return {name: [other for other in names if other != name] for names in by_tensor.values() for name in names
+            if len(names) > 1}
+
+
 def load_checkpoint(model: "torch.nn.Module", path: str | Path) -> dict[str, Any]:
     """Load ``path`` into ``model`` strictly; returns ``{"path", "sha256"}`` for metadata.json.
 
@@ -57,6 +66,14 @@ def load_checkpoint(model: "torch.nn.Module", path: str | Path) -> dict[str, Any
     path = Path(path)
     state = read_state_dict(path)
     expected = model.state_dict()
+    # Tied weights (an LM head sharing the embedding) are saved once, by transformers' save_pretrained
+    # and safetensors: a missing key whose parameter is one the checkpoint holds under another name
+    # is filled from it, and the tie is kept (one tensor, loaded once).
+    tied = _tied_names(model)
+    for key in sorted(set(expected) - set(state)):
+        twin = next((other for other in tied.get(key, ()) if other in state), None)
+        if twin is not None:
+            state = {**state, key: state[twin]}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [

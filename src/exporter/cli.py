@@ -67,9 +67,27 @@ def _format_option_help() -> str:
     return option_help_lines()
 
 
-def model_name(choice: Any, target: Any) -> str:
-    """The model option's name, or the class name of a model given only by ``_target_``."""
+def model_name(choice: Any, target: Any, path: Any = None) -> str:
+    """The build folder's model part: the folder name of a model loaded from a folder
+    (``model=hf_causal_lm model.path=~/models/gpt2-tiny`` -> ``gpt2-tiny``), else the model option's
+    name, else the class (or factory) name of a model given only by ``_target_``."""
+    if path not in (None, "", "???"):
+        name = Path(str(path).rstrip("/")).name
+        if name:
+            return name
     return str(choice) if choice else str(target).rsplit(".", 1)[-1]
+
+
+def _hf_config(path: Any, keys: Any, default: Any = None) -> Any:
+    from .hf_config import config_value
+
+    return config_value(path, keys, default)
+
+
+def _hf_max_seq_len(path: Any, wanted: Any = 128) -> Any:
+    from .hf_config import max_seq_len
+
+    return max_seq_len(path, int(wanted))
 
 
 def _sweep_suffix(overrides: Any) -> str:
@@ -80,7 +98,8 @@ def _sweep_suffix(overrides: Any) -> str:
 
 for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name),
                          ("exporter.sweep_suffix", _sweep_suffix), ("exporter.format_help", _format_help),
-                         ("exporter.format_option_help", _format_option_help)):
+                         ("exporter.format_option_help", _format_option_help),
+                         ("exporter.hf_config", _hf_config), ("exporter.hf_max_seq_len", _hf_max_seq_len)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
 
 from ..errors import ExportError
 from ..schema import option_value
@@ -23,6 +26,21 @@ if TYPE_CHECKING:
 # Runs a loaded artifact on named inputs and returns its outputs as numpy arrays, in the job's
 # output order (``ExportContext.output_names``); a single array is taken as the only output.
 Runnable = Callable[["Mapping[str, torch.Tensor]"], "list[np.ndarray]"]
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[io.StringIO]:
+    """What torch's exporters print while they work or fail (progress lines, partial graphs on
+    stderr, warnings through torch's own log handlers) is collected here instead of reaching the
+    terminal: the job's own one-line messages say what matters. Yields the collected text."""
+    noise = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+            yield noise
+    finally:
+        logging.disable(previous)
 
 
 def as_arrays(result: Any) -> "list[np.ndarray]":
@@ -182,6 +200,16 @@ class FormatExporter(ABC):
         details are recorded over the fp32 export's."""
         raise ExportError(f"{self.name}: declares quantization modes {sorted(self.quantization)} but does not "
                           "implement FormatExporter.quantize")
+
+    def retry(self, ctx: ExportContext, path: Path, problem: str, outcome: ExportOutcome) -> Optional[ExportOutcome]:
+        """Another way to build the fp32 artifact at ``path`` after the one ``outcome`` describes failed
+        its check (``problem``), or None. Called once; the new artifact is checked the same way."""
+        return None
+
+    def mismatch_hint(self, changed_axes: list[str]) -> str:
+        """What to do when the artifact matches at the example's shape but not where ``changed_axes``
+        (e.g. ``["batch", "sequence"]``) differ: the format's likely cause and remedy."""
+        return ""
 
     @abstractmethod
     def load(self, path: Path, ctx: ExportContext) -> Runnable:

@@ -9,9 +9,7 @@ them and ``exporter verify`` accepts a rebuild whose content hash matches.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import re
@@ -19,10 +17,9 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import ExportError, first_line
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays, quiet_torch
 from .dynamic_shapes import torch_export_dynamic_shapes, trace_inputs
 from .registry import register_format
 
@@ -63,24 +60,6 @@ def canonical_sha256(path: Path) -> str:
                 data = _PROCESS_IDS.sub(b"#", data)
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _quiet_torch() -> Iterator[io.StringIO]:
-    """torch.export prints a partial graph to stderr when it fails, and its loggers warn on their
-    own handlers: collect the one, silence the others (the job's message says what failed)."""
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("torch")]
-    loggers.append(logging.getLogger("torch"))
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    noise = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(noise):
-            yield noise
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _reason(exc: BaseException, strict: bool) -> str:
@@ -131,7 +110,7 @@ class ExportedProgramExporter(FormatExporter):
         shapes = torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence)
         strict = bool(self.options.strict)
         try:
-            with warnings.catch_warnings(), torch.no_grad(), _quiet_torch() as noise:
+            with warnings.catch_warnings(), torch.no_grad(), quiet_torch() as noise:
                 warnings.simplefilter("ignore")
                 program = torch.export.export(ctx.wrap(ctx.model), trace_inputs(ctx.example_inputs, shapes),
                                               dynamic_shapes=shapes, strict=strict)

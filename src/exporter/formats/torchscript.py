@@ -148,6 +148,10 @@ class TorchScriptExporter(FormatExporter):
                        f"returns the build's tags\n{', '.join(ctx.output_names)} = module({names})"),
         )
 
+    def mismatch_hint(self, changed_axes: list[str]) -> str:
+        return ("torch.jit.trace records Python numbers as constants: compute with tensor ops on x.size(...) instead, "
+                "or use format=exported_program (torch.export keeps sizes symbolic)")
+
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         import torch
 

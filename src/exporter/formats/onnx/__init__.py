@@ -3,10 +3,8 @@ Runtime's quantizers on the exported graph (``quantize.py``)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import warnings
-from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any, List, Mapping, Optional
 
 from ...errors import ConfigError, ExportError, first_line
 from ...schema import option_value
-from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format
 
@@ -53,6 +51,11 @@ class OnnxFormatConfig:
     output_names: Optional[List[str]] = field(default=None, metadata={"help": "graph output names, one per output"})
     # Fold constants at export time (legacy exporter).
     constant_folding: bool = field(default=True, metadata={"help": "fold constants (legacy exporter)"})
+    # backend=auto below opset 18: when the legacy exporter fails, or its graph fails the second-shape
+    # check (a size baked in as a constant), the job retries with the dynamo exporter at opset 18 and
+    # says so; true: keep the asked opset and fail instead.
+    strict_opset: bool = field(default=False, metadata={
+        "help": "true: never fall back from the legacy exporter to dynamo at opset 18"})
 
 
 @register_format
@@ -93,7 +96,8 @@ class OnnxExporter(FormatExporter):
         return list(self.options.output_names or ctx.output_names)
 
     def job_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return {"opset": self.opset, "onnx_backend": (record.get("details") or {}).get("backend")}
+        details = record.get("details") or {}
+        return {"opset": details.get("opset", self.opset), "onnx_backend": details.get("backend")}
 
     def check(self, ctx: ExportContext) -> None:
         if self.backend not in BACKENDS:
@@ -123,29 +127,73 @@ class OnnxExporter(FormatExporter):
         axes = ctx.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
         return {renames.get(name, name): dims for name, dims in axes.items()}
 
-    def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
-        import onnx
+    @property
+    def may_fall_back(self) -> bool:
+        """backend=auto below opset 18 with strict_opset=false: a legacy failure retries with dynamo."""
+        return self.backend == "auto" and self.opset < DYNAMO_MIN_OPSET and not self.options.strict_opset
 
+    def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         details: dict[str, Any] = {"opset": self.opset, "backend_requested": self.backend}
         backend = "legacy" if self.backend == "auto" and self.opset < DYNAMO_MIN_OPSET else self.backend
         if backend == "auto":
             try:
-                self._torch_export(ctx, path, dynamo=True)
+                self._torch_export(ctx, path, dynamo=True, opset=self.opset)
                 backend = "dynamo"
             except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back to the legacy backend
                 details["dynamo_error"] = first_line(exc, with_type=True)
                 log.warning("onnx: dynamo exporter failed (%s); falling back to the legacy exporter", first_line(exc, with_type=True))
                 backend = "legacy"
-                self._torch_export(ctx, path, dynamo=False)
+                self._torch_export(ctx, path, dynamo=False, opset=self.opset)
+        elif backend == "legacy" and self.may_fall_back:
+            try:
+                self._torch_export(ctx, path, dynamo=False, opset=self.opset)
+            except Exception as exc:  # noqa: BLE001 - the dynamo exporter may take what legacy cannot
+                return self._fall_back(ctx, path, f"the legacy exporter failed: {first_line(exc, with_type=True)}")
         else:
-            self._torch_export(ctx, path, dynamo=backend == "dynamo")
-        details["backend"] = backend
+            try:
+                self._torch_export(ctx, path, dynamo=backend == "dynamo", opset=self.opset)
+            except Exception as exc:  # noqa: BLE001 - say what would have helped
+                if backend == "legacy" and self.backend == "auto" and self.options.strict_opset:
+                    raise ExportError(
+                        f"onnx: the legacy exporter failed at opset {self.opset} ({first_line(exc, with_type=True)}); "
+                        f"format.onnx.strict_opset=true keeps that opset: set format.onnx.opset={DYNAMO_MIN_OPSET} "
+                        "(dynamo exporter) or strict_opset=false to let the job fall back") from exc
+                raise
+        return self._finish(ctx, path, details, backend, self.opset)
 
+    def retry(self, ctx: ExportContext, path: Path, problem: str, outcome: ExportOutcome) -> Optional[ExportOutcome]:
+        """A legacy graph that fails the check (typically a size baked in as a constant at the second
+        shape) is exported again with the dynamo exporter at opset 18, once, unless strict_opset."""
+        if not self.may_fall_back or outcome.details.get("backend") != "legacy":
+            return None
+        return self._fall_back(ctx, path, f"the legacy graph failed the check: {problem}")
+
+    def mismatch_hint(self, changed_axes: list[str]) -> str:
+        if self.backend == "dynamo" or self.opset >= DYNAMO_MIN_OPSET:
+            return "the dynamo exporter specialized it too: compute the size with tensor ops, or fix that axis"
+        return (f"the legacy exporter records Python numbers as constants; format.onnx.opset={DYNAMO_MIN_OPSET} uses "
+                "the dynamo exporter, which keeps sizes symbolic" + (" (format.onnx.strict_opset=true kept the legacy "
+                                                                      "exporter)" if self.options.strict_opset else ""))
+
+    def _fall_back(self, ctx: ExportContext, path: Path, reason: str) -> ExportOutcome:
+        log.warning("onnx: %s; exporting with the dynamo exporter at opset %d instead of the legacy exporter at opset "
+                    "%d (format.onnx.strict_opset=true makes this an error)", reason, DYNAMO_MIN_OPSET, self.opset)
+        path.unlink(missing_ok=True)
+        self._torch_export(ctx, path, dynamo=True, opset=DYNAMO_MIN_OPSET)
+        details: dict[str, Any] = {"opset": DYNAMO_MIN_OPSET, "backend_requested": self.backend,
+                                   "fallback": {"from": f"legacy, opset {self.opset}",
+                                                "to": f"dynamo, opset {DYNAMO_MIN_OPSET}", "reason": reason}}
+        return self._finish(ctx, path, details, "dynamo", DYNAMO_MIN_OPSET)
+
+    def _finish(self, ctx: ExportContext, path: Path, details: dict[str, Any], backend: str, opset: int) -> ExportOutcome:
+        import onnx
+
+        details["backend"] = backend
         proto = onnx.load(str(path), load_external_data=False)
         actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-        if actual != self.opset:
+        if actual != opset:
             raise ExportError(
-                f"format.onnx.opset: asked for opset {self.opset}, but the {backend} exporter produced opset "
+                f"format.onnx.opset: asked for opset {opset}, but the {backend} exporter produced opset "
                 f"{actual}; use format.onnx.backend=legacy for opsets below {DYNAMO_MIN_OPSET}"
             )
         onnx.checker.check_model(str(path))
@@ -175,14 +223,14 @@ class OnnxExporter(FormatExporter):
                 f"session = ort.InferenceSession('{self.filename}', providers=['CPUExecutionProvider'])\n"
                 f"outputs = session.run(None, {{{', '.join(repr(n) + ': ...' for n in input_names)}}})")
 
-    def _torch_export(self, ctx: ExportContext, path: Path, dynamo: bool) -> None:
+    def _torch_export(self, ctx: ExportContext, path: Path, dynamo: bool, opset: int) -> None:
         import torch
 
         module = ctx.wrap(ctx.model)
         kwargs: dict[str, Any] = dict(
             input_names=self.input_names(ctx),
             output_names=self.output_names(ctx),
-            opset_version=self.opset,
+            opset_version=opset,
             dynamic_axes=self._dynamic_axes(ctx) or None,
         )
         if dynamo:
@@ -190,8 +238,9 @@ class OnnxExporter(FormatExporter):
                           dynamic_axes=None, dynamic_shapes=self._dynamic_shapes(ctx))
         else:
             kwargs.update(dynamo=False, do_constant_folding=bool(self.options.constant_folding))
-        # Both backends print progress and deprecation notes; the job's log says what matters.
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
+        # Both backends print progress, deprecation notes and, on failure, the graph (to stderr); the
+        # job's log says what matters.
+        with warnings.catch_warnings(), quiet_torch(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, tuple(ctx.example_inputs.values()), str(path), **kwargs)
 

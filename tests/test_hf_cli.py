@@ -1,0 +1,85 @@
+"""Hugging Face models from the command line: tiny models built from a config and saved with
+save_pretrained in a temporary folder (no hub), every model=hf_* option x every format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # Hugging Face models: run in CI
+transformers = pytest.importorskip("transformers")
+
+FORMATS = "format=[onnx,torchscript,pytorch,exported_program]"
+BERT = dict(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    import torch
+
+    root = tmp_path_factory.mktemp("hf")
+    torch.manual_seed(0)
+    T = transformers
+    T.GPT2LMHeadModel(T.GPT2Config(vocab_size=500, n_embd=32, n_layer=2, n_head=2, n_positions=48, bos_token_id=0,
+                                   eos_token_id=0)).save_pretrained(root / "gpt2-tiny")
+    T.BertForSequenceClassification(T.BertConfig(**BERT, num_labels=3)).save_pretrained(root / "bert-cls")
+    T.BertForQuestionAnswering(T.BertConfig(**BERT)).save_pretrained(root / "bert-qa")
+    T.BertForTokenClassification(T.BertConfig(**BERT, num_labels=5)).save_pretrained(root / "bert-ner")
+    T.ViTForImageClassification(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, intermediate_size=64, num_labels=4)
+                                ).save_pretrained(root / "vit-tiny")
+    return root
+
+
+# option, saved folder, expected inputs, outputs, first output shape (sizes read from config.json)
+CASES = [
+    ("hf_causal_lm", "gpt2-tiny", ["input_ids", "attention_mask", "position_ids"], ["logits"], [1, 48, 500]),
+    ("hf_sequence_classification", "bert-cls", ["input_ids", "attention_mask", "token_type_ids"], ["logits"], [1, 3]),
+    ("hf_question_answering", "bert-qa", ["input_ids", "attention_mask", "token_type_ids"],
+     ["start_logits", "end_logits"], [1, 64]),
+    ("hf_token_classification", "bert-ner", ["input_ids", "attention_mask", "token_type_ids"], ["logits"], [1, 64, 5]),
+    ("hf_image_classification", "vit-tiny", ["pixel_values"], ["logits"], [1, 4]),
+]
+
+
+@pytest.mark.parametrize("option, folder, inputs, outputs, shape", CASES, ids=[c[0] for c in CASES])
+def test_every_hf_option_in_every_format(tmp_path, saved, option, folder, inputs, outputs, shape):
+    r = run_cli(f"model={option}", f"model.path={saved / folder}", FORMATS, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # the build folder is named after the model folder
+    build = tmp_path / "exports" / folder / "onnx+torchscript+pytorch+exported_program-none"
+    md = json.loads((build / "metadata.json").read_text())
+    assert md["status"] == "ok"
+    assert [i["name"] for i in md["inputs"]] == inputs and [o["name"] for o in md["outputs"]] == outputs
+    assert md["output_shape"] == shape
+    for name, record in md["artifacts"].items():
+        labels = [c["label"] for c in record["validation"]["checks"]]
+        assert "second example" in labels and record["dynamic_axes_verified"], name
+
+
+def test_a_transformers_checkpoint_with_tied_weights_loads_and_stays_tied(tmp_path, saved):
+    import torch
+
+    from exporter.checkpoint import load_checkpoint
+
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config.from_pretrained(saved / "gpt2-tiny"))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    record = load_checkpoint(model, saved / "gpt2-tiny" / "model.safetensors")  # lm_head.weight is not in the file
+    assert model.lm_head.weight is model.transformer.wte.weight and record["sha256"]
+    from safetensors.torch import load_file
+
+    assert torch.equal(model.transformer.wte.weight, load_file(saved / "gpt2-tiny" / "model.safetensors")["transformer.wte.weight"])
+    r = run_cli("model=hf_causal_lm", f"model.path={saved / 'gpt2-tiny'}",
+                f"checkpoint={saved / 'gpt2-tiny' / 'model.safetensors'}", "export_dir=out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_folder_that_is_not_a_saved_model_is_named(tmp_path):
+    r = run_cli("model=hf_causal_lm", f"model.path={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2 and f"model.path: {tmp_path} holds no config.json" in r.stderr
+    r = run_cli("model=hf_causal_lm", cwd=tmp_path)
+    assert r.returncode == 2 and "model.path" in r.stderr
