@@ -68,13 +68,16 @@ def in_fresh_thread(fn: Callable[[], None]) -> None:
             failure.append(exc)
 
     thread = threading.Thread(target=body, name="exporter-trace", daemon=True)
-    thread.start()
     try:
+        # start() inside the try: it waits for the thread to begin, and a signal arriving during
+        # that wait raises from start() itself, with the trace already running.
+        thread.start()
         thread.join()
     except BaseException:
         # Ctrl-C or SIGTERM: let the trace finish first. A C++ trace still running while the
         # interpreter exits aborts the process ("terminate called without an active exception").
-        thread.join()
+        if thread.ident is not None:
+            thread.join()
         raise
     if failure:
         raise failure[0]
