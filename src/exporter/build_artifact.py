@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 from .build_folder import INTERRUPTED, BuildTransaction
 from .errors import ExportError, first_line
 from .files import move_files, sha256_of
+from .formats.base import as_output_list
 from .job import ArtifactRecord, ArtifactResult
 from .quantization.selection import build_quantized, timed
 from .report import human_bytes
@@ -29,12 +30,6 @@ def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
     """The symbolic axes this format's artifact is built with, per input and output name."""
     axes = ctx.dynamic_axes(batch=exporter.dynamic_batch, sequence=exporter.dynamic_sequence)
     return {name: {str(axis): dim for axis, dim in dims.items()} for name, dims in axes.items()}
-
-
-def as_output_list(result) -> list:
-    """A runnable's result as a list of outputs: one array (a single-output format's shortcut) or a
-    sequence of arrays in the job's output order."""
-    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 def _shapes(inputs) -> dict[str, list[int]]:

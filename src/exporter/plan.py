@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter")
 
 
-def _shapes(inputs: "dict[str, torch.Tensor]") -> dict[str, list[int]]:
-    return {name: list(t.shape) for name, t in inputs.items()}
-
-
 def _describe(inputs: "dict[str, torch.Tensor]") -> str:
     return ", ".join(f"{n} {str(t.dtype).replace('torch.', '')}{list(t.shape)}" for n, t in inputs.items())
 
@@ -45,10 +41,6 @@ def _structure(output: Any) -> str:
     if isinstance(output, (tuple, list)):
         return f"a {type(output).__name__} of ({', '.join(one(v) for v in output)})"
     return f"a {type(output).__name__}"
-
-
-def _io_record(name: str, tensor: "torch.Tensor") -> dict[str, Any]:
-    return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
 
 
 class Plan:

@@ -43,6 +43,12 @@ def quiet_torch() -> Iterator[io.StringIO]:
         logging.disable(previous)
 
 
+def as_output_list(result: Any) -> list:
+    """A runnable's result as a list of outputs: one array (a single-output format's shortcut) or a
+    sequence of arrays in the job's output order."""
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
 def as_arrays(result: Any) -> "list[np.ndarray]":
     """A traced program's result (one tensor, or a tuple of them) as numpy arrays in order."""
     items = result if isinstance(result, (tuple, list)) else [result]
@@ -175,13 +181,15 @@ class FormatExporter(ABC):
 
     @property
     def dynamic_batch(self) -> bool:
-        """Whether the artifact accepts another batch size than the example's."""
-        return True
+        """Whether the artifact accepts another batch size than the example's (the format's
+        ``dynamic_batch`` option where it has one)."""
+        return bool(getattr(self.options, "dynamic_batch", True))
 
     @property
     def dynamic_sequence(self) -> bool:
-        """Whether a text artifact accepts another sequence length than the example's."""
-        return True
+        """Whether a text artifact accepts another sequence length than the example's (the format's
+        ``dynamic_sequence`` option where it has one)."""
+        return bool(getattr(self.options, "dynamic_sequence", True))
 
     def weight_types(self, mode: str) -> list[str]:
         """The weight types ``quantization.weight_type=auto`` tries for ``mode``."""

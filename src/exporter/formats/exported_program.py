@@ -96,14 +96,6 @@ class ExportedProgramExporter(FormatExporter):
     def filename(self) -> str:
         return "model.pt2"
 
-    @property
-    def dynamic_batch(self) -> bool:
-        return bool(self.options.dynamic_batch)
-
-    @property
-    def dynamic_sequence(self) -> bool:
-        return bool(self.options.dynamic_sequence)
-
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         import torch
 

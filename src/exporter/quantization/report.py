@@ -29,12 +29,13 @@ def fidelity(run: Callable, samples: Sequence[dict], references: Sequence[Sequen
     first output, the task's prediction) with the eager fp32 outputs."""
     import numpy as np
 
+    from ..formats.base import as_output_list
+
     if not samples:
         return {"samples": 0, "max_abs_diff": None, "agreement": None}
     max_diff, agree, total = 0.0, 0, 0
     for sample, refs in zip(samples, references):
-        result = run(sample)
-        outs = [np.asarray(o, dtype=np.float64) for o in (result if isinstance(result, (list, tuple)) else [result])]
+        outs = [np.asarray(o, dtype=np.float64) for o in as_output_list(run(sample))]
         refs = [np.asarray(r, dtype=np.float64) for r in refs]
         max_diff = max(max_diff, *(float(np.abs(o - r).max()) if o.size else 0.0 for o, r in zip(outs, refs)))
         out, ref = outs[0], refs[0]

@@ -74,14 +74,6 @@ class OnnxExporter(FormatExporter):
         return "model.onnx"
 
     @property
-    def dynamic_batch(self) -> bool:
-        return bool(self.options.dynamic_batch)
-
-    @property
-    def dynamic_sequence(self) -> bool:
-        return bool(self.options.dynamic_sequence)
-
-    @property
     def opset(self) -> int:
         return int(self.options.opset)
 
