@@ -31,6 +31,8 @@ BOUNDS = [
     (ValidateConfig, "min_agreement", "validate.", 1.01, 1.0, "0 to 1"),
     (ValidateConfig, "min_agreement", "validate.", -0.01, 0.0, "0 to 1"),
     (ValidateConfig, "second_batch_size", "validate.", -1, 0, ">= 0"),
+    (ValidateConfig, "generation_steps", "validate.", 0, 1, "1 to 256"),
+    (ValidateConfig, "generation_steps", "validate.", 257, 256, "1 to 256"),
     (QuantizationConfig, "latency_runs", "quantization.", 0, 1, ">= 1"),
     (CalibrationConfig, "num_samples", "calibration.", 0, 1, ">= 1"),
     (CalibrationConfig, "heldout_samples", "calibration.", -1, 0, ">= 0"),

@@ -24,10 +24,11 @@ def _composed(hydra_config_module):
 
 def test_shipped_options_are_the_documented_ones():
     assert OPTIONS == {
-        "model": ["hf_causal_lm", "hf_image_classification", "hf_question_answering", "hf_sequence_classification",
+        "model": ["hf_causal_lm", "hf_image_classification", "hf_question_answering", "hf_seq2seq_lm",
+                  "hf_sequence_classification",
                   "hf_token_classification", "lm_stub", "simple_cnn"],
         "task_spec": ["feature_extraction", "language_modeling", "object_detection", "question_answering",
-                      "text_classification", "token_classification", "vision_classification"],
+                      "seq2seq_lm", "text_classification", "token_classification", "vision_classification"],
         # Every registered format and alias has its option file (tests/test_registry.py checks the rest).
         "format": sorted([*registered_formats(), *format_aliases()]),
         "quantization": ["dynamic", "fp16", "none", "static"],

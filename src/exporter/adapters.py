@@ -70,6 +70,18 @@ class ModelAdapter:
                 axes[name] = named
         return axes
 
+    def output_axes(self, name: str, tensor: "torch.Tensor", batch: bool, sequence: bool) -> dict[int, str]:
+        """Symbolic axes of one exported output: the batch axis (0) and the sequence axis this
+        adapter declares for that output name (``sequence_axes``)."""
+        axes: dict[int, str] = {}
+        if tensor.dim() == 0:
+            return axes
+        if batch:
+            axes[0] = "batch"
+        if sequence and name in self.sequence_axes and self.sequence_axes[name] < tensor.dim():
+            axes[self.sequence_axes[name]] = "sequence"
+        return axes
+
     def call(self, model: Any, inputs: "Mapping[str, torch.Tensor]") -> Any:
         """Call ``model`` with ``inputs``: by keyword when its forward names them, else in order."""
         forward = getattr(model, "forward", model)
@@ -282,8 +294,25 @@ class FeatureExtractionAdapter(TextAdapter):
 
 
 def adapter_for_task(task_spec: TaskSpec) -> ModelAdapter:
-    """The shipped adapter for ``task_spec.task_type``."""
+    """The shipped adapter for ``task_spec.task_type``; with ``task_spec.inputs`` declared, those
+    inputs (``declared.py``) and the task type's output names."""
     factory = ADAPTERS.get(task_spec.task_type)
     if factory is None:
         raise ValueError(f"task_spec.task_type: no adapter for {task_spec.task_type!r}; valid values: {sorted(ADAPTERS)}")
-    return factory(task_spec)
+    adapter = factory(task_spec)
+    if task_spec.inputs is None:
+        return adapter
+    from .declared import DeclaredInputsAdapter, parse_inputs, parse_output_axes
+
+    declared_axes = parse_output_axes(task_spec.output_axes)
+    # Outputs the task type gives a sequence axis keep it under the inputs' first non-batch axis name.
+    inputs = parse_inputs(task_spec.inputs)
+    first = next((label for spec in inputs for a, label in spec.dynamic_axes.items() if a), None)
+    output_axes = {name: {0: "batch", **({axis: first} if first else {})} for name, axis in adapter.sequence_axes.items()
+                   if name in adapter.output_names}
+    output_axes.update(declared_axes)
+    return DeclaredInputsAdapter(inputs, adapter.output_names, output_axes)
+
+
+# Encoder-decoder models register their adapter (seq2seq_lm) from their own module.
+from . import seq2seq  # noqa: E402,F401

@@ -168,3 +168,62 @@ def _log(name: str, record: ArtifactRecord) -> None:
     if (record.details or {}).get("load_note"):
         indented = "\n".join("    " + line for line in (record.load_hint or "").splitlines())
         log.info("%-12s %s:\n%s", "", record.details["load_note"], indented)
+
+
+def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, txn: BuildTransaction) -> None:
+    """A model exported in parts: run the parts of ``format_name`` together, as they are used
+    (encoder-decoder: greedy decoding against eager ``generate``), and record the outcome in each
+    part's validation. fp32 parts that disagree with eager fail that check like any other output
+    (``validate.strict`` decides whether they are kept); quantized parts are reported, not gated."""
+    whole, first = plans[0].whole, plans[0]
+    check = getattr(whole.adapter, "check_parts", None)
+    keys = [plan.key(format_name) for plan in plans]
+    if check is None or not whole.validate.enabled or any(results[k].path is None for k in keys):
+        return  # no joint check, checks off, or a part already failed (the build says so)
+    from .seq2seq import Part
+
+    parts = [Part(plan.part, plan.job.model, plan.adapter) for plan in plans]
+    try:
+        runs = {plan.part: plan.exporters[format_name].load(results[plan.key(format_name)].path, plan.context)
+                for plan in plans}
+        tolerance = whole.validate.atol + whole.validate.rtol
+        steps = int(whole.validate.generation_steps)
+        outcome = check(whole.model, parts, {n: _as_list(run) for n, run in runs.items()}, steps, whole.seed, tolerance)
+    except Exception as exc:  # noqa: BLE001 - the joint check failing is this format's failure
+        if INTERRUPTED:
+            raise
+        trace_log.error("%s: traceback of the joint check", format_name, exc_info=exc)
+        outcome = {"match": False, "error": first_line(exc, with_type=True)}
+    what = f"greedy decoding of {outcome.get('steps', '?')} tokens through {' + '.join(p.part for p in plans)}"
+    log.info("%-12s %s: %s", format_name, what, "matches eager generate" if outcome["match"] else "DIFFERS")
+    if outcome.get("note"):
+        log.info("%-12s %s", "", outcome["note"])
+    for key in keys:
+        record = results[key].record
+        record.validation = {**(record.validation or {}), "greedy_decoding": outcome}
+    if outcome["match"]:
+        return
+    where = outcome.get("error") or (f"token {outcome.get('first_difference')} differs "
+                                     f"(eager {outcome.get('eager_tokens')}, artifacts {outcome.get('artifact_tokens')})")
+    problem = f"{what} does not match eager generate: {where}"
+    if first.context.quantized:
+        for key in keys:
+            results[key].record.warnings = [*(results[key].record.warnings or []), f"{problem} (quantized: reported, not gated)"]
+        log.warning("%-12s warning: %s (quantized: reported, not gated)", "", problem)
+        return
+    for key in keys:
+        result = results[key]
+        if whole.validate.strict:
+            (txn.build / result.record.file).unlink(missing_ok=True)
+            result.record.status, result.record.error = "failed", f"{problem} (artifact not kept; validate.strict=false keeps it)"
+            result.record.bytes = result.record.sha256 = None
+            result.status, result.path = "failed", None
+        else:
+            result.record.status, result.status = "mismatch", "mismatch"
+            result.record.warning = "; ".join(filter(None, [result.record.warning, problem]))
+    log.error("%-12s FAILED: %s", format_name, problem)
+
+
+def _as_list(run):
+    """A runnable returning a list of outputs (a single-output format's array wrapped)."""
+    return lambda inputs: as_output_list(run(inputs))

@@ -50,31 +50,42 @@ def _io_record(name: str, tensor: Any) -> dict[str, Any]:
     return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
 
 
-def build_metadata(plan: Any, results: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """metadata.json of a finished job (``plan``: its ``Plan``; ``results``: format -> ArtifactResult).
+def _io(plan: Any, axes: dict[str, dict[str, str]]) -> dict[str, Any]:
+    return {"inputs": [_io_record(n, t) for n, t in plan.inputs.items()],
+            "outputs": [{**_io_record(n, t), "dynamic_axes": dict(axes.get(n, {}))}
+                        for n, t in zip(plan.context.output_names, plan.eager_outputs)]}
+
+
+def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """metadata.json of a finished job (``plans``: its ``Plan``, or one per part of a model exported
+    in parts; ``results``: artifact key -> ArtifactResult).
 
     Format-specific top-level keys (``opset``, ``onnx_backend``) come from each format's
-    ``job_metadata`` hook, and are null when the job does not build that format.
+    ``job_metadata`` hook, and are null when the job does not build that format. A model exported
+    in parts records each part's inputs and outputs under ``parts``; the top-level ``inputs`` are
+    the first part's (what a user feeds) and ``outputs`` the last part's (what comes out).
     """
+    from .build_artifact import declared_axes
     from .formats import registered_formats
     from .job import overall_status
     from .quantization import mode_of
 
-    job = plan.job
     q = job.quantization
-    from .build_artifact import declared_axes
-
+    plan, last = plans[0], plans[-1]
     first_input = next(iter(plan.inputs.values()))
-    # The axes every artifact of the build has (each artifact records its own under dynamic_axes).
-    per_artifact = [declared_axes(plan.context, exporter) for exporter in plan.exporters.values()]
-    axes = {name: {axis: dim for axis, dim in dims.items() if all(other.get(name, {}).get(axis) == dim
-                                                                   for other in per_artifact)}
-            for name, dims in per_artifact[0].items()}
-    axes = {name: dims for name, dims in axes.items() if dims}
+    # The axes every artifact of a part has (each artifact records its own under dynamic_axes).
+    axes: dict[str, dict[str, str]] = {}
+    for each in plans:
+        per_artifact = [declared_axes(each.context, exporter) for exporter in each.exporters.values()]
+        common = {name: {axis: dim for axis, dim in dims.items()
+                         if all(other.get(name, {}).get(axis) == dim for other in per_artifact)}
+                  for name, dims in per_artifact[0].items()}
+        axes.update({name: dims for name, dims in common.items() if dims})
     format_keys: dict[str, Any] = {key: None for cls in registered_formats().values() for key in cls.metadata_keys}
     for name, exporter in plan.exporters.items():
-        if name in results:
-            format_keys.update(exporter.job_metadata(results[name].record.to_dict()))
+        if plan.key(name) in results:
+            format_keys.update(exporter.job_metadata(results[plan.key(name)].record.to_dict()))
+    parts = {each.part: _io(each, axes) for each in plans} if len(plans) > 1 else None
     return {
         "schema_version": SCHEMA_VERSION,
         "status": overall_status([r.status for r in results.values()]),
@@ -82,12 +93,13 @@ def build_metadata(plan: Any, results: dict[str, Any], seconds: float) -> dict[s
         "task_type": job.task_spec.task_type,
         "modality": job.task_spec.modality,
         "input_shape": list(first_input.shape),
-        "output_shape": list(plan.eager.shape),
-        "inputs": [_io_record(n, t) for n, t in plan.inputs.items()],
-        "outputs": [{**_io_record(n, t), "dynamic_axes": dict(axes.get(n, {}))}
-                    for n, t in zip(plan.context.output_names, plan.eager_outputs)],
+        "output_shape": list(last.eager.shape),
+        "inputs": _io(plan, axes)["inputs"],
+        "outputs": _io(last, axes)["outputs"],
         # Tensors the model returned that the config chose not to export (task_spec.outputs).
-        "outputs_left_out": {n: plan.choice.returned[n] for n in plan.choice.left_out},
+        "outputs_left_out": {n: last.choice.returned[n] for n in last.choice.left_out},
+        # A model exported in parts: each part's inputs and outputs (artifacts: <format>/<part>).
+        **({"parts": parts} if parts else {}),
         "dynamic_axes": axes,
         "exported_at": utc_now(),
         "torch_version": plan.torch_version,

@@ -148,16 +148,3 @@ def choose_outputs(requested: Union[None, str, Sequence[str]], adapter: "ModelAd
             f"(exported: {declared}). Set task_spec.outputs=all to export every one, or "
             f"task_spec.outputs=[{','.join(declared)}] to leave the others out on purpose")
     return OutputChoice(names=declared, returned=returned, positional=positional)
-
-
-def output_axes(name: str, tensor: "torch.Tensor", adapter: "ModelAdapter", batch: bool, sequence: bool) -> dict[int, str]:
-    """Symbolic axes of one output: the batch axis (0) and, for text, a sequence axis the adapter
-    declares for that output name."""
-    axes: dict[int, str] = {}
-    if tensor.dim() == 0:
-        return axes
-    if batch:
-        axes[0] = "batch"
-    if sequence and name in adapter.sequence_axes and adapter.sequence_axes[name] < tensor.dim():
-        axes[adapter.sequence_axes[name]] = "sequence"
-    return axes

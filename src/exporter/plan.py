@@ -46,7 +46,7 @@ def _structure(output: Any) -> str:
 class Plan:
     """The checked, ready-to-run form of a job: exporters built, inputs drawn, eager outputs known."""
 
-    def __init__(self, job: ExportJob):
+    def __init__(self, job: ExportJob, part: Optional[str] = None, whole: Any = None):
         import torch
 
         from .formats import ExportContext, check_formats, format_class
@@ -81,6 +81,15 @@ class Plan:
             quantization=job.quantization, output_choice=self.choice, example_outputs=self.eager_outputs,
         )
         self.exporters = {name: format_class(name)(options) for name, options in job.formats.items()}
+        # A model exported in parts: this plan is one part (its name is the artifacts' file stem);
+        # ``whole`` is the model's own job (model and adapter) the parts are checked together against.
+        self.part, self.whole = part, whole
+        for name, exporter in self.exporters.items():
+            if part is not None:
+                exporter.stem = part
+                if not exporter.filename.startswith(f"{part}."):
+                    raise ConfigError(f"format {name} cannot export a model in parts ({part}): its file name "
+                                      f"{exporter.filename!r} does not follow FormatExporter.stem")
         for exporter in self.exporters.values():
             exporter.check(self.context)
         self.calibration = None
@@ -92,6 +101,11 @@ class Plan:
                                                  job.seed, dataset=job.calibration_dataset)
             self.context.calibration = self.calibration
         self.torch_version = torch.__version__
+
+    def key(self, format_name: str) -> str:
+        """This plan's artifact of ``format_name`` in metadata.json: the format's name, or
+        ``<format>/<part>`` for a part (``onnx/encoder``)."""
+        return format_name if self.part is None else f"{format_name}/{self.part}"
 
     def _eager(self, inputs, first: bool) -> "list[torch.Tensor]":
         """The exported outputs of the model on ``inputs``; on the first (example) input, also settle
@@ -158,8 +172,8 @@ class Plan:
         return samples, self._references[split]
 
     def _shorter(self, exporter) -> bool:
-        """Whether the artifact declares a dynamic sequence axis (text models)."""
-        return bool(self.job.task_spec.modality == "text" and self.adapter.sequence_axes and exporter.dynamic_sequence)
+        """Whether the artifact declares a dynamic axis besides the batch (text: the sequence)."""
+        return bool(self.adapter.sequence_axes and exporter.dynamic_sequence)
 
     def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
         """A differently sized input that proves each dynamic axis the artifact declares: another batch
@@ -172,7 +186,10 @@ class Plan:
         batch = int(cfg.second_batch_size) if exporter.dynamic_batch else int(next(iter(self.inputs.values())).shape[0])
         key = (batch, shorter)
         if key not in self._second:
-            seq_len = max(1, next(iter(self.inputs.values())).shape[1] // 2) if shorter else None
+            seq_len = None
+            if shorter:  # half the first varying axis of the inputs (declared adapters halve each)
+                name, axis = next((n, a) for n, a in self.adapter.sequence_axes.items() if n in self.inputs)
+                seq_len = max(1, int(self.inputs[name].shape[axis]) // 2)
             inputs = self.adapter.example_inputs(self.job.task_spec, batch_size=batch, seed=self.job.seed + 1,
                                                  seq_len=seq_len)
             try:
@@ -191,3 +208,23 @@ class Plan:
         if self.job.validate.second_batch_size <= 1:
             return f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
         return getattr(self, "second_failure", None)
+
+
+def plan_job(job: ExportJob) -> "list[Plan]":
+    """The plans of a job: one, or one per part for a model its adapter exports in parts
+    (encoder-decoder models: ``seq2seq.py``)."""
+    from dataclasses import replace
+
+    try:
+        job.task_spec.validate()
+        adapter = job.adapter or adapter_for_task(job.task_spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if job.adapter is not None and job.task_spec.inputs is not None:
+        raise ConfigError(f"task_spec.inputs declares the model's inputs, but adapter {type(job.adapter).__name__} "
+                          "draws its own: set one of them (task_spec.inputs=null, or no adapter)")
+    parts = adapter.parts(job.model) if callable(getattr(adapter, "parts", None)) else None
+    if not parts:
+        return [Plan(replace(job, adapter=adapter))]
+    return [Plan(replace(job, model=p.module, adapter=p.adapter), part=p.name, whole=replace(job, adapter=adapter))
+            for p in parts]

@@ -16,13 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from .build_artifact import build_artifact, trace_log
+from .build_artifact import build_artifact, check_parts_together, trace_log
 from .build_folder import LOG_FILE, BuildTransaction, toolchain_sandbox
 from .errors import ExportError
 from .files import sha256_of, write_json_atomic, write_text_atomic
 from .job import ArtifactRecord, ArtifactResult, ExportJob, ExportResult
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE, build_metadata
-from .plan import Plan
+from .plan import plan_job
 
 __all__ = ["ArtifactRecord", "ArtifactResult", "ExportJob", "ExportResult", "run_export"]
 
@@ -40,13 +40,18 @@ def run_export(job: ExportJob) -> ExportResult:
     was_training = job.model.training
     export_dir = Path(job.export_dir)
     try:
-        plan = Plan(job)
+        plans = plan_job(job)
         with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE):
             try:
+                results = {}
                 with toolchain_sandbox(txn.work):
-                    results = {name: build_artifact(plan, name, exporter, txn, _disk_full)
-                               for name, exporter in plan.exporters.items()}
-                metadata = build_metadata(plan, results, time.perf_counter() - started)
+                    for name in job.formats:
+                        for plan in plans:  # one plan, or one per part (encoder, decoder)
+                            key = plan.key(name)
+                            results[key] = build_artifact(plan, key, plan.exporters[name], txn, _disk_full)
+                        if len(plans) > 1:
+                            check_parts_together(plans, name, results, txn)
+                metadata = build_metadata(job, plans, results, time.perf_counter() - started)
                 records = {}
                 if job.snapshot_yaml:
                     records[CONFIG_SNAPSHOT_FILE] = job.snapshot_yaml

@@ -45,6 +45,7 @@ class TaskType(str, Enum):
     token_classification = "token_classification"
     feature_extraction = "feature_extraction"
     object_detection = "object_detection"
+    seq2seq_lm = "seq2seq_lm"
 
 
 class QuantizationMode(str, Enum):
@@ -95,6 +96,11 @@ class TaskSpecConfig:
     # end_logits for question answering), all (every tensor the model returns, with derived names),
     # or a list of names (the others are left out on purpose, and metadata.json says so).
     outputs: Any = None
+    # The model's inputs, declared here instead of by the task type (docs/models.md): a list of
+    # {name, dtype, shape (one example, no batch axis), range or generator, dynamic_axes}.
+    inputs: Optional[List[Dict[str, Any]]] = None
+    # Axes of the outputs besides the batch, by output name: {logits: {1: sequence}}.
+    output_axes: Optional[Dict[str, Any]] = None
 
 
 def selected_formats(formats: Any) -> list[str]:
@@ -160,6 +166,9 @@ class ValidateConfig:
     # true: NaN/inf in eager and artifact outputs are accepted if they match position for position;
     # false: any non-finite output fails the check.
     allow_nonfinite: bool = False
+    # Encoder-decoder models: tokens decoded greedily through the exported parts and compared with
+    # eager generate (docs/models.md).
+    generation_steps: int = field(default=4, metadata={"min": 1, "max": 256})
 
 
 @dataclass

@@ -16,6 +16,7 @@ TASK_TYPES = {
     "token_classification": "text",
     "feature_extraction": "text",
     "object_detection": "vision",
+    "seq2seq_lm": "text",
 }
 
 
@@ -38,6 +39,11 @@ class TaskSpec:
     # The outputs to export, by name: None (the task type's own, e.g. ``logits``), ``"all"`` (every
     # tensor the model returns) or a list of names (the others left out on purpose).
     outputs: Optional[Union[str, list[str]]] = None
+    # The model's inputs, declared instead of drawn by the task type's adapter: a list of
+    # {name, dtype, shape, range | generator, dynamic_axes} (``declared.py``).
+    inputs: Optional[list[dict[str, Any]]] = None
+    # Axes of the outputs besides the batch, by output name: {logits: {1: sequence}}.
+    output_axes: Optional[dict[str, dict[Any, str]]] = None
 
     def __post_init__(self) -> None:
         # Enums from structured configs arrive as Enum members; keep plain strings.
@@ -51,7 +57,8 @@ class TaskSpec:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "TaskSpec":
         """Build from a dict or a resolved OmegaConf node (extra keys are refused)."""
-        known = {"task_name", "modality", "task_type", "input_schema", "output_schema", "outputs"}
+        known = {"task_name", "modality", "task_type", "input_schema", "output_schema", "outputs", "inputs",
+                 "output_axes"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"task_spec: unknown field(s) {unknown}; valid fields: {sorted(known)}")
@@ -75,3 +82,9 @@ class TaskSpec:
                 f"task_spec.task_type: {self.task_type!r} needs modality {TASK_TYPES[self.task_type]!r}, "
                 f"but task_spec.modality is {self.modality!r}"
             )
+        if self.inputs is not None or self.output_axes is not None:
+            from .declared import parse_inputs, parse_output_axes
+
+            if self.inputs is not None:
+                parse_inputs(self.inputs)
+            parse_output_axes(self.output_axes)

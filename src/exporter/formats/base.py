@@ -85,12 +85,10 @@ class ExportContext:
 
     def dynamic_axes(self, batch: bool, sequence: bool) -> dict[str, dict[int, str]]:
         """Symbolic axes per input and output name (the form torch.onnx.export takes)."""
-        from ..outputs import output_axes
-
         axes = {name: dims for name, dims in self.adapter.dynamic_axes(batch=batch, sequence=sequence).items()
                 if name in self.example_inputs}
         for name, tensor in zip(self.output_names, self.example_outputs):
-            dims = output_axes(name, tensor, self.adapter, batch, sequence)
+            dims = self.adapter.output_axes(name, tensor, batch, sequence)
             if dims:
                 axes[name] = dims
         return axes
@@ -171,13 +169,17 @@ class FormatExporter(ABC):
         """This format's part of a build folder's name (``onnx`` in ``onnx+pytorch-none``)."""
         return cls.name
 
+    # The artifact's file name without its extension: ``model``, or the part's name for models
+    # exported in parts (``encoder``/``decoder``). A format's ``filename`` is built from it.
+    stem: str = "model"
+
     def __init__(self, options: Any):
         self.options = options
 
     @property
     @abstractmethod
     def filename(self) -> str:
-        """The artifact's file name inside the export folder."""
+        """The artifact's file name inside the export folder (``<stem>.<extension>``)."""
 
     @property
     def dynamic_batch(self) -> bool:

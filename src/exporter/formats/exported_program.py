@@ -94,7 +94,7 @@ class ExportedProgramExporter(FormatExporter):
 
     @property
     def filename(self) -> str:
-        return "model.pt2"
+        return f"{self.stem}.pt2"
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         import torch

@@ -65,7 +65,7 @@ class StateDictExporter(FormatExporter):
 
     @property
     def filename(self) -> str:
-        return "model.safetensors" if self.serialization == "safetensors" else "model.pth"
+        return f"{self.stem}.safetensors" if self.serialization == "safetensors" else f"{self.stem}.pth"
 
     def check(self, ctx: ExportContext) -> None:
         if ctx.quantized and self.serialization == "safetensors":

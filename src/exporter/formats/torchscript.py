@@ -109,7 +109,7 @@ class TorchScriptExporter(FormatExporter):
 
     @property
     def filename(self) -> str:
-        return "model.torchscript"
+        return f"{self.stem}.torchscript"
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         return self._trace(ctx, ctx.model, path, {})

@@ -19,6 +19,7 @@ TASKS = {
     "question_answering": "AutoModelForQuestionAnswering",
     "token_classification": "AutoModelForTokenClassification",
     "image_classification": "AutoModelForImageClassification",
+    "seq2seq_lm": "AutoModelForSeq2SeqLM",
 }
 
 

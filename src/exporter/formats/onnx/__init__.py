@@ -71,7 +71,7 @@ class OnnxExporter(FormatExporter):
 
     @property
     def filename(self) -> str:
-        return "model.onnx"
+        return f"{self.stem}.onnx"
 
     @property
     def opset(self) -> int:

@@ -1,0 +1,162 @@
+"""Encoder-decoder models (T5, BART): two parts per format, each checked at two shapes, and greedy
+decoding through the loaded parts compared with eager generate. Tiny models built from a config
+(no hub); their weights are drawn wide so that greedy decoding picks varied tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # Hugging Face models: run in CI
+transformers = pytest.importorskip("transformers")
+
+FORMATS = ["onnx", "torchscript", "exported_program", "pytorch"]
+FILES = {"onnx": "onnx", "torchscript": "torchscript", "exported_program": "pt2", "pytorch": "pth"}
+
+
+def _t5():
+    import torch
+
+    torch.manual_seed(0)
+    T = transformers
+    return T.T5ForConditionalGeneration(T.T5Config(
+        vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=1, initializer_factor=20.0)).eval()
+
+
+def _bart():
+    import torch
+
+    torch.manual_seed(0)
+    T = transformers
+    return T.BartForConditionalGeneration(T.BartConfig(
+        vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+        init_std=0.5)).eval()
+
+
+def _spec():
+    from exporter import TaskSpec
+
+    return TaskSpec("s2s", "text", "seq2seq_lm", {"vocab_size": 100, "max_seq_len": 12}, {"vocab_size": 100})
+
+
+@pytest.mark.parametrize("build", [_t5, _bart], ids=["t5", "bart"])
+def test_encoder_and_decoder_in_every_format_with_the_greedy_decoding_check(tmp_path, build):
+    from exporter import export_model
+
+    export_model(build(), None, _spec(), tmp_path / "b", formats=FORMATS)
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["status"] == "ok"
+    # the folder: one file per part and format, beside the build's records
+    expected = {f"{part}.{FILES[fmt]}" for fmt in FORMATS for part in ("encoder", "decoder")}
+    assert {p.name for p in (tmp_path / "b").iterdir()} == expected | {"metadata.json", "config.yaml", "export.log"}
+    assert [i["name"] for i in md["parts"]["encoder"]["inputs"]] == ["input_ids", "attention_mask"]
+    assert [o["name"] for o in md["parts"]["encoder"]["outputs"]] == ["last_hidden_state"]
+    assert [i["name"] for i in md["parts"]["decoder"]["inputs"]] == [
+        "decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"]
+    assert md["parts"]["decoder"]["outputs"][0]["dynamic_axes"] == {"0": "batch", "1": "decoder_sequence"}
+    assert md["outputs"][0]["name"] == "logits" and md["output_shape"] == [1, 6, 100]
+    for fmt in FORMATS:
+        for part in ("encoder", "decoder"):
+            record = md["artifacts"][f"{fmt}/{part}"]
+            assert record["status"] == "ok" and record["file"] == f"{part}.{FILES[fmt]}"
+            second = next(c for c in record["validation"]["checks"] if c["label"] == "second example")
+            assert record["dynamic_axes_verified"] and second["input_shapes"]
+            greedy = record["validation"]["greedy_decoding"]
+            assert greedy["match"] and greedy["artifact_tokens"] == greedy["eager_tokens"]
+            assert greedy["steps"] == 4 and len(greedy["eager_tokens"][0]) == 5
+    # the check is not vacuous: the decoded tokens vary
+    assert len({t for row in greedy["eager_tokens"] for t in row[1:]}) > 2
+    decoder = md["artifacts"]["onnx/decoder"]["dynamic_axes"]
+    assert decoder["decoder_input_ids"] == {"0": "batch", "1": "decoder_sequence"}
+    assert decoder["encoder_hidden_states"] == {"0": "batch", "1": "encoder_sequence"}
+
+
+def test_the_greedy_check_catches_parts_that_disagree_with_the_model(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from exporter import export_model
+    from exporter.seq2seq import Seq2SeqLMAdapter
+
+    export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx"])
+    runs = {}
+    for part in ("encoder", "decoder"):
+        session = ort.InferenceSession(str(tmp_path / "b" / f"{part}.onnx"), providers=["CPUExecutionProvider"])
+        runs[part] = lambda inputs, s=session: s.run(None, {k: np.asarray(v) for k, v in inputs.items()})
+    other = _bart()  # same sizes, other weights: the exported parts do not decode like it
+    adapter = Seq2SeqLMAdapter(_spec())
+    outcome = adapter.check_parts(other, adapter.parts(other), runs, steps=4, seed=0, tolerance=1e-3)
+    assert outcome["match"] is False and outcome["first_difference"] >= 1
+    assert outcome["artifact_tokens"] != outcome["eager_tokens"]
+
+
+def test_hf_seq2seq_lm_from_the_command_line_and_verify(tmp_path):
+    _t5().save_pretrained(tmp_path / "t5-tiny")
+    r = run_cli("model=hf_seq2seq_lm", f"model.path={tmp_path / 't5-tiny'}", "format=[onnx,torchscript]",
+                "task_spec.input_schema.max_seq_len=16", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    build = tmp_path / "exports" / "t5-tiny" / "onnx+torchscript-none"
+    md = json.loads((build / "metadata.json").read_text())
+    assert md["status"] == "ok" and sorted(md["artifacts"]) == [
+        "onnx/decoder", "onnx/encoder", "torchscript/decoder", "torchscript/encoder"]
+    assert md["task_spec"]["input_schema"]["vocab_size"] == 100  # read from config.json
+    assert "greedy decoding of 4 tokens through encoder + decoder: matches eager generate" in r.stderr + r.stdout
+    v = run_cli("verify", str(build), cwd=tmp_path)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "onnx/decoder" in v.stdout and "identical" in v.stdout
+
+
+def test_a_model_without_an_encoder_is_refused_for_seq2seq(tmp_path):
+    import torch
+
+    from exporter import export_model
+    from exporter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seq2seq_lm needs an encoder-decoder model with get_encoder"):
+        export_model(torch.nn.Linear(4, 4), None, _spec(), tmp_path / "b", formats=["onnx"])
+    assert not (tmp_path / "b").exists()
+
+
+def test_dynamic_quantization_of_both_parts_reports_the_greedy_check(tmp_path):
+    from exporter import export_model
+
+    export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx"], quantization="dynamic")
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    for part in ("encoder", "decoder"):
+        record = md["artifacts"][f"onnx/{part}"]
+        assert record["status"] in ("ok", "mismatch") and record["quantization_report"]
+        assert "match" in record["validation"]["greedy_decoding"]
+
+
+def _mismatched_adapter():
+    """Parts that each match their own module but not the model: the decoder comes from another model."""
+    from exporter.seq2seq import Seq2SeqLMAdapter
+
+    class OtherDecoder(Seq2SeqLMAdapter):
+        def parts(self, model):
+            encoder, _ = super().parts(model)
+            return [encoder, super().parts(_bart())[1]]
+
+    return OtherDecoder(_spec())
+
+
+def test_parts_that_do_not_decode_like_the_model_fail_both_and_keep_nothing(tmp_path):
+    from exporter import export_model
+
+    export_model(_t5(), _mismatched_adapter(), _spec(), tmp_path / "b", formats=["onnx"])
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["status"] == "failed"
+    for part in ("encoder", "decoder"):
+        record = md["artifacts"][f"onnx/{part}"]
+        assert record["status"] == "failed" and "does not match eager generate" in record["error"]
+        assert [c["within_tolerance"] for c in record["validation"]["checks"]] == [True, True]  # each part alone is fine
+        assert not (tmp_path / "b" / f"{part}.onnx").exists()
+    export_model(_t5(), _mismatched_adapter(), _spec(), tmp_path / "kept", formats=["onnx"], validate={"strict": False})
+    md = json.loads((tmp_path / "kept" / "metadata.json").read_text())
+    assert md["status"] == "mismatch" and (tmp_path / "kept" / "decoder.onnx").exists()
+    assert "does not match eager generate" in md["artifacts"]["onnx/decoder"]["warning"]
