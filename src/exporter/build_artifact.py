@@ -87,8 +87,11 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         record.status = "mismatch" if problems else ("unchecked" if unchecked else "ok")
         record.unchecked = unchecked or None
         # Only checked files reach the staged build; the build as a whole is published later.
-        final = move_files(built.folder, txn.build)[exporter.filename]
+        moved = move_files(built.folder, txn.build)
+        final = moved.pop(exporter.filename)
         record.bytes, record.sha256 = final.stat().st_size, sha256_of(final)
+        record.extra_files = [{"file": name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+                              for name, path in moved.items()] or None
         record.warning = "; ".join(problems) or None
         _log(name, record)
         return ArtifactResult(name, record.status, final, record)
@@ -214,7 +217,9 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
     for key in keys:
         result = results[key]
         if whole.validate.strict:
-            (txn.build / result.record.file).unlink(missing_ok=True)
+            for name in [result.record.file, *(extra["file"] for extra in result.record.extra_files or [])]:
+                (txn.build / name).unlink(missing_ok=True)
+            result.record.extra_files = None
             result.record.status, result.record.error = "failed", f"{problem} (artifact not kept; validate.strict=false keeps it)"
             result.record.bytes = result.record.sha256 = None
             result.status, result.path = "failed", None

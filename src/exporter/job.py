@@ -73,6 +73,9 @@ class ArtifactRecord:
     unchecked: Optional[str] = None
     bytes: Optional[int] = None
     sha256: Optional[str] = None
+    # Files the artifact needs beside ``file`` (an ONNX model's weights over the protobuf limit in
+    # ``model.onnx.data``), each {"file", "bytes", "sha256"}.
+    extra_files: Optional[list[dict[str, Any]]] = None
     warning: Optional[str] = None
     error: Optional[str] = None
 

@@ -92,8 +92,12 @@ def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str
             return f"{check.file} {check.state.upper()} in {build.folder.name} (its record is not the file)", False
     if rebuilt.get("status") == "failed":
         return f"not rebuilt: {rebuilt.get('error')}", False
+    extras = [(e.get("file"), e.get("sha256")) for e in recorded.get("extra_files") or []]
+    if extras != [(e.get("file"), e.get("sha256")) for e in rebuilt.get("extra_files") or []]:
+        names = ", ".join(str(name) for name, _ in extras) or "none"
+        return f"DIFFERS in the files beside it (recorded: {names})", False
     if recorded.get("sha256") == rebuilt.get("sha256"):
-        return "identical bytes", True
+        return "identical bytes" + (f" (with {', '.join(str(n) for n, _ in extras)})" if extras else ""), True
     content = (recorded.get("details") or {}).get("content_sha256")
     if content and content == (rebuilt.get("details") or {}).get("content_sha256"):
         return ("identical content (the bytes differ only in what the process numbers or addresses: TorchScript "

@@ -42,6 +42,11 @@ class Built:
         return (self.outcome.details.get("quantization") or {}).get("quantized_layers")
 
 
+def _folder_bytes(folder: Path) -> int:
+    """An artifact's size: its file and any it needs beside it (an ONNX model's external data)."""
+    return sum(item.stat().st_size for item in folder.iterdir() if item.is_file())
+
+
 def timed(folder: Path, filename: str, context: "ExportContext",
           write: Callable[[Path], "ExportOutcome"]) -> Built:
     """Run ``write(path)`` for ``folder/filename`` (created) and time it."""
@@ -72,8 +77,8 @@ def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: P
                                 load_hint=built.outcome.load_hint or twin.outcome.load_hint)
         built.export_seconds = round(twin.export_seconds + built.export_seconds, 4)
         built.report = quant_report.measure(
-            run=exporter.load(built.path, cctx), run_fp32=run_fp32, size=built.path.stat().st_size,
-            size_fp32=twin.path.stat().st_size, task_type=job.task_spec.task_type,
+            run=exporter.load(built.path, cctx), run_fp32=run_fp32, size=_folder_bytes(built.folder),
+            size_fp32=_folder_bytes(twin.folder), task_type=job.task_spec.task_type,
             calibration=plan.reference("calibration"), heldout=plan.reference("heldout"),
             example=plan.inputs, latency_runs=int(q.latency_runs),
         )

@@ -15,6 +15,7 @@ from ...schema import option_value
 from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format
+from . import external as external_data
 
 log = logging.getLogger("exporter")
 
@@ -124,9 +125,30 @@ class OnnxExporter(FormatExporter):
         """backend=auto below opset 18 with strict_opset=false: a legacy failure retries with dynamo."""
         return self.backend == "auto" and self.opset < DYNAMO_MIN_OPSET and not self.options.strict_opset
 
+    def _auto_choice(self, ctx: ExportContext) -> tuple[str, int, str]:
+        """backend=auto: the backend and opset for this model, and why (recorded in metadata)."""
+        size = external_data.weight_bytes(ctx.model)
+        if self.opset >= DYNAMO_MIN_OPSET:
+            return "auto", self.opset, (f"opset {self.opset}: the dynamo exporter, with the legacy one as a fallback")
+        if size > external_data.auto_dynamo_bytes() and not self.options.strict_opset:
+            return "dynamo", DYNAMO_MIN_OPSET, (
+                f"{size / 2**30:.2f} GiB of weights (over {external_data.auto_dynamo_bytes() / 2**30:.2f} GiB): the "
+                f"dynamo exporter at opset {DYNAMO_MIN_OPSET}, which does not hold the serialized graph in memory "
+                f"as the legacy one does (format.onnx.strict_opset=true keeps opset {self.opset})")
+        return "legacy", self.opset, (f"opset {self.opset} and {size / 2**20:.1f} MiB of weights: the legacy "
+                                      "exporter (fast and byte-reproducible)")
+
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
         details: dict[str, Any] = {"opset": self.opset, "backend_requested": self.backend}
-        backend = "legacy" if self.backend == "auto" and self.opset < DYNAMO_MIN_OPSET else self.backend
+        backend = self.backend
+        if self.backend == "auto":
+            backend, opset, reason = self._auto_choice(ctx)
+            details["backend_choice"] = reason
+            if opset != self.opset:
+                log.warning("onnx: %s", reason)
+                self._torch_export(ctx, path, dynamo=True, opset=opset)
+                details["opset"] = opset
+                return self._finish(ctx, path, details, "dynamo", opset)
         if backend == "auto":
             try:
                 self._torch_export(ctx, path, dynamo=True, opset=self.opset)
@@ -188,6 +210,20 @@ class OnnxExporter(FormatExporter):
                 f"format.onnx.opset: asked for opset {opset}, but the {backend} exporter produced opset "
                 f"{actual}; use format.onnx.backend=legacy for opsets below {DYNAMO_MIN_OPSET}"
             )
+        external = self._external(ctx) or external_data.has_external_data(proto)
+        if backend == "legacy":
+            # Tied weights (an LM head sharing the embedding) stored once: the legacy exporter folds a
+            # transposed copy into a second initializer; the dynamo one keeps one tensor and a Transpose.
+            from .tied import store_tied_weights_once
+
+            tied = store_tied_weights_once(path, external=external)
+            if tied["initializers"]:
+                details["tied_weights"] = tied
+        if external:
+            # Over the protobuf limit: every weight in one data file beside the graph, never one per tensor.
+            if {p.name for p in path.parent.iterdir()} != {path.name, external_data.data_file(path).name}:
+                external_data.into_one_data_file(path)
+            details["external_data"] = external_data.data_file(path).name
         onnx.checker.check_model(str(path))
         details["ir_version"] = proto.ir_version
         details["input_names"] = [i.name for i in proto.graph.input]
@@ -215,6 +251,10 @@ class OnnxExporter(FormatExporter):
                 f"session = ort.InferenceSession('{self.filename}', providers=['CPUExecutionProvider'])\n"
                 f"outputs = session.run(None, {{{', '.join(repr(n) + ': ...' for n in input_names)}}})")
 
+    def _external(self, ctx: ExportContext) -> bool:
+        """Whether the model's weights exceed what this job keeps inside the graph (external.py)."""
+        return external_data.weight_bytes(ctx.model) > external_data.threshold()
+
     def _torch_export(self, ctx: ExportContext, path: Path, dynamo: bool, opset: int) -> None:
         import torch
 
@@ -226,7 +266,7 @@ class OnnxExporter(FormatExporter):
             dynamic_axes=self._dynamic_axes(ctx) or None,
         )
         if dynamo:
-            kwargs.update(dynamo=True, external_data=False, verbose=False,
+            kwargs.update(dynamo=True, external_data=self._external(ctx), verbose=False,
                           dynamic_axes=None, dynamic_shapes=self._dynamic_shapes(ctx))
         else:
             kwargs.update(dynamo=False, do_constant_folding=bool(self.options.constant_folding))

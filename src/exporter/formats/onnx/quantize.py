@@ -28,9 +28,12 @@ def onnx_dynamic_quantize(source: Path, target: Path, q: "QuantizationConfig") -
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[weight_type_of(q)]
+    external = _external(source)
     with quiet():
         quantize_dynamic(source, target, weight_type=weight_type, per_channel=bool(q.per_channel),
-                         op_types_to_quantize=list(q.op_types) if q.op_types else None)
+                         op_types_to_quantize=list(q.op_types) if q.op_types else None,
+                         use_external_data_format=external)
+    _one_data_file(target, external)
     return {"recipe": f"onnxruntime.quantization.quantize_dynamic(weight_type=QuantType.{weight_type.name})",
             "quantized_layers": count_onnx_quantized(target)}
 
@@ -56,12 +59,15 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
 
     details: dict[str, Any] = {}
     prepared = source.with_name("pre-" + source.name)
+    external = _external(source)
+    saving = dict(save_as_external_data=external, all_tensors_to_one_file=True,
+                  external_data_location=prepared.name + ".data") if external else {}
     with quiet():
         try:
-            quant_pre_process(str(source), str(prepared))
+            quant_pre_process(str(source), str(prepared), **saving)
             details["preprocessed"] = True
         except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, **saving)
             details["preprocessed"] = f"without symbolic shape inference ({type(exc).__name__})"
         graph_inputs = [i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input]
         types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
@@ -73,8 +79,11 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
             weight_type=types[weight_type_of(q)], activation_type=types[option_value(q.activation_type)],
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[option_value(q.calibration_method)],
+            use_external_data_format=external,
         )
     prepared.unlink(missing_ok=True)
+    prepared.with_name(prepared.name + ".data").unlink(missing_ok=True)
+    _one_data_file(target, external)
     bad = non_finite_scales(target)
     if bad:
         raise ExportError(
@@ -107,12 +116,32 @@ def onnx_fp16(source: Path, target: Path) -> dict:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from .external import save
+
+    external = _external(source)
     with quiet():
         model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    onnx.save(model, str(target))
+    save(model, target, external)
     converted = sum(1 for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16)
     return {"recipe": "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)",
             "quantized_layers": converted}
+
+
+def _external(source: Path) -> bool:
+    """Whether the fp32 graph keeps its weights in a data file (then so does the quantized one)."""
+    import onnx
+
+    from .external import has_external_data
+
+    return has_external_data(onnx.load(str(source), load_external_data=False))
+
+
+def _one_data_file(target: Path, external: bool) -> None:
+    """The quantizer's output as the job leaves every ONNX artifact: weights in ``<file>.data``."""
+    from .external import data_file, into_one_data_file
+
+    if external and {p.name for p in target.parent.iterdir()} != {target.name, data_file(target).name}:
+        into_one_data_file(target)
 
 
 def count_onnx_quantized(path: Path) -> int:
