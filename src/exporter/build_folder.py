@@ -195,7 +195,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def _signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM until the block ends (main thread only; elsewhere signals never run here)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
@@ -291,7 +291,7 @@ class BuildTransaction:
     def publish(self) -> None:
         """Make the staged build the target, in one atomic step (see the module docstring)."""
         _fsync_tree(self.build)
-        with _signals_deferred():
+        with signals_deferred():
             self._swap()
             self.published = True
             PUBLISHED.append(self.target)
@@ -317,7 +317,7 @@ class BuildTransaction:
         raise ExportError(f"could not publish the build into {self.target}: it keeps changing")
 
     def __exit__(self, *exc_info) -> None:
-        with _signals_deferred():
+        with signals_deferred():
             self._cleanup()
 
     def _cleanup(self) -> None:

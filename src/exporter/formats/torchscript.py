@@ -58,27 +58,42 @@ def canonical_sha256(path: Path) -> str:
 
 
 def in_fresh_thread(fn: Callable[[], None]) -> None:
-    """Run ``fn`` in a new thread and wait for it, re-raising what it raised."""
+    """Run ``fn`` in a new thread and wait for it, re-raising what it raised.
+
+    A signal (Ctrl-C, SIGTERM) raises here in the main thread while the trace goes on in C++; the
+    trace must end before the interpreter does, or the process aborts ("terminate called without
+    an active exception", exit 134 instead of 130). So an interruption waits for the thread to
+    finish, then propagates. Not ``Thread.join``: on Python 3.11 a join that an exception
+    interrupts marks the thread stopped while it still runs, and a second join returns at once.
+    """
+    from ..build_folder import signals_deferred
+
     failure: list[BaseException] = []
+    done = threading.Event()
 
     def body() -> None:
         try:
             fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             failure.append(exc)
+        finally:
+            done.set()
 
     thread = threading.Thread(target=body, name="exporter-trace", daemon=True)
-    try:
-        # start() inside the try: it waits for the thread to begin, and a signal arriving during
-        # that wait raises from start() itself, with the trace already running.
+    # Signals held while the thread starts: one arriving in start()'s own wait would raise before
+    # the thread is known to run. (The trace thread inherits the blocked mask.)
+    with signals_deferred():
         thread.start()
-        thread.join()
-    except BaseException:
-        # Ctrl-C or SIGTERM: let the trace finish first. A C++ trace still running while the
-        # interpreter exits aborts the process ("terminate called without an active exception").
-        if thread.ident is not None:
-            thread.join()
-        raise
+    try:
+        done.wait()
+    except BaseException as interruption:
+        while not done.is_set():
+            try:
+                done.wait()
+            except BaseException:  # noqa: BLE001 - another signal: the trace still has to end first
+                pass
+        raise interruption
+    thread.join()
     if failure:
         raise failure[0]
 
