@@ -145,3 +145,32 @@ def test_output_axes_name_an_outputs_varying_axis(tmp_path):
     export_model(Tagger(), None, spec, tmp_path / "b", formats=["onnx"])
     md = json.loads((tmp_path / "b" / "metadata.json").read_text())
     assert md["status"] == "ok" and md["outputs"][0]["dynamic_axes"] == {"0": "batch", "1": "words"}
+
+
+@pytest.mark.parametrize("output_axes, message", [
+    ({"logits": {1: "sequence"}}, "task_spec.output_axes.logits: axis 1 is 3 long but 'sequence' is 12 in the inputs"),
+    ({"logits": {1: "whatever"}}, "axis 1 is named 'whatever', which names no input axis"),
+    ({"logitz": {1: "sequence"}}, "task_spec.output_axes: no exported output named 'logitz'; outputs: ['logits']"),
+    ({"logits": {2: "sequence"}}, "task_spec.output_axes.logits: axis 2 is out of range for its shape [1, 3]"),
+])
+def test_output_axes_that_do_not_hold_on_the_example_are_refused(tmp_path, net, output_axes, message):
+    with pytest.raises(ConfigError) as info:
+        export_model(net(), None, _spec(output_axes=output_axes), tmp_path / "b", formats=["onnx"])
+    assert message in str(info.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_batch_names_axis_0_only(tmp_path, net):
+    first = {**INPUTS[0], "dynamic_axes": {1: "batch"}}
+    with pytest.raises(ConfigError, match="'batch' names axis 0 only; give axis 1 a name of its own"):
+        export_model(net(), None, _spec(inputs=[first, *INPUTS[1:]]), tmp_path / "b", formats=["onnx"])
+
+
+def test_a_declared_name_the_forward_does_not_take_is_refused_not_fed_by_position(tmp_path, net):
+    misspelt = [{**INPUTS[2]}, INPUTS[1], {**INPUTS[0], "name": "idz"}]  # mask, feats, idz
+    with pytest.raises(ConfigError, match=r"the model's forward takes \['ids', 'feats', 'mask'\], not \['idz'\]"):
+        export_model(net(), None, _spec(inputs=misspelt), tmp_path / "b", formats=["onnx"])
+    # in another order than the forward's, by name, they are fed by keyword
+    reordered = [INPUTS[2], INPUTS[1], INPUTS[0]]
+    export_model(net(), None, _spec(inputs=reordered), tmp_path / "ok", formats=["onnx"])
+    assert json.loads((tmp_path / "ok" / "metadata.json").read_text())["status"] == "ok"

@@ -83,3 +83,22 @@ def test_a_folder_that_is_not_a_saved_model_is_named(tmp_path):
     assert r.returncode == 2 and f"model.path: {tmp_path} holds no config.json" in r.stderr
     r = run_cli("model=hf_causal_lm", cwd=tmp_path)
     assert r.returncode == 2 and "model.path" in r.stderr
+
+
+def test_a_model_folder_saved_over_in_place_rebuilds(tmp_path, saved):
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "bert"
+    shutil.copytree(saved / "bert-cls", folder)
+    args = ("model=hf_sequence_classification", f"model.path={folder}", "format=onnx", "export_dir=out")
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "up to date" in again.stdout + again.stderr
+    torch.manual_seed(1)  # other weights, same folder
+    transformers.BertForSequenceClassification(transformers.BertConfig.from_pretrained(folder)).save_pretrained(folder)
+    changed = run_cli(*args, cwd=tmp_path)
+    assert changed.returncode == 0 and "up to date" not in changed.stdout + changed.stderr
+    md = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert "model.safetensors" in md["build_key_inputs"]["model_files"]["files"]

@@ -221,3 +221,12 @@ def test_diff_in_markdown_and_on_config_files(tmp_path, cli):
     (tmp_path / "bad.yaml").write_text("a: [")
     r = cli("diff", "a.yaml", "bad.yaml")
     assert r.returncode == 2 and "bad.yaml: not valid YAML" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_safetensors_rebuild_to_the_same_bytes_in_a_fresh_process(tmp_path, cli):
+    # safetensors writes its header from a hash map: the job sorts it, so two builds are identical.
+    for name in ("a", "b", "c"):
+        assert cli("format=safetensors", f"export_dir={name}").returncode == 0
+    assert len({(tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b", "c")}) == 1
+    r = cli("verify", "a")
+    assert r.returncode == 0 and "identical bytes" in r.stdout, r.stdout + r.stderr

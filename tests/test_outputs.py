@@ -236,3 +236,12 @@ def test_token_classification_and_feature_extraction(tmp_path):
     md = metadata(out)
     assert md["status"] == "ok" and md["output_shape"] == [1, 32, 32]
     assert md["outputs_left_out"] == {"pooler_output": "float32[1, 32]"}
+
+
+def test_a_single_tensor_takes_the_one_name_the_config_gives(tmp_path):
+    spec = TaskSpec("emb", "vision", "vision_classification", {"image_size": [3, 8, 8]}, outputs=["scores"])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 4))
+    export_model(model, None, spec, tmp_path / "b", formats=["onnx"])
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["status"] == "ok" and [o["name"] for o in md["outputs"]] == ["scores"]
+    assert [o.name for o in onnx.load(tmp_path / "b" / "model.onnx").graph.output] == ["scores"]

@@ -106,6 +106,9 @@ def test_hf_seq2seq_lm_from_the_command_line_and_verify(tmp_path):
         "onnx/decoder", "onnx/encoder", "torchscript/decoder", "torchscript/encoder"]
     assert md["task_spec"]["input_schema"]["vocab_size"] == 100  # read from config.json
     assert "greedy decoding of 4 tokens through encoder + decoder: matches eager generate" in r.stderr + r.stdout
+    card = run_cli("card", str(build), cwd=tmp_path)
+    assert card.returncode == 0 and "## Part decoder: inputs" in card.stdout
+    assert "- onnx: greedy decoding of 4 tokens through the parts matches eager generate" in card.stdout
     v = run_cli("verify", str(build), cwd=tmp_path)
     assert v.returncode == 0, v.stdout + v.stderr
     assert "onnx/decoder" in v.stdout and "identical" in v.stdout
@@ -160,3 +163,28 @@ def test_parts_that_do_not_decode_like_the_model_fail_both_and_keep_nothing(tmp_
     md = json.loads((tmp_path / "kept" / "metadata.json").read_text())
     assert md["status"] == "mismatch" and (tmp_path / "kept" / "decoder.onnx").exists()
     assert "does not match eager generate" in md["artifacts"]["onnx/decoder"]["warning"]
+
+
+def test_when_one_part_fails_the_formats_other_part_is_not_kept(tmp_path):
+    from exporter import export_model
+
+    # a tolerance the ONNX encoder meets (max |diff| ~6e-6) and the ONNX decoder does not (~1e-4)
+    export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx", "torchscript"],
+                 validate={"atol": 2e-5, "rtol": 0.0})
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["artifacts"]["torchscript/encoder"]["status"] == "ok"
+    assert md["artifacts"]["torchscript/decoder"]["status"] == "ok"
+    assert "outputs differ from eager PyTorch" in md["artifacts"]["onnx/decoder"]["error"]
+    encoder = md["artifacts"]["onnx/encoder"]
+    assert encoder["status"] == "failed" and encoder["validation"]["passed"]  # it passed its own check
+    assert "not kept: the decoder part of onnx failed, and the parts of a model are used together" in encoder["error"]
+    assert not (tmp_path / "b" / "encoder.onnx").exists() and not (tmp_path / "b" / "decoder.onnx").exists()
+
+
+def test_a_fixed_sequence_axis_is_refused_for_a_model_in_parts(tmp_path):
+    from exporter import export_model
+    from exporter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="format.onnx.dynamic_sequence=false: a model exported in parts"):
+        export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx"],
+                     format_options={"onnx": {"dynamic_sequence": False}})

@@ -311,7 +311,9 @@ def adapter_for_task(task_spec: TaskSpec) -> ModelAdapter:
     output_axes = {name: {0: "batch", **({axis: first} if first else {})} for name, axis in adapter.sequence_axes.items()
                    if name in adapter.output_names}
     output_axes.update(declared_axes)
-    return DeclaredInputsAdapter(inputs, adapter.output_names, output_axes)
+    declared = DeclaredInputsAdapter(inputs, adapter.output_names, output_axes)
+    declared.required_outputs = set(declared_axes)
+    return declared
 
 
 # Encoder-decoder models register their adapter (seq2seq_lm) from their own module.

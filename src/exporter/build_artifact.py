@@ -181,8 +181,19 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
     whole, first = plans[0].whole, plans[0]
     check = getattr(whole.adapter, "check_parts", None)
     keys = [plan.key(format_name) for plan in plans]
-    if check is None or not whole.validate.enabled or any(results[k].path is None for k in keys):
-        return  # no joint check, checks off, or a part already failed (the build says so)
+    failed = [plan.part for plan in plans if results[plan.key(format_name)].path is None]
+    if failed:
+        # A part alone is of no use: the format's other parts go too, saying why.
+        for plan in plans:
+            result = results[plan.key(format_name)]
+            if result.path is None:
+                continue
+            _drop(result, txn, f"not kept: the {' and '.join(failed)} part of {format_name} failed, and the parts "
+                               "of a model are used together")
+            log.error("%-12s FAILED: %s", plan.key(format_name), result.record.error)
+        return
+    if check is None or not whole.validate.enabled:
+        return  # no joint check, or checks off
     from .seq2seq import Part
 
     parts = [Part(plan.part, plan.job.model, plan.adapter) for plan in plans]
@@ -197,7 +208,7 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
             raise
         trace_log.error("%s: traceback of the joint check", format_name, exc_info=exc)
         outcome = {"match": False, "error": first_line(exc, with_type=True)}
-    what = f"greedy decoding of {outcome.get('steps', '?')} tokens through {' + '.join(p.part for p in plans)}"
+    what = f"greedy decoding of {whole.validate.generation_steps} tokens through {' + '.join(p.part for p in plans)}"
     log.info("%-12s %s: %s", format_name, what, "matches eager generate" if outcome["match"] else "DIFFERS")
     if outcome.get("note"):
         log.info("%-12s %s", "", outcome["note"])
@@ -217,16 +228,24 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
     for key in keys:
         result = results[key]
         if whole.validate.strict:
-            for name in [result.record.file, *(extra["file"] for extra in result.record.extra_files or [])]:
-                (txn.build / name).unlink(missing_ok=True)
-            result.record.extra_files = None
-            result.record.status, result.record.error = "failed", f"{problem} (artifact not kept; validate.strict=false keeps it)"
-            result.record.bytes = result.record.sha256 = None
-            result.status, result.path = "failed", None
+            _drop(result, txn, f"{problem} (artifact not kept; validate.strict=false keeps it)")
         else:
             result.record.status, result.status = "mismatch", "mismatch"
             result.record.warning = "; ".join(filter(None, [result.record.warning, problem]))
-    log.error("%-12s FAILED: %s", format_name, problem)
+    if whole.validate.strict:
+        log.error("%-12s FAILED: %s", format_name, problem)
+    else:
+        log.warning("%-12s MISMATCH (kept: validate.strict=false): %s", format_name, problem)
+
+
+def _drop(result, txn: BuildTransaction, error: str) -> None:
+    """Take a built artifact back out of the staged build and record it as failed with ``error``."""
+    record = result.record
+    for name in [record.file, *(extra["file"] for extra in record.extra_files or [])]:
+        (txn.build / name).unlink(missing_ok=True)
+    record.extra_files = record.bytes = record.sha256 = None
+    record.status, record.error = "failed", error
+    result.status, result.path = "failed", None
 
 
 def _as_list(run):

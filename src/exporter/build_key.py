@@ -6,7 +6,8 @@ folder (and whose files still hash as recorded) has nothing to do. What goes in,
 - the resolved config, without the keys that only say where or how the job runs (``export_dir``,
   ``wait``, ``force``) and without the options of formats the job does not build;
 - the checkpoint's sha256 in place of its path (a moved file is the same weights; an overwritten
-  one is not), and likewise the calibration ``.npz`` file's sha256;
+  one is not), and likewise the calibration ``.npz`` file's sha256 and, for a model loaded from a
+  folder (``model.path``, the ``hf_*`` options), every file's sha256 and the transformers version;
 - the seed (already in the config; named on its own in the inputs for readers);
 - the versions of exporter, torch, onnx, onnxruntime and onnxscript, and Python's minor version:
   each shapes the artifact bytes;
@@ -56,6 +57,20 @@ def _file_identity(path: Optional[str]) -> Optional[dict[str, Any]]:
     if not file.is_file():
         return {"missing": str(path)}
     return {"sha256": sha256_of(file)}
+
+
+def _folder_identity(path: Any) -> Optional[dict[str, Any]]:
+    """A model folder given as ``model.path`` (``save_pretrained``): the sha256 of each of its files
+    and the transformers version that reads them. None when the model has no such folder."""
+    if not isinstance(path, str) or not Path(path).expanduser().is_dir():
+        return None
+    folder = Path(path).expanduser()
+    files = {str(f.relative_to(folder)): sha256_of(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+    try:
+        transformers = importlib_metadata.version("transformers")
+    except importlib_metadata.PackageNotFoundError:
+        transformers = None
+    return {"files": files, "transformers": transformers}
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -135,6 +150,10 @@ def key_inputs(config: Mapping[str, Any], *, model_target: Optional[str],
         "versions": versions(),
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
         "model_code": model_identity if model_identity is not None else model_code(model_target),
+        # A model loaded from a folder (model.path): its files by content, so a folder saved over
+        # in place is not mistaken for the same build.
+        "model_files": _folder_identity((cfg.get("model") or {}).get("path")
+                                        if isinstance(cfg.get("model"), Mapping) else None),
     }
 
 

@@ -122,8 +122,15 @@ def _card(build: Build) -> str:
         lines.append("- Config choices: " + " ".join(f"{k}={v}" for k, v in cfg["choices"].items()))
     if cfg.get("overrides"):
         lines.append("- Command-line overrides: " + " ".join(cfg["overrides"]))
-    lines += ["", "## Inputs", *(_io_line(i, md.get("dynamic_axes", {})) for i in md.get("inputs", []))]
-    lines += ["", "## Outputs", *(_io_line(o, md.get("dynamic_axes", {})) for o in md.get("outputs", []))]
+    axes = md.get("dynamic_axes", {})
+    parts = md.get("parts") if isinstance(md.get("parts"), Mapping) else None
+    if parts:  # a model exported in parts (encoder, decoder): each part's own inputs and outputs
+        for part, io in parts.items():
+            lines += ["", f"## Part {part}: inputs", *(_io_line(i, axes) for i in io.get("inputs", []))]
+            lines += ["", f"## Part {part}: outputs", *(_io_line(o, axes) for o in io.get("outputs", []))]
+    else:
+        lines += ["", "## Inputs", *(_io_line(i, axes) for i in md.get("inputs", []))]
+        lines += ["", "## Outputs", *(_io_line(o, axes) for o in md.get("outputs", []))]
     artifacts = md["artifacts"]
     rows = []
     for name, rec in artifacts.items():
@@ -135,6 +142,10 @@ def _card(build: Build) -> str:
               table(["format", "file", "size", "sha256", "on disk", "max |diff|", "status"], rows), "```"]
     # What the build did not check says so, next to the table that would otherwise vouch for it.
     lines += [f"- {name}: NOT CHECKED: {rec['unchecked']}" for name, rec in artifacts.items() if rec.get("unchecked")]
+    greedy = {name.split("/")[0]: (rec.get("validation") or {}).get("greedy_decoding") for name, rec in artifacts.items()}
+    lines += [f"- {fmt}: greedy decoding of {g.get('steps')} tokens through the parts "
+              f"{'matches eager generate' if g.get('match') else 'DIFFERS from eager generate'}"
+              for fmt, g in greedy.items() if isinstance(g, Mapping)]
     lines += [f"- {name}: dynamic axes not verified at a second shape" for name, rec in artifacts.items()
               if rec.get("dynamic_axes_verified") is False and not rec.get("unchecked")]
     if quantization_of(md)[0] is not None:

@@ -61,6 +61,8 @@ def _axes(value: Any, where: str, rank: int) -> dict[int, str]:
             raise ValueError(f"{where}: axis {axis} needs a name such as 'sequence', got {name!r}")
         if axis == 0 and name != "batch":
             raise ValueError(f"{where}: axis 0 is the batch axis, named 'batch' (got {name!r})")
+        if axis != 0 and name == "batch":
+            raise ValueError(f"{where}: 'batch' names axis 0 only; give axis {axis} a name of its own (e.g. sequence)")
         axes[axis] = name
     return axes
 
@@ -202,6 +204,8 @@ class DeclaredInputsAdapter(ModelAdapter):
         self.input_names = tuple(spec.name for spec in self.inputs)
         self.output_names = tuple(output_names)
         self.declared_output_axes = {name: dict(axes) for name, axes in (output_axes or {}).items()}
+        # Outputs whose axes the config declared (each must be exported); the others are defaults.
+        self.required_outputs = set(self.declared_output_axes)
 
     @property
     def sequence_axes(self) -> Mapping[str, int]:  # type: ignore[override]
@@ -227,6 +231,50 @@ class DeclaredInputsAdapter(ModelAdapter):
             return {}
         dims = self.declared_output_axes.get(name, {0: "batch"})
         return {a: label for a, label in dims.items() if a < tensor.dim() and (batch if a == 0 else sequence)}
+
+    def bind(self, model: Any) -> None:
+        """Declared names are the forward's parameters: a name it does not take is refused (rather
+        than fed by position to whichever parameter stands there)."""
+        import inspect
+
+        try:
+            params = inspect.signature(getattr(model, "forward", model)).parameters
+        except (TypeError, ValueError):
+            return
+        if any(p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) for p in params.values()):
+            return
+        unknown = [name for name in self.input_names if name not in params]
+        if unknown:
+            from .errors import ConfigError
+
+            raise ConfigError(f"task_spec.inputs: the model's forward takes {list(params)}, not {unknown}; "
+                              "declare the inputs under the forward's parameter names")
+
+    def check_outputs(self, names: Sequence[str], tensors: Sequence["torch.Tensor"],
+                      inputs: "Mapping[str, torch.Tensor]") -> None:
+        """The declared output axes hold on the example: each names an exported output, an axis it
+        has, and a size one of the inputs gives that name (ValueError otherwise)."""
+        sizes = {label: int(inputs[spec.name].shape[axis]) for spec in self.inputs
+                 for axis, label in spec.dynamic_axes.items() if axis and spec.name in inputs}
+        shapes = {name: list(t.shape) for name, t in zip(names, tensors)}
+        for name, axes in self.declared_output_axes.items():
+            if name not in shapes and name not in self.required_outputs:
+                continue  # a task type's default for an output this job does not export
+            if name not in shapes:
+                raise ValueError(f"task_spec.output_axes: no exported output named {name!r}; outputs: {list(shapes)}")
+            for axis, label in axes.items():
+                if axis == 0:
+                    continue
+                shape = shapes[name]
+                if axis >= len(shape):
+                    raise ValueError(f"task_spec.output_axes.{name}: axis {axis} is out of range for its shape {shape}")
+                if label not in sizes:
+                    raise ValueError(f"task_spec.output_axes.{name}: axis {axis} is named {label!r}, which names no "
+                                     f"input axis (input axes: {sorted(sizes) or 'none'}); an output axis varies "
+                                     "with an input axis of the same name")
+                if shape[axis] != sizes[label]:
+                    raise ValueError(f"task_spec.output_axes.{name}: axis {axis} is {shape[axis]} long but "
+                                     f"{label!r} is {sizes[label]} in the inputs; it does not follow that axis")
 
     def call(self, model: Any, inputs: "Mapping[str, torch.Tensor]") -> Any:
         params = _forward_parameters(model)

@@ -98,6 +98,10 @@ class OutputChoice:
 
 
 def _positional(requested: Union[None, str, Sequence[str]], adapter: "ModelAdapter", raw: Any) -> list[str]:
+    import torch
+
+    if isinstance(raw, torch.Tensor) and isinstance(requested, (list, tuple)) and len(requested) == 1:
+        return [str(requested[0])]  # a lone tensor takes the one name the config gives it
     if isinstance(raw, (tuple, list)) and not hasattr(raw, "to_tuple"):
         for names in (requested if isinstance(requested, (list, tuple)) else None, adapter.output_names):
             if names and len(names) == len(raw):

@@ -75,6 +75,11 @@ class Plan:
             raise ConfigError(str(exc)) from None
         self.eager_outputs = self._eager(self.inputs, first=True)
         self._check_output_contract()
+        if callable(getattr(self.adapter, "check_outputs", None)):
+            try:
+                self.adapter.check_outputs(self.choice.names, self.eager_outputs, self.inputs)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         self._second: dict[tuple[int, bool], Any] = {}
         self.context = ExportContext(
             model=job.model, adapter=self.adapter, task_spec=job.task_spec, example_inputs=self.inputs,
@@ -226,5 +231,10 @@ def plan_job(job: ExportJob) -> "list[Plan]":
     parts = adapter.parts(job.model) if callable(getattr(adapter, "parts", None)) else None
     if not parts:
         return [Plan(replace(job, adapter=adapter))]
+    for name, options in job.formats.items():
+        if getattr(options, "dynamic_sequence", True) is False:
+            raise ConfigError(f"format.{name}.dynamic_sequence=false: a model exported in parts ({', '.join(p.name for p in parts)}) "
+                              "is used with inputs that grow (the decoder takes the tokens decoded so far), so its "
+                              "sequence axes must stay dynamic; leave dynamic_sequence=true")
     return [Plan(replace(job, model=p.module, adapter=p.adapter), part=p.name, whole=replace(job, adapter=adapter))
             for p in parts]

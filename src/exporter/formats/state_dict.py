@@ -91,6 +91,7 @@ class StateDictExporter(FormatExporter):
 
             # save_model (not save_file) de-duplicates tied weights.
             save_model(model, str(path), metadata=ctx.tags())
+            _canonical_header(path)
             hint = build + f"safetensors.torch.load_model(model, '{self.filename}')"
         else:
             with warnings.catch_warnings():
@@ -136,3 +137,24 @@ class StateDictExporter(FormatExporter):
                 return [t.numpy() for t in ctx.outputs(fresh, inputs)]
 
         return run
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with its keys sorted. safetensors writes the header from a hash
+    map, so the order of ``__metadata__`` (and tensor) entries changes from run to run and two
+    identical builds differ in bytes; sorted, they are byte-identical. The rewritten header has the
+    same entries, so it is no longer than the original: the rest is padded with spaces, as the
+    format allows."""
+    import json
+    import struct
+
+    with open(path, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        ordered = {key: (dict(sorted(value.items())) if key == "__metadata__" else value)
+                   for key, value in sorted(header.items(), key=lambda item: (item[0] != "__metadata__", item[0]))}
+        text = json.dumps(ordered, separators=(",", ":")).encode()
+        if len(text) > length:  # never expected: same entries, compact JSON
+            return
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))
