@@ -174,3 +174,13 @@ def test_a_declared_name_the_forward_does_not_take_is_refused_not_fed_by_positio
     reordered = [INPUTS[2], INPUTS[1], INPUTS[0]]
     export_model(net(), None, _spec(inputs=reordered), tmp_path / "ok", formats=["onnx"])
     assert json.loads((tmp_path / "ok" / "metadata.json").read_text())["status"] == "ok"
+
+
+def test_a_bool_input_draws_both_values():
+    from exporter.declared import parse_inputs
+
+    [flag] = parse_inputs([{"name": "flag", "dtype": "bool", "shape": [64]}])
+    import torch
+
+    values = flag.draw(1, {}, torch.Generator().manual_seed(0))
+    assert values.dtype == torch.bool and values.any() and not values.all()

@@ -32,6 +32,8 @@ def saved(tmp_path_factory):
     T.ViTForImageClassification(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
                                             num_attention_heads=2, intermediate_size=64, num_labels=4)
                                 ).save_pretrained(root / "vit-tiny")
+    T.T5ForConditionalGeneration(T.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                            decoder_start_token_id=0, pad_token_id=0)).save_pretrained(root / "t5-tiny")
     return root
 
 
@@ -102,3 +104,36 @@ def test_a_model_folder_saved_over_in_place_rebuilds(tmp_path, saved):
     assert changed.returncode == 0 and "up to date" not in changed.stdout + changed.stderr
     md = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert "model.safetensors" in md["build_key_inputs"]["model_files"]["files"]
+
+
+def test_a_folder_of_another_kind_of_model_is_one_clear_error(tmp_path, saved):
+    r = run_cli("model=hf_seq2seq_lm", f"model.path={saved / 'gpt2-tiny'}", "format=onnx", "export_dir=out", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "holds a 'gpt2' model, which AutoModelForSeq2SeqLM (model.task=seq2seq_lm) does not load" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# The saved tiny model each YAML of docs/models.md is tried on, by the option it builds on.
+DOC_FOLDERS = {"hf_causal_lm": "gpt2-tiny", "hf_sequence_classification": "bert-cls", "hf_question_answering": "bert-qa",
+               "hf_token_classification": "bert-ner", "hf_image_classification": "vit-tiny", "hf_seq2seq_lm": "t5-tiny"}
+
+
+def test_every_hf_yaml_of_the_models_page_exports_as_written(tmp_path, saved):
+    import re
+
+    from conftest import REPO
+
+    page = (REPO / "docs" / "models.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", page, re.S) if "- hf_" in b]
+    assert {re.search(r"- (hf_\w+)", b).group(1) for b in blocks} == set(DOC_FOLDERS)  # one per shipped family
+    for block in blocks:
+        target, command = re.search(r"# (my_configs/\S+\.yaml)\s+-> python -m exporter (.*)", block).groups()
+        path = tmp_path / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(block)
+        folder = saved / DOC_FOLDERS[re.search(r"- (hf_\w+)", block).group(1)]
+        short = [] if "vit" in folder.name else ["task_spec.input_schema.max_seq_len=16"]  # quick text examples
+        r = run_cli(*command.split(), f"model.path={folder}", *short,
+                    f"export_dir=out-{path.stem}", cwd=tmp_path)
+        assert r.returncode == 0, (target, r.stderr[-2000:])
+        assert json.loads((tmp_path / f"out-{path.stem}" / "metadata.json").read_text())["status"] == "ok", target

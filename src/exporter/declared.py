@@ -138,7 +138,7 @@ class InputSpec:
             return torch.zeros(shape, dtype=dtype)
         if self.generator == "arange":
             return torch.arange(shape[-1]).expand(*shape).to(dtype).contiguous()
-        low, high = self.range or (0.0, 1.0)
+        low, high = self.range or ((0, 2) if self.dtype == "bool" else (0.0, 1.0))  # bool: both values
         if dtype in (torch.int64, torch.int32, torch.bool):
             return torch.randint(int(low), int(high), shape, generator=generator).to(dtype)
         if self.generator == "normal":

@@ -126,7 +126,8 @@ class Plan:
             raise ConfigError(
                 f"the model failed on its example input ({_describe(inputs)}) drawn from task_spec "
                 f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "
-                f"{type(exc).__name__}: {exc}. Check task_spec.input_schema against what the model expects."
+                f"{type(exc).__name__}: {exc}. Check task_spec.{'inputs' if self.job.task_spec.inputs is not None else 'input_schema'} "
+                "against what the model expects."
             ) from None
         if first:
             self.raw_output = raw

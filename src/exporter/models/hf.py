@@ -33,5 +33,13 @@ def from_pretrained(path: str, task: str, **kwargs: Any) -> Any:
         raise ConfigError(f"model.task: unknown task {task!r}; valid values: {sorted(TASKS)}")
     read_config(path)  # a clear message for a folder that is not a saved model
     auto = getattr(transformers, TASKS[task])
-    model = auto.from_pretrained(str(Path(path).expanduser()), local_files_only=True, **kwargs)
+    try:
+        model = auto.from_pretrained(str(Path(path).expanduser()), local_files_only=True, **kwargs)
+    except ValueError as exc:
+        if "Unrecognized configuration class" not in str(exc):
+            raise
+        kind = read_config(path).get("model_type", "?")
+        others = sorted(name for name, cls in TASKS.items() if name != task)
+        raise ConfigError(f"model.path: {path} holds a {kind!r} model, which {TASKS[task]} (model.task={task}) "
+                          f"does not load; choose the option for its kind (model=hf_<task>, tasks: {others})") from None
     return model.eval()
