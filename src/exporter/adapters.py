@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .inputs import generate_dummy_input
@@ -147,6 +148,17 @@ def _adapter_module_class() -> type:
             return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     return AdapterModule
+
+
+@dataclass
+class Part:
+    """One separately exported piece of a model whose adapter has ``parts(model)`` (encoder-decoder
+    models: ``seq2seq.py``): its name (the artifacts' file stem), the module exporters trace, and
+    the adapter that feeds it."""
+
+    name: str
+    module: Any
+    adapter: ModelAdapter
 
 
 # The shipped adapters, by task type: ``adapter_for_task`` looks them up here.

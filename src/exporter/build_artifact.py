@@ -194,7 +194,7 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
         return
     if check is None or not whole.validate.enabled:
         return  # no joint check, or checks off
-    from .seq2seq import Part
+    from .adapters import Part
 
     parts = [Part(plan.part, plan.job.model, plan.adapter) for plan in plans]
     try:

@@ -15,10 +15,9 @@ loaded artifacts must give the tokens eager ``generate`` gives on the same input
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .adapters import ModelAdapter, register_adapter
+from .adapters import ModelAdapter, Part, register_adapter
 from .declared import DeclaredInputsAdapter, InputSpec
 from .errors import ConfigError
 from .inputs import text_input_shape
@@ -28,16 +27,6 @@ if TYPE_CHECKING:
     pass
 
 ENCODER, DECODER = "encoder", "decoder"
-
-
-@dataclass
-class Part:
-    """One separately exported piece of a model: its name (the artifact's file stem), the module
-    exporters trace, and the adapter that feeds it."""
-
-    name: str
-    module: Any
-    adapter: ModelAdapter
 
 
 def _config_value(model: Any, *names: str) -> Any:
