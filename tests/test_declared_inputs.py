@@ -184,3 +184,11 @@ def test_a_bool_input_draws_both_values():
 
     values = flag.draw(1, {}, torch.Generator().manual_seed(0))
     assert values.dtype == torch.bool and values.any() and not values.all()
+
+
+def test_output_axes_from_the_command_line(tmp_path, net):
+    r = run_cli("--config-dir", "cfg", "model=pair", "task_spec=text_classification",
+                "task_spec.output_schema.num_classes=3", OVERRIDE, "task_spec.output_axes={logits:{1:sequence}}",
+                "export_dir=out", cwd=tmp_path)
+    # parsed and checked like the YAML form: logits [1, 3] has no sequence axis
+    assert r.returncode == 2 and "task_spec.output_axes.logits: axis 1 is 3 long but 'sequence' is 12" in r.stderr

@@ -73,6 +73,11 @@ def test_weights_over_the_threshold_go_to_one_data_file_hashed_checked_and_verif
     assert extra == {"file": "model.onnx.data", "bytes": (out / "model.onnx.data").stat().st_size,
                      "sha256": sha256_of(out / "model.onnx.data")}
     assert record["bytes"] < 10_000 < extra["bytes"]  # the graph alone; the weights beside it
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.onnx.data").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like model.onnx
     assert [c["within_tolerance"] for c in record["validation"]["checks"]] == [True, True]
     import onnx
 
@@ -131,3 +136,4 @@ def test_auto_backend_chooses_by_model_size_and_records_why(project):
     r = run_cli(*ARGS, "format=onnx", "format.onnx.strict_opset=true", "export_dir=strict", cwd=project, env=large)
     record = json.loads((project / "strict" / "metadata.json").read_text())["artifacts"]["onnx"]
     assert r.returncode == 0 and record["details"]["backend"] == "legacy" and record["details"]["opset"] == 14
+    assert "but format.onnx.strict_opset=true keeps opset 14" in record["details"]["backend_choice"]

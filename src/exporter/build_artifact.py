@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 from .build_folder import INTERRUPTED, BuildTransaction
 from .errors import ExportError, first_line
-from .files import move_files, sha256_of
+from .files import move_files, ordinary_permissions, sha256_of
 from .formats.base import as_output_list
 from .job import ArtifactRecord, ArtifactResult
 from .quantization.selection import build_quantized, timed
@@ -88,6 +88,8 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         record.unchecked = unchecked or None
         # Only checked files reach the staged build; the build as a whole is published later.
         moved = move_files(built.folder, txn.build)
+        for path in moved.values():  # readable as any file the user writes (some writers make 0600)
+            ordinary_permissions(path)
         final = moved.pop(exporter.filename)
         record.bytes, record.sha256 = final.stat().st_size, sha256_of(final)
         record.extra_files = [{"file": name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}

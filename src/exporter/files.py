@@ -24,6 +24,12 @@ def _umask() -> int:
     return mask
 
 
+def ordinary_permissions(path: Path) -> None:
+    """Give a file the permissions an ordinary open() would (0666 less the umask): some writers
+    (ONNX's external data, safetensors) create theirs 0600, unreadable to the users a build ships to."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

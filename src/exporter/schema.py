@@ -100,7 +100,7 @@ class TaskSpecConfig:
     # {name, dtype, shape (one example, no batch axis), range or generator, dynamic_axes}.
     inputs: Optional[List[Dict[str, Any]]] = None
     # Axes of the outputs besides the batch, by output name: {logits: {1: sequence}}.
-    output_axes: Optional[Dict[str, Any]] = None
+    output_axes: Any = None
 
 
 def selected_formats(formats: Any) -> list[str]:

@@ -130,7 +130,12 @@ class OnnxExporter(FormatExporter):
         size = external_data.weight_bytes(ctx.model)
         if self.opset >= DYNAMO_MIN_OPSET:
             return "auto", self.opset, (f"opset {self.opset}: the dynamo exporter, with the legacy one as a fallback")
-        if size > external_data.auto_dynamo_bytes() and not self.options.strict_opset:
+        large = size > external_data.auto_dynamo_bytes()
+        if large and self.options.strict_opset:
+            return "legacy", self.opset, (f"{size / 2**30:.2f} GiB of weights would take the dynamo exporter at opset "
+                                          f"{DYNAMO_MIN_OPSET}, but format.onnx.strict_opset=true keeps opset "
+                                          f"{self.opset}: the legacy exporter")
+        if large:
             return "dynamo", DYNAMO_MIN_OPSET, (
                 f"{size / 2**30:.2f} GiB of weights (over {external_data.auto_dynamo_bytes() / 2**30:.2f} GiB): the "
                 f"dynamo exporter at opset {DYNAMO_MIN_OPSET}, which does not hold the serialized graph in memory "
@@ -211,14 +216,13 @@ class OnnxExporter(FormatExporter):
                 f"{actual}; use format.onnx.backend=legacy for opsets below {DYNAMO_MIN_OPSET}"
             )
         external = self._external(ctx) or external_data.has_external_data(proto)
-        if backend == "legacy":
-            # Tied weights (an LM head sharing the embedding) stored once: the legacy exporter folds a
-            # transposed copy into a second initializer; the dynamo one keeps one tensor and a Transpose.
-            from .tied import store_tied_weights_once
+        # Tied weights (an LM head sharing the embedding) stored once: the legacy exporter folds a
+        # transposed copy into a second initializer, and the dynamo one does too for some models.
+        from .tied import store_tied_weights_once
 
-            tied = store_tied_weights_once(path, external=external)
-            if tied["initializers"]:
-                details["tied_weights"] = tied
+        tied = store_tied_weights_once(path, external=external)
+        if tied["initializers"]:
+            details["tied_weights"] = tied
         if external:
             # Over the protobuf limit: every weight in one data file beside the graph, never one per tensor.
             if {p.name for p in path.parent.iterdir()} != {path.name, external_data.data_file(path).name}:

@@ -81,6 +81,11 @@ def save(model: Any, path: Path, external: bool) -> None:
     else:
         onnx.save_model(model, str(path))
     _remove_strays(path)
+    from ...files import ordinary_permissions
+
+    for item in (path, data):
+        if item.exists():
+            ordinary_permissions(item)
 
 
 def into_one_data_file(path: Path) -> None:
