@@ -188,3 +188,15 @@ def test_a_fixed_sequence_axis_is_refused_for_a_model_in_parts(tmp_path):
     with pytest.raises(ConfigError, match="format.onnx.dynamic_sequence=false: a model exported in parts"):
         export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx"],
                      format_options={"onnx": {"dynamic_sequence": False}})
+
+
+def test_a_miss_both_onnx_backends_share_is_not_blamed_on_a_traced_constant(tmp_path):
+    from exporter import TaskSpec, export_model
+
+    # wide weights over 128 tokens: fp32 rounding grows past the tolerance at the second shape,
+    # the same with the legacy exporter and with the dynamo one it falls back to
+    spec = TaskSpec("s2s", "text", "seq2seq_lm", {"vocab_size": 100, "max_seq_len": 128}, {"vocab_size": 100})
+    export_model(_t5(), None, spec, tmp_path / "b", formats=["onnx"])
+    error = json.loads((tmp_path / "b" / "metadata.json").read_text())["artifacts"]["onnx/encoder"]["error"]
+    assert "built with legacy, opset 14 and again with dynamo, opset 18" in error
+    assert "numerical cause" in error and "traced as a constant, e.g." not in error

@@ -76,7 +76,7 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
             record.quantization_report = {**built.report, **selection, "gate_failures": built.gate_failures}
             record.warnings = quant_report.warnings_for(built.report, built.quantized_layers)
         problems = [] if validation.passed else [f"outputs differ from eager PyTorch: {validation.summary()}"
-                                                 f"{_baked_axes_hint(plan, exporter, validation)}"]
+                                                 f"{_baked_axes_hint(plan, exporter, validation, built.outcome.details)}"]
         problems += built.gate_failures
         if problems and job.validate.strict:
             raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
@@ -136,7 +136,8 @@ def _validate(plan: "Plan", exporter: "FormatExporter", built, tolerance: Tolera
     return validation
 
 
-def _baked_axes_hint(plan: "Plan", exporter: "FormatExporter", validation: Validation) -> str:
+def _baked_axes_hint(plan: "Plan", exporter: "FormatExporter", validation: Validation,
+                     details: Optional[dict] = None) -> str:
     """When only the second example fails, name the axes it changes (a size traced as a constant)."""
     failed = {c.label for c in validation.checks if not c.within_tolerance}
     if failed != {"second example"}:
@@ -146,6 +147,13 @@ def _baked_axes_hint(plan: "Plan", exporter: "FormatExporter", validation: Valid
     name = next(iter(first))
     axes = [label for axis, label in ((0, "batch"), (1, "sequence"))
             if axis < len(first[name]) and first[name][axis] != second[name][axis]]
+    if (details or {}).get("fallback"):
+        # The format already built it another way (ONNX: dynamo after legacy) and it differs the same way.
+        fallback = details["fallback"]
+        return (f" (it matches at the example's shape {first[name]} but not at {second[name]}, built with "
+                f"{fallback.get('from')} and again with {fallback.get('to')}: the same miss both ways makes a "
+                "numerical cause (large activations, a saturated softmax) likelier than a size traced as a "
+                "constant; compare the difference with the outputs' scale, or loosen validate.atol/rtol knowingly)")
     hint = exporter.mismatch_hint(axes)
     return (f" (it matches at the example's shape {first[name]} but not at {second[name]}: the {' and '.join(axes)} "
             f"axis was traced as a constant, e.g. a size used in Python arithmetic such as math.sqrt(x.shape[1]) "
