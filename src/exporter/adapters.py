@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .inputs import generate_dummy_input
+from .inputs import generate_dummy_input, padded_mask
 from .task_spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class ModelAdapter:
     output_names: tuple[str, ...] = ("logits",)
     # Axes (besides batch) that may change size between calls, per input name.
     sequence_axes: Mapping[str, int] = {}
+    # Call a model whose forward takes ``use_cache`` with ``use_cache=False`` (Hugging Face text models).
+    without_cache: bool = False
 
     @classmethod
     def for_task(cls, task_spec: TaskSpec) -> "ModelAdapter":
@@ -91,6 +93,9 @@ class ModelAdapter:
         except (TypeError, ValueError):
             params = {}
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if self.without_cache and "use_cache" in params and all(name in params for name in inputs):
+            # Hugging Face models: no key/value cache in the output (it is not part of this export).
+            return model(**inputs, use_cache=False)
         if inputs and (takes_kwargs or all(name in params for name in inputs)):
             return model(**inputs)
         return model(*inputs.values())
@@ -212,6 +217,7 @@ class TextAdapter(ModelAdapter):
     """
 
     input_names = ("input_ids",)
+    without_cache = True
     # The optional inputs this task feeds when the model takes them, in call order.
     companions: tuple[str, ...] = ("attention_mask", "token_type_ids")
 
@@ -234,13 +240,6 @@ class TextAdapter(ModelAdapter):
         taken = _forward_parameters(model)
         self.input_names = ("input_ids", *(n for n in self.companions if n in taken or n in self.forced))
 
-    def call(self, model: Any, inputs: "Mapping[str, torch.Tensor]") -> Any:
-        extra = {"use_cache": False} if "use_cache" in _forward_parameters(model) else {}
-        if extra and all(name in _forward_parameters(model) for name in inputs):
-            # Hugging Face models: no key/value cache in the output (it is not part of this export).
-            return model(**inputs, **extra)
-        return super().call(model, inputs)
-
     def example_inputs(
         self, task_spec: TaskSpec, batch_size: int = 1, seed: int | None = 0, seq_len: int | None = None
     ) -> "dict[str, torch.Tensor]":
@@ -251,10 +250,7 @@ class TextAdapter(ModelAdapter):
         inputs = {"input_ids": ids}
         for name in self.input_names[1:]:
             if name == "attention_mask":
-                mask = torch.ones_like(ids)
-                for row in range(1, batch):  # padded rows: the mask is live, not all ones
-                    mask[row, max(1, length - row * max(1, length // 4)):] = 0
-                inputs[name] = mask
+                inputs[name] = padded_mask(ids.shape, ids.dtype)
             elif name == "token_type_ids":
                 inputs[name] = torch.zeros_like(ids)
             elif name == "position_ids":

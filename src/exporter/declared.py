@@ -31,7 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from .adapters import ModelAdapter, _forward_parameters
+from .adapters import ModelAdapter
+from .inputs import padded_mask
 from .task_spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -127,13 +128,10 @@ class InputSpec:
             if axis and name in sizes:
                 shape[axis] = sizes[name]
         dtype = getattr(torch, self.dtype)
-        if self.generator in ("ones", "mask"):
-            tensor = torch.ones(shape, dtype=dtype)
-            if self.generator == "mask" and len(shape) >= 2:
-                length = shape[-1]
-                for row in range(1, batch):  # padded rows: the mask is live, not all ones
-                    tensor[row, ..., max(1, length - row * max(1, length // 4)):] = 0
-            return tensor
+        if self.generator == "mask":
+            return padded_mask(shape, dtype)
+        if self.generator == "ones":
+            return torch.ones(shape, dtype=dtype)
         if self.generator == "zeros":
             return torch.zeros(shape, dtype=dtype)
         if self.generator == "arange":
@@ -197,6 +195,8 @@ class DeclaredInputsAdapter(ModelAdapter):
         >>> adapter.dynamic_axes()
         {'ids': {0: 'batch', 1: 'sequence'}, 'mask': {0: 'batch', 1: 'sequence'}, 'logits': {0: 'batch'}}
     """
+
+    without_cache = True
 
     def __init__(self, inputs: Sequence[InputSpec], output_names: Sequence[str] = ("logits",),
                  output_axes: Optional[Mapping[str, Mapping[int, str]]] = None):
@@ -275,13 +275,6 @@ class DeclaredInputsAdapter(ModelAdapter):
                 if shape[axis] != sizes[label]:
                     raise ValueError(f"task_spec.output_axes.{name}: axis {axis} is {shape[axis]} long but "
                                      f"{label!r} is {sizes[label]} in the inputs; it does not follow that axis")
-
-    def call(self, model: Any, inputs: "Mapping[str, torch.Tensor]") -> Any:
-        params = _forward_parameters(model)
-        if "use_cache" in params and all(name in params for name in inputs):
-            # Hugging Face models: no key/value cache in the output (it is not part of this export).
-            return model(**inputs, use_cache=False)
-        return super().call(model, inputs)
 
     def example_inputs(self, task_spec: Optional[TaskSpec], batch_size: int = 1, seed: Optional[int] = 0,
                        seq_len: Optional[int] = None) -> "dict[str, torch.Tensor]":

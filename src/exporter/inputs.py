@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .task_spec import MODALITIES, TaskSpec
 
@@ -37,6 +37,26 @@ def image_size(task_spec: TaskSpec) -> tuple[int, int, int]:
             f"got {size!r}"
         )
     return tuple(_positive_int(v, "task_spec.input_schema.image_size") for v in size)  # type: ignore[return-value]
+
+
+def padded_mask(shape: "Sequence[int]", dtype: "torch.dtype") -> "torch.Tensor":
+    """An attention mask of ``shape`` (batch first): ones on the first row; every later row padded
+    at the end of its last axis (row r loses r quarters of it, keeping at least one position), so a
+    check on a batch proves the mask is honoured, not all ones.
+
+    Example:
+        >>> import torch
+        >>> padded_mask((3, 8), torch.int64).tolist()
+        [[1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0, 0, 0]]
+    """
+    import torch
+
+    mask = torch.ones(tuple(shape), dtype=dtype)
+    if len(shape) >= 2:
+        length = shape[-1]
+        for row in range(1, shape[0]):
+            mask[row, ..., max(1, length - row * max(1, length // 4)):] = 0
+    return mask
 
 
 def generate_dummy_input(

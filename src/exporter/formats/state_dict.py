@@ -92,9 +92,6 @@ class StateDictExporter(FormatExporter):
             # save_model (not save_file) de-duplicates tied weights.
             save_model(model, str(path), metadata=ctx.tags())
             _canonical_header(path)
-            from ..files import ordinary_permissions
-
-            ordinary_permissions(path)
             hint = build + f"safetensors.torch.load_model(model, '{self.filename}')"
         else:
             with warnings.catch_warnings():

@@ -225,8 +225,7 @@ class OnnxExporter(FormatExporter):
             details["tied_weights"] = tied
         if external:
             # Over the protobuf limit: every weight in one data file beside the graph, never one per tensor.
-            if {p.name for p in path.parent.iterdir()} != {path.name, external_data.data_file(path).name}:
-                external_data.into_one_data_file(path)
+            external_data.into_one_data_file(path)
             details["external_data"] = external_data.data_file(path).name
         onnx.checker.check_model(str(path))
         details["ir_version"] = proto.ir_version

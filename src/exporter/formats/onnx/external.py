@@ -81,19 +81,15 @@ def save(model: Any, path: Path, external: bool) -> None:
     else:
         onnx.save_model(model, str(path))
     _remove_strays(path)
-    from ...files import ordinary_permissions
-
-    for item in (path, data):
-        if item.exists():
-            ordinary_permissions(item)
 
 
 def into_one_data_file(path: Path) -> None:
-    """Rewrite an ONNX file whose weights are outside it (one file per tensor, or any other layout)
-    so that they are in ``<path>.data``, in graph order."""
+    """Leave an ONNX file whose weights are outside it with exactly one data file, ``<path>.data``:
+    rewritten when an exporter or quantizer left another layout (one file per tensor, ...)."""
     import onnx
 
-    save(onnx.load(str(path)), path, external=True)
+    if {item.name for item in path.parent.iterdir()} != {path.name, data_file(path).name}:
+        save(onnx.load(str(path)), path, external=True)
 
 
 def _remove_strays(path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ExportError
 from ...quantization import quiet, weight_type_of
 from ...schema import option_value
+from .external import has_external_data, into_one_data_file, save
 
 if TYPE_CHECKING:
     from ...schema import QuantizationConfig
@@ -33,7 +34,8 @@ def onnx_dynamic_quantize(source: Path, target: Path, q: "QuantizationConfig") -
         quantize_dynamic(source, target, weight_type=weight_type, per_channel=bool(q.per_channel),
                          op_types_to_quantize=list(q.op_types) if q.op_types else None,
                          use_external_data_format=external)
-    _one_data_file(target, external)
+    if external:
+        into_one_data_file(target)
     return {"recipe": f"onnxruntime.quantization.quantize_dynamic(weight_type=QuantType.{weight_type.name})",
             "quantized_layers": count_onnx_quantized(target)}
 
@@ -83,7 +85,8 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
         )
     prepared.unlink(missing_ok=True)
     prepared.with_name(prepared.name + ".data").unlink(missing_ok=True)
-    _one_data_file(target, external)
+    if external:
+        into_one_data_file(target)
     bad = non_finite_scales(target)
     if bad:
         raise ExportError(
@@ -116,8 +119,6 @@ def onnx_fp16(source: Path, target: Path) -> dict:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from .external import save
-
     external = _external(source)
     with quiet():
         model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
@@ -131,17 +132,7 @@ def _external(source: Path) -> bool:
     """Whether the fp32 graph keeps its weights in a data file (then so does the quantized one)."""
     import onnx
 
-    from .external import has_external_data
-
     return has_external_data(onnx.load(str(source), load_external_data=False))
-
-
-def _one_data_file(target: Path, external: bool) -> None:
-    """The quantizer's output as the job leaves every ONNX artifact: weights in ``<file>.data``."""
-    from .external import data_file, into_one_data_file
-
-    if external and {p.name for p in target.parent.iterdir()} != {target.name, data_file(target).name}:
-        into_one_data_file(target)
 
 
 def count_onnx_quantized(path: Path) -> int:
