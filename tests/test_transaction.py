@@ -398,3 +398,16 @@ def test_ctrl_c_as_the_torchscript_trace_starts_exits_130_not_an_abort(tmp_path,
     assert proc.wait(timeout=120) == 130, rest
     assert "terminate called" not in rest and rest.strip().splitlines()[-1] == "interrupted; the previous build is intact"
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sigterm_as_the_quantized_torchscript_trace_starts_exits_143(tmp_path, attempt):
+    # The moment model.onnx reaches the staging folder, the TorchScript twin's trace thread starts.
+    # A signal handled there used to raise from Thread.start() and abort the process (exit 134):
+    # signals are held while the thread starts, then delivered with the thread known to run.
+    proc = spawn(*LM_TWO, "hydra.run.dir=b", cwd=tmp_path)
+    wait_for(staged_artifact(tmp_path), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminate called" not in err

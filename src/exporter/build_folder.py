@@ -196,15 +196,25 @@ def _fsync_dir(folder: Path) -> None:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends (main thread only; elsewhere signals never run here)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them (main thread only; elsewhere
+    signals never run here).
+
+    The Python handlers are swapped for ones that only note the signal. Blocking the signal with
+    pthread_sigmask would not do: the C-level handler may run in any other thread (torch's and ONNX
+    Runtime's workers do not block it) and the Python handler would still run here, in the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: held.append(signum)) for signum in _DEFERRED}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # now, with the real handler: it raises here if it raises
 
 
 # ----------------------------------------------------------------------------- the transaction

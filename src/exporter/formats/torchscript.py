@@ -80,14 +80,16 @@ def in_fresh_thread(fn: Callable[[], None]) -> None:
             done.set()
 
     thread = threading.Thread(target=body, name="exporter-trace", daemon=True)
-    # Signals held while the thread starts: one arriving in start()'s own wait would raise before
-    # the thread is known to run. (The trace thread inherits the blocked mask.)
-    with signals_deferred():
-        thread.start()
+    started = False
     try:
+        # Signals held while the thread starts (one arriving in start()'s own wait would raise
+        # before the thread is known to run), then delivered here, with the thread started.
+        with signals_deferred():
+            thread.start()
+            started = True
         done.wait()
     except BaseException as interruption:
-        while not done.is_set():
+        while started and not done.is_set():
             try:
                 done.wait()
             except BaseException:  # noqa: BLE001 - another signal: the trace still has to end first
