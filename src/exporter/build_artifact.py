@@ -116,11 +116,12 @@ def _validate(plan: "Plan", exporter: "FormatExporter", built, tolerance: Tolera
     and, where the artifact declares dynamic axes, at the second example."""
     ctx = plan.context
     validation = Validation(tolerance)
-    run = exporter.load(built.path, built.context)
     examples = [("example", plan.inputs, plan.eager_outputs)]
+    # Eager outputs first: the model's activations and the artifact's runtime are not held at once.
     second = plan.second_example(exporter)
     if second is not None:
         examples.append(("second example", *second))
+    run = exporter.load(built.path, built.context)
     for label, inputs, eager in examples:
         try:
             actual = as_output_list(run(inputs))

@@ -120,27 +120,40 @@ def compare(label: str, input_shapes: dict[str, list[int]], expected: "np.ndarra
     """Compare one artifact output with the eager output."""
     import numpy as np
 
-    expected = np.asarray(expected, dtype=np.float64)
-    actual = np.asarray(actual, dtype=np.float64)
+    expected, actual = np.asarray(expected), np.asarray(actual)
     shapes = dict(label=label, input_shapes=input_shapes,
                   expected_shape=list(expected.shape), actual_shape=list(actual.shape), output=output)
     if expected.shape != actual.shape:
         return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
                      problem=f"output shape {list(actual.shape)} differs from eager {list(expected.shape)}")
-    if not tolerance.allow_nonfinite and not (np.all(np.isfinite(expected)) and np.all(np.isfinite(actual))):
-        where = "the artifact's" if np.all(np.isfinite(expected)) else "eager PyTorch's"
+    # In float64, a slice at a time: an LM's logits are tens of MB, and each temporary would be that much.
+    expected, actual = expected.reshape(-1), actual.reshape(-1)
+    max_abs = max_rel = 0.0
+    within = True
+    nonfinite = {"eager": False, "artifact": False, "placed": False}
+    for start in range(0, expected.size, COMPARE_CHUNK):
+        e = expected[start:start + COMPARE_CHUNK].astype(np.float64)
+        a = actual[start:start + COMPARE_CHUNK].astype(np.float64)
+        finite_e, finite_a = np.isfinite(e), np.isfinite(a)
+        nonfinite["eager"] |= not finite_e.all()
+        nonfinite["artifact"] |= not finite_a.all()
+        nonfinite["placed"] |= not np.array_equal(finite_e, finite_a)
+        diff = np.abs(a[finite_e] - e[finite_e])
+        scale = np.abs(e[finite_e])
+        if diff.size:
+            max_abs = max(max_abs, float(diff.max()))
+            max_rel = max(max_rel, float((diff / np.maximum(scale, 1e-12)).max()))
+            if tolerance.atol is not None:
+                within = within and bool(np.all(diff <= tolerance.atol + (tolerance.rtol or 0.0) * scale))
+    if not tolerance.allow_nonfinite and (nonfinite["eager"] or nonfinite["artifact"]):
+        where = "eager PyTorch's" if nonfinite["eager"] else "the artifact's"
         return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
                      problem=f"non-finite values (NaN or inf) in {where} output (validate.allow_nonfinite=true accepts them)")
-    if not np.array_equal(np.isfinite(expected), np.isfinite(actual)):
+    if nonfinite["placed"]:
         return Check(**shapes, max_abs_diff=None, max_rel_diff=None, within_tolerance=False,
                      problem="non-finite values (NaN or inf) where eager PyTorch has finite ones, or the reverse")
-    finite = np.isfinite(expected)
-    diff = np.abs(actual - expected)[finite]
-    scale = np.abs(expected)[finite]
-    max_abs = float(diff.max()) if diff.size else 0.0
-    max_rel = float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0
-    if tolerance.atol is None:
-        within = True
-    else:
-        within = bool(np.all(diff <= tolerance.atol + (tolerance.rtol or 0.0) * scale))
     return Check(**shapes, max_abs_diff=max_abs, max_rel_diff=max_rel, within_tolerance=within)
+
+
+# Elements compared at a time (8 MB per float64 temporary).
+COMPARE_CHUNK = 2**20

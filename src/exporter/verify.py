@@ -2,10 +2,9 @@
 
 The rebuild runs from DIR's ``config.yaml`` (the resolved config of the build), in the working
 directory the build was made from, into a temporary folder that is removed afterwards. Every shipped
-format rebuilds byte-identically in a fresh process (ONNX through the legacy exporter); an ONNX file
-made by the dynamo exporter is not byte-deterministic, and verify says so rather than calling it a
-match. Exit codes: 0 every artifact matches, 1 one differs (or a file of DIR no longer matches its
-record), 2 DIR cannot be read or rebuilt.
+format rebuilds byte-identically in a fresh process (ONNX through either exporter: the job rewrites
+the exporter's file itself, formats/onnx/external.py). Exit codes: 0 every artifact matches, 1 one
+differs (or a file of DIR no longer matches its record), 2 DIR cannot be read or rebuilt.
 """
 
 from __future__ import annotations
@@ -23,9 +22,8 @@ from .errors import ExportError
 from .records import MISSING, MODIFIED, Build, BuildUnreadable, read_build
 from .report import table
 
-BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process (ONNX through the "
-             "legacy exporter; the dynamo exporter is not byte-deterministic), except where a format records a "
-             "content hash: TorchScript built after other traces in one process (a sweep's later jobs) and strict "
+BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process, except where a "
+             "format records a content hash: TorchScript built after other traces in one process (a sweep's later jobs) and strict "
              "torch.export programs (they hold Python object ids) are compared by that hash")
 
 
@@ -102,8 +100,6 @@ def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str
     if content and content == (rebuilt.get("details") or {}).get("content_sha256"):
         return ("identical content (the bytes differ only in what the process numbers or addresses: TorchScript "
                 "class numbers, object ids in a strict torch.export program)"), True
-    if (recorded.get("details") or {}).get("backend") == "dynamo":
-        return "differs (the dynamo exporter is not byte-deterministic: not verifiable by bytes)", False
     return "DIFFERS", False
 
 

@@ -132,12 +132,12 @@ class OnnxExporter(FormatExporter):
             return "auto", self.opset, (f"opset {self.opset}: the dynamo exporter, with the legacy one as a fallback")
         large = size > external_data.auto_dynamo_bytes()
         if large and self.options.strict_opset:
-            return "legacy", self.opset, (f"{size / 2**30:.2f} GiB of weights would take the dynamo exporter at opset "
+            return "legacy", self.opset, (f"{size / 2**20:.1f} MiB of weights would take the dynamo exporter at opset "
                                           f"{DYNAMO_MIN_OPSET}, but format.onnx.strict_opset=true keeps opset "
                                           f"{self.opset}: the legacy exporter")
         if large:
             return "dynamo", DYNAMO_MIN_OPSET, (
-                f"{size / 2**30:.2f} GiB of weights (over {external_data.auto_dynamo_bytes() / 2**30:.2f} GiB): the "
+                f"{size / 2**20:.1f} MiB of weights (over {external_data.auto_dynamo_bytes() / 2**20:.0f} MiB): the "
                 f"dynamo exporter at opset {DYNAMO_MIN_OPSET}, which does not hold the serialized graph in memory "
                 f"as the legacy one does (format.onnx.strict_opset=true keeps opset {self.opset})")
         return "legacy", self.opset, (f"opset {self.opset} and {size / 2**20:.1f} MiB of weights: the legacy "
@@ -207,32 +207,37 @@ class OnnxExporter(FormatExporter):
     def _finish(self, ctx: ExportContext, path: Path, details: dict[str, Any], backend: str, opset: int) -> ExportOutcome:
         import onnx
 
+        from .tied import store_tied_weights_once
+
         details["backend"] = backend
-        proto = onnx.load(str(path), load_external_data=False)
+        # The graph alone in memory, its weights left in files (external.py): tied weights, tags and
+        # the checker work on it, and the weights are streamed into the artifact at the end.
+        proto = external_data.load_graph(path)
         actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         if actual != opset:
             raise ExportError(
                 f"format.onnx.opset: asked for opset {opset}, but the {backend} exporter produced opset "
                 f"{actual}; use format.onnx.backend=legacy for opsets below {DYNAMO_MIN_OPSET}"
             )
-        external = self._external(ctx) or external_data.has_external_data(proto)
         # Tied weights (an LM head sharing the embedding) stored once: the legacy exporter folds a
         # transposed copy into a second initializer, and the dynamo one does too for some models.
-        from .tied import store_tied_weights_once
-
-        tied = store_tied_weights_once(path, external=external)
+        tied = store_tied_weights_once(proto, path.parent)
         if tied["initializers"]:
             details["tied_weights"] = tied
-        if external:
-            # Over the protobuf limit: every weight in one data file beside the graph, never one per tensor.
-            external_data.into_one_data_file(path)
-            details["external_data"] = external_data.data_file(path).name
+        _set_tags(proto, ctx.tags())
+        # The graph and its references to the data files, without loading the weights (checked by
+        # path, so that the references resolve from the graph's folder).
+        path.write_bytes(proto.SerializeToString())
         onnx.checker.check_model(str(path))
+        # Over the protobuf limit: every weight in one data file beside the graph, never one per tensor.
+        external = self._external(ctx)
+        external_data.write(proto, path, external=external)
+        if external:
+            details["external_data"] = external_data.data_file(path).name
         details["ir_version"] = proto.ir_version
         details["input_names"] = [i.name for i in proto.graph.input]
         details["output_names"] = [o.name for o in proto.graph.output]
         details["dynamic_axes"] = {k: {str(a): n for a, n in v.items()} for k, v in self._dynamic_axes(ctx).items()}
-        _tag(path, ctx.tags())
         return ExportOutcome(details=details, load_hint=self._load_hint(details["input_names"]))
 
     def quantize(self, ctx: ExportContext, fp32_path: Path, path: Path) -> ExportOutcome:
@@ -269,7 +274,8 @@ class OnnxExporter(FormatExporter):
             dynamic_axes=self._dynamic_axes(ctx) or None,
         )
         if dynamo:
-            kwargs.update(dynamo=True, external_data=self._external(ctx), verbose=False,
+            # Weights always to a data file: the graph is finished without them in memory (_finish).
+            kwargs.update(dynamo=True, external_data=True, verbose=False,
                           dynamic_axes=None, dynamic_shapes=self._dynamic_shapes(ctx))
         else:
             kwargs.update(dynamo=False, do_constant_folding=bool(self.options.constant_folding))
@@ -301,13 +307,18 @@ class OnnxExporter(FormatExporter):
         return run
 
 
-def _tag(path: Path, tags: dict[str, str]) -> None:
-    """Write ``tags`` into the model's metadata_props (external data, if any, stays where it is)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+def _set_tags(model: Any, tags: dict[str, str]) -> None:
+    """Write ``tags`` into the model's metadata_props."""
     existing = {p.key: p for p in model.metadata_props}
     for key, value in tags.items():
         prop = existing.get(key) or model.metadata_props.add()
         prop.key, prop.value = key, value
-    onnx.save(model, str(path))
+
+
+def _tag(path: Path, tags: dict[str, str]) -> None:
+    """Write ``tags`` into the metadata_props of the ONNX file at ``path``, its weights streamed
+    (external.py), wherever they are kept."""
+    external = external_data.data_file(path).exists()
+    proto = external_data.load_graph(path)
+    _set_tags(proto, tags)
+    external_data.write(proto, path, external=external)

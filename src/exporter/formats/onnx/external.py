@@ -1,4 +1,8 @@
-"""ONNX files over the 2 GB protobuf limit: weights in one data file beside the graph.
+"""Where an ONNX artifact's weights live, and writing them without holding them in memory.
+
+After export the job works on the graph alone (``load_graph``), the weights left in files, and
+writes the artifact at the end by streaming each weight from file to file (``write``): inside a
+self-contained ``model.onnx``, or, over the 2 GB protobuf limit, in one data file beside it.
 
 A protobuf message cannot exceed 2 GiB, so a model with more weight bytes than that keeps its
 tensors outside ``model.onnx``. The legacy exporter then writes one file per tensor (a 760M model:
@@ -28,13 +32,15 @@ def threshold() -> int:
 
 
 AUTO_DYNAMO_ENV = "EXPORTER_ONNX_AUTO_DYNAMO_BYTES"
-DEFAULT_AUTO_DYNAMO = 2**30
+# A 124M GPT-2 (475 MiB) peaks at 5.8x its weights through the legacy exporter and 3.8x through the
+# dynamo one (docs/performance.md); below this the legacy one's speed wins.
+DEFAULT_AUTO_DYNAMO = 256 * 2**20
 
 
 def auto_dynamo_bytes() -> int:
     """Weight bytes above which ``backend=auto`` picks the dynamo exporter below opset 18 (internal
-    setting ``EXPORTER_ONNX_AUTO_DYNAMO_BYTES``, default 1 GiB): the legacy exporter serializes the
-    whole graph in memory, the dynamo one does not."""
+    setting ``EXPORTER_ONNX_AUTO_DYNAMO_BYTES``, default 256 MiB): the legacy exporter serializes the
+    whole graph in memory, the dynamo one writes the weights straight to a file."""
     return _bytes_setting(AUTO_DYNAMO_ENV, DEFAULT_AUTO_DYNAMO)
 
 
@@ -69,8 +75,8 @@ def has_external_data(proto: Any) -> bool:
 
 
 def save(model: Any, path: Path, external: bool) -> None:
-    """Save ``model`` at ``path``, its weights in ``<path>.data`` when ``external``; nothing else
-    is left beside it (the per-tensor files of an earlier save are removed)."""
+    """Save ``model`` (held in memory) at ``path``, its weights in ``<path>.data`` when
+    ``external``; nothing else is left beside it (the per-tensor files of an earlier save are removed)."""
     import onnx
 
     data = data_file(path)
@@ -80,22 +86,228 @@ def save(model: Any, path: Path, external: bool) -> None:
                         location=data.name, size_threshold=INLINE_BELOW, convert_attribute=False)
     else:
         onnx.save_model(model, str(path))
-    _remove_strays(path)
+    _remove_strays(path, keep_data=external)
+
+
+def load_graph(path: Path) -> Any:
+    """The ONNX model at ``path`` with its weights out of memory: every initializer of
+    ``INLINE_BELOW`` bytes or more refers to a data file beside it.
+
+    An exporter that wrote them inline (the legacy one, under 2 GB) has them moved once into a
+    staging data file, so that what follows (tied weights, tags, the checker) works on the graph
+    alone and ``write`` streams the weights into the artifact: the weights are never held as a
+    protobuf and its serialized copy at once, which is what made a save cost three times their size.
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    if not any(_inline_bytes(init) >= INLINE_BELOW for init in proto.graph.initializer):
+        return proto
+    staging = path.with_name(path.name + STAGING_SUFFIX)
+    staging.unlink(missing_ok=True)
+    # onnx writes one tensor at a time and clears it from the message.
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=staging.name, size_threshold=INLINE_BELOW, convert_attribute=False)
+    del proto  # the emptied message still holds the arena its weights were parsed into
+    return onnx.load(str(path), load_external_data=False)
+
+
+# Where load_graph stages weights that an exporter wrote inline.
+STAGING_SUFFIX = ".staged-weights"
+
+
+def external_array(init: Any, folder: Path) -> Any:
+    """A read-only, memory-mapped numpy view of an initializer kept in a data file under
+    ``folder``; None for an inline one or a type numpy cannot map."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    if init.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    info = _external_info(init, folder)
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if dtype.itemsize * int(np.prod(init.dims, dtype=np.int64)) != info["length"]:
+        return None
+    return np.memmap(info["file"], dtype=dtype, mode="r", offset=info["offset"], shape=tuple(init.dims))
+
+
+def write(proto: Any, path: Path, external: bool) -> None:
+    """Write ``proto`` (from ``load_graph``, its weights in data files beside ``path``) as the
+    artifact at ``path``: its weights in one data file, ``<path>.data``, when ``external``, else
+    inside ``model.onnx``. The weights are copied from file to file in chunks, never held in memory;
+    afterwards the folder holds ``path`` and its data file only.
+
+    A self-contained file is framed by hand: the model without its graph, then the graph field
+    with its initializers written one by one, each a tensor header followed by its bytes. Protobuf
+    parsers accept fields in any order, so this is the same message ``onnx.save`` would write for
+    the same content (its fields ordered differently), and always the same bytes for the same model.
+    """
+    import onnx
+
+    folder = path.parent
+    if _external_outside_initializers(proto):
+        # A tensor in a node attribute or a subgraph kept outside: rare enough to take onnx's way.
+        onnx.load_external_data_for_model(proto, str(folder))
+        save(proto, path, external)
+        return
+    if external:
+        _write_external(proto, path)
+    else:
+        _write_inline(proto, path)
+    _remove_strays(path, keep_data=external)
+
+
+CHUNK = 16 * 2**20
+
+
+def _write_external(proto: Any, path: Path) -> None:
+    import onnx
+
+    folder = path.parent
+    data = data_file(path)
+    partial = data.with_name(data.name + ".partial")  # the source may be data itself
+    moves = []
+    with partial.open("wb") as out:
+        for init in proto.graph.initializer:
+            if init.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = _external_info(init, folder)
+            offset = out.tell()
+            _copy(info, out)
+            moves.append((init, offset, info["length"]))
+    os.replace(partial, data)
+    for init, offset, length in moves:
+        del init.external_data[:]
+        for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(length))):
+            entry = init.external_data.add()
+            entry.key, entry.value = key, value
+    path.write_bytes(proto.SerializeToString())
+
+
+def _write_inline(proto: Any, path: Path) -> None:
+    import onnx
+
+    folder = path.parent
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    model.ClearField("graph")
+    graph = onnx.GraphProto()
+    graph.CopyFrom(proto.graph)
+    graph.ClearField("initializer")
+    # (serialized tensor without its data, external info or None)
+    parts = []
+    for init in proto.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            parts.append((init.SerializeToString(), None))
+            continue
+        info = _external_info(init, folder)
+        header = onnx.TensorProto()
+        header.CopyFrom(init)
+        header.ClearField("external_data")
+        header.ClearField("data_location")
+        header.ClearField("raw_data")
+        parts.append((header.SerializeToString(), info))
+
+    def tensor_size(header: bytes, info: dict | None) -> int:
+        return len(header) + (0 if info is None else _field_size(_RAW_DATA, info["length"]))
+
+    graph_bytes = graph.SerializeToString()
+    graph_size = len(graph_bytes) + sum(_field_size(_INITIALIZER, tensor_size(h, i)) for h, i in parts)
+    if graph_size >= 2**31:
+        raise ValueError(f"{path.name}: {graph_size} bytes of graph do not fit in one protobuf (2 GiB); "
+                         "its weights must go in a data file")
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out:
+        out.write(model.SerializeToString())
+        out.write(_tag(_GRAPH) + _varint(graph_size) + graph_bytes)
+        for header, info in parts:
+            out.write(_tag(_INITIALIZER) + _varint(tensor_size(header, info)) + header)
+            if info is not None:
+                out.write(_tag(_RAW_DATA) + _varint(info["length"]))
+                _copy(info, out)
+    os.replace(partial, path)
+
+
+# Field numbers in onnx.proto: ModelProto.graph, GraphProto.initializer, TensorProto.raw_data.
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9
+
+
+def _tag(field: int) -> bytes:
+    return _varint(field << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field_size(field: int, length: int) -> int:
+    return len(_tag(field)) + len(_varint(length)) + length
+
+
+def _external_info(init: Any, folder: Path) -> dict:
+    entries = {e.key: e.value for e in init.external_data}
+    file = (folder / entries["location"]).resolve()
+    if folder.resolve() not in file.parents:
+        raise ValueError(f"initializer {init.name!r}: its data file {entries['location']!r} is outside {folder}")
+    offset = int(entries.get("offset") or 0)
+    length = int(entries["length"]) if entries.get("length") else file.stat().st_size - offset
+    return {"file": file, "offset": offset, "length": length}
+
+
+def _copy(info: dict, out: Any) -> None:
+    with open(info["file"], "rb") as source:
+        source.seek(info["offset"])
+        left = info["length"]
+        while left:
+            chunk = source.read(min(CHUNK, left))
+            if not chunk:
+                raise ValueError(f"{info['file'].name}: ends before the {info['length']} bytes of a tensor at offset "
+                                 f"{info['offset']}")
+            out.write(chunk)
+            left -= len(chunk)
+
+
+def _inline_bytes(init: Any) -> int:
+    import onnx
+
+    return init.ByteSize() if init.data_location != onnx.TensorProto.EXTERNAL else 0
+
+
+def _external_outside_initializers(proto: Any) -> bool:
+    """Whether a tensor besides the graph's initializers (in a node attribute, a subgraph or a
+    function) is kept in a data file."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    def external_count(tensors) -> int:
+        return sum(1 for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL)
+
+    return external_count(_get_all_tensors(proto)) != external_count(proto.graph.initializer)
 
 
 def into_one_data_file(path: Path) -> None:
     """Leave an ONNX file whose weights are outside it with exactly one data file, ``<path>.data``:
-    rewritten when an exporter or quantizer left another layout (one file per tensor, ...)."""
+    rewritten, a chunk at a time, when an exporter or quantizer left another layout (one file per
+    tensor, ...)."""
     import onnx
 
     if {item.name for item in path.parent.iterdir()} != {path.name, data_file(path).name}:
-        save(onnx.load(str(path)), path, external=True)
+        write(onnx.load(str(path), load_external_data=False), path, external=True)
 
 
-def _remove_strays(path: Path) -> None:
+def _remove_strays(path: Path, keep_data: bool) -> None:
     """Files an exporter left beside the graph besides the graph and its data file (the work
     folder holds this artifact alone, so anything else is such a file)."""
-    keep = {path.name, data_file(path).name}
+    keep = {path.name} | ({data_file(path).name} if keep_data else set())
     for item in path.parent.iterdir():
         if item.name not in keep and item.is_file():
             item.unlink()
