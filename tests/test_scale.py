@@ -202,3 +202,31 @@ def test_weights_are_streamed_into_the_artifact_unchanged(tmp_path, external):
     assert np.allclose(y, x @ numpy_helper.to_array(original.graph.initializer[0]) + 1)
     layout.write(layout.load_graph(path), path, external=external)  # rewriting is stable
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("model")) == expected
+
+
+def test_external_data_option_puts_weights_beside_the_graph_or_inside_it(project):
+    r = run_cli(*ARGS, "format=onnx", "format.onnx.external_data=true", "export_dir=beside", cwd=project)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((project / "beside" / "metadata.json").read_text())["artifacts"]["onnx"]
+    assert record["details"]["external_data"] == "model.onnx.data" and (project / "beside" / "model.onnx.data").is_file()
+    # false keeps one self-contained file even where the size setting would move the weights out
+    r = run_cli(*ARGS, "format=onnx", "format.onnx.external_data=false", "export_dir=inside", cwd=project, env=SMALL)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((project / "inside" / "metadata.json").read_text())["artifacts"]["onnx"]
+    assert "external_data" not in record["details"] and not record.get("extra_files")
+    assert not (project / "inside" / "model.onnx.data").exists()
+
+
+def test_external_data_false_is_refused_for_weights_over_the_protobuf_limit():
+    from types import SimpleNamespace
+
+    import torch
+
+    from exporter.errors import ConfigError
+    from exporter.formats.onnx import OnnxExporter, OnnxFormatConfig
+
+    big = torch.nn.Linear(2**15, 2**14, device="meta")  # 2 GiB of fp32 weights, none allocated
+    ctx = SimpleNamespace(model=big, example_inputs={"x": None}, output_names=["y"])
+    with pytest.raises(ConfigError, match="format.onnx.external_data=false: 2.00 GiB of weights do not fit"):
+        OnnxExporter(OnnxFormatConfig(enabled=True, external_data=False)).check(ctx)
+    OnnxExporter(OnnxFormatConfig(enabled=True, external_data=None)).check(ctx)  # null: a data file instead
