@@ -1,0 +1,106 @@
+"""The tool against Hugging Face Optimum's ``optimum-cli export onnx`` on tiny GPT-2 and BERT folders.
+
+Both export the same saved folder to ONNX and validate it in ONNX Runtime; each runs as a whole
+process, alternately, --repeat times. The table shows median wall time and peak RSS, the ratios
+tool/Optimum, the size of what each wrote, and what each validated (the tool: every output at the
+example and at a second shape; Optimum: the outputs its log names, at its own dummy shape).
+
+Optimum is never a dependency of this project: install it in a scratch virtual environment beside
+the tool and run this script with that environment's Python, so that both sides import the same
+torch and transformers (Optimum pins its own transformers; transformers 5 alone takes seconds longer
+to import than 4.57). Without optimum-cli, the script says so and prints the tool's side only.
+
+    python -m venv /tmp/optimum && /tmp/optimum/bin/pip install torch==2.13.0 -e '.[hf]' 'optimum[onnxruntime]'
+    /tmp/optimum/bin/python benchmarks/vs_optimum.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import gib, last_line, make_bert, make_gpt2, median, run, tool
+
+from exporter.report import markdown_table
+
+MODELS = {
+    # name: (the tool's model option, Optimum's --task)
+    "tiny GPT-2": ("hf_causal_lm", "text-generation"),
+    "tiny BERT": ("hf_sequence_classification", "text-classification"),
+}
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.name.startswith("model.onnx"))
+
+
+def tool_validated(out: Path) -> str:
+    record = json.loads((out / "metadata.json").read_text())["artifacts"]["onnx"]
+    checks = record["validation"]["checks"]
+    outputs = sorted({c["output"] for c in checks})
+    return f"{', '.join(outputs)} at {len({c['label'] for c in checks})} shapes"
+
+
+def optimum_validated(output: str) -> str:
+    names = sorted(set(re.findall(r'Validating ONNX Model output "([^"]+)"', output)))
+    return ", ".join(names) + " at 1 shape" if names else "not reported"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    beside = Path(sys.executable).with_name("optimum-cli")
+    parser.add_argument("--optimum-cli", default=str(beside) if beside.exists() else shutil.which("optimum-cli"),
+                        help="the optimum-cli to run (default: the one beside this Python, else on PATH)")
+    args = parser.parse_args()
+    import transformers
+
+    print(f"transformers {transformers.__version__}, {sys.executable}")
+    if not args.optimum_cli or not Path(args.optimum_cli).exists():
+        print("optimum-cli not found: showing the tool alone (see this script's docstring to install Optimum "
+              "in a scratch environment, then pass --optimum-cli)")
+    rows = []
+    with tempfile.TemporaryDirectory() as models:
+        folders = {"tiny GPT-2": Path(models) / "gpt2", "tiny BERT": Path(models) / "bert"}
+        make_gpt2(folders["tiny GPT-2"], n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=128)
+        make_bert(folders["tiny BERT"])
+        for name, (option, task) in MODELS.items():
+            folder = folders[name]
+            ours, theirs, validated = [], [], ("", "")
+            sizes = [0, 0]
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory() as a:
+                    out = Path(a) / "out"
+                    done = run(tool([f"model={option}", f"model.path={folder}", "format=onnx"], out), cwd=Path(a))
+                    if done.returncode:
+                        raise SystemExit(f"{name}: the tool failed: {last_line(done.output)}")
+                    ours.append(done)
+                    sizes[0], validated = folder_bytes(out), (tool_validated(out), validated[1])
+                if args.optimum_cli:
+                    with tempfile.TemporaryDirectory() as b:
+                        out = Path(b) / "out"
+                        # At info level Optimum logs what it validated (it does validate either way).
+                        done = run([args.optimum_cli, "export", "onnx", "--model", str(folder), "--task", task,
+                                    str(out)], cwd=Path(b), env={**os.environ, "TRANSFORMERS_VERBOSITY": "info"})
+                        if done.returncode:
+                            raise SystemExit(f"{name}: optimum-cli failed: {last_line(done.output)}")
+                        theirs.append(done)
+                        sizes[1], validated = folder_bytes(out), (validated[0], optimum_validated(done.output))
+            tw, tp = median([r.wall for r in ours]), median([r.peak for r in ours])
+            rows.append([name, "exporter", f"{tw:.2f}", gib(tp), f"{sizes[0] / 1e6:.2f} MB", validated[0], "", ""])
+            if theirs:
+                ow, op = median([r.wall for r in theirs]), median([r.peak for r in theirs])
+                rows.append([name, "optimum-cli", f"{ow:.2f}", gib(op), f"{sizes[1] / 1e6:.2f} MB", validated[1],
+                             f"{tw / ow:.2f}", f"{tp / op:.2f}"])
+    headers = ["model", "tool", "wall s", "peak RSS", "ONNX size", "outputs validated", "wall ratio", "RSS ratio"]
+    print(markdown_table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()
