@@ -150,8 +150,9 @@ def test_a_dynamo_build_rebuilds_byte_identically_and_verifies(project):
     assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
 
 
-def _model_with_weights_in_a_file(folder):
-    """A small ONNX model (MatMul by a 64x96 weight, plus a small bias) whose weight is in a data file."""
+def _model_with_weights_in_a_file(folder, inline=False):
+    """A small ONNX model (MatMul by a 64x96 weight, plus a small bias) whose weight is in a data
+    file, or with ``inline`` inside the model file (as the legacy exporter writes it)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -166,22 +167,30 @@ def _model_with_weights_in_a_file(folder):
     model.metadata_props.add(key="k", value="v")
     kept = onnx.ModelProto()
     kept.CopyFrom(model)  # save_model moves the weights out of the message it is given
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=1024)
+    if inline:
+        onnx.save_model(model, str(folder / "model.onnx"))
+    else:
+        onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="weights.bin", size_threshold=1024)
     return kept
 
 
-@pytest.mark.parametrize("external", [False, True])
-def test_weights_are_streamed_into_the_artifact_unchanged(tmp_path, external):
+@pytest.mark.parametrize("inline", [False, True], ids=["from a data file", "from inside the file"])
+@pytest.mark.parametrize("external", [False, True], ids=["self-contained", "data file"])
+def test_weights_are_streamed_into_the_artifact_unchanged(tmp_path, external, inline):
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     from exporter.formats.onnx import external as layout
 
-    original = _model_with_weights_in_a_file(tmp_path)
+    original = _model_with_weights_in_a_file(tmp_path, inline=inline)
     path = tmp_path / "model.onnx"
     proto = layout.load_graph(path)
+    [weight] = [i for i in proto.graph.initializer if i.name == "w"]
+    assert weight.data_location == onnx.TensorProto.EXTERNAL and not weight.raw_data  # not in memory
+    if inline:  # referred to where it lies, inside model.onnx
+        assert {e.key: e.value for e in weight.external_data}["location"] == "model.onnx"
     layout.write(proto, path, external=external)
     expected = ["model.onnx", "model.onnx.data"] if external else ["model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == expected  # weights.bin removed

@@ -235,9 +235,13 @@ class OnnxExporter(FormatExporter):
             details["tied_weights"] = tied
         _set_tags(proto, ctx.tags())
         # The graph and its references to the data files, without loading the weights (checked by
-        # path, so that the references resolve from the graph's folder).
-        path.write_bytes(proto.SerializeToString())
-        onnx.checker.check_model(str(path))
+        # path, beside them, so that the references resolve; the weights may lie in `path` itself).
+        graph_only = path.with_name(path.name + ".graph-check")
+        graph_only.write_bytes(proto.SerializeToString())
+        try:
+            onnx.checker.check_model(str(graph_only))
+        finally:
+            graph_only.unlink()
         # Over the protobuf limit: every weight in one data file beside the graph, never one per tensor.
         external = self._external(ctx)
         external_data.write(proto, path, external=external)

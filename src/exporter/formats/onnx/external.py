@@ -98,13 +98,18 @@ def load_graph(path: Path) -> Any:
     """The ONNX model at ``path`` with its weights out of memory: every initializer of
     ``INLINE_BELOW`` bytes or more refers to a data file beside it.
 
-    An exporter that wrote them inline (the legacy one, under 2 GB) has them moved once into a
-    staging data file, so that what follows (tied weights, tags, the checker) works on the graph
-    alone and ``write`` streams the weights into the artifact: the weights are never held as a
-    protobuf and its serialized copy at once, which is what made a save cost three times their size.
+    Weights an exporter wrote inline (the legacy one, under 2 GB) are referred to where they lie,
+    inside ``path`` itself: the file is scanned, not parsed whole, so that what follows (tied
+    weights, tags, the checker) works on the graph alone and ``write`` streams the weights into the
+    artifact. The weights are never held as a protobuf and its serialized copy at once, which is
+    what made a save cost three times their size.
     """
     import onnx
 
+    scanned = _refer_to_inline_weights(path)
+    if scanned is not None:
+        return scanned
+    # A layout the scan does not take (never seen from torch): stage the weights with onnx instead.
     proto = onnx.load(str(path), load_external_data=False)
     if not any(_inline_bytes(init) >= INLINE_BELOW for init in proto.graph.initializer):
         return proto
@@ -116,6 +121,83 @@ def load_graph(path: Path) -> Any:
     del proto  # the emptied message still holds the arena its weights were parsed into
     return onnx.load(str(path), load_external_data=False)
 
+
+def _refer_to_inline_weights(path: Path) -> Any:
+    """The model at ``path`` parsed without its large inline weights, each initializer's
+    ``raw_data`` of ``INLINE_BELOW`` bytes or more replaced by a reference to its place in
+    ``path`` (offset and length). Reads the protobuf framing only: ModelProto.graph (field 7),
+    GraphProto.initializer (5), TensorProto.raw_data (9). None for a layout it does not take."""
+    import mmap
+
+    import onnx
+
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            model_rest, graphs = _split(data, 0, len(data), _GRAPH)
+            if len(graphs) != 1:
+                return None
+            graph_rest, initializers = _split(data, *graphs[0], _INITIALIZER)
+            tensors = []
+            for start, end in initializers:
+                tensor_rest, raws = _split(data, start, end, _RAW_DATA)
+                if len(raws) != 1 or raws[0][1] - raws[0][0] < INLINE_BELOW:
+                    tensors.append(onnx.TensorProto.FromString(data[start:end]))
+                    continue
+                tensor = onnx.TensorProto.FromString(bytes(tensor_rest))
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                for key, value in (("location", path.name), ("offset", str(raws[0][0])),
+                                   ("length", str(raws[0][1] - raws[0][0]))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, value
+                tensors.append(tensor)
+            model = onnx.ModelProto.FromString(bytes(model_rest))
+            graph = onnx.GraphProto.FromString(bytes(graph_rest))
+        except Exception:  # noqa: BLE001 - any surprise: onnx's own way
+            return None
+    graph.initializer.extend(tensors)
+    model.graph.CopyFrom(graph)
+    return model
+
+
+def _split(data: Any, start: int, end: int, field: int) -> tuple[bytearray, list[tuple[int, int]]]:
+    """The fields of the message in ``data[start:end]``: every field but ``field`` re-framed into
+    a bytearray, and where each ``field`` value (length-delimited) starts and ends."""
+    rest, found = bytearray(), []
+    pos = start
+    while pos < end:
+        tag_start = pos
+        tag, pos = _read_varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, pos = _read_varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _read_varint(data, pos)
+            if number == field:
+                found.append((pos, pos + length))
+                pos += length
+                continue
+            pos += length
+        else:
+            raise ValueError(f"wire type {wire}")
+        rest += data[tag_start:pos]
+    if pos != end:
+        raise ValueError("a field runs past its message")
+    return rest, found
+
+
+def _read_varint(data: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
 
 # Where load_graph stages weights that an exporter wrote inline.
 STAGING_SUFFIX = ".staged-weights"
