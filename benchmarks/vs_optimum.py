@@ -72,8 +72,9 @@ def main() -> None:
         make_bert(folders["tiny BERT"])
         for name, (option, task) in MODELS.items():
             folder = folders[name]
-            ours, theirs, validated = [], [], ("", "")
-            sizes = [0, 0]
+            ours, theirs = [], []
+            our_size = their_size = 0
+            our_checks = their_checks = ""
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as a:
                     out = Path(a) / "out"
@@ -81,7 +82,7 @@ def main() -> None:
                     if done.returncode:
                         raise SystemExit(f"{name}: the tool failed: {last_line(done.output)}")
                     ours.append(done)
-                    sizes[0], validated = folder_bytes(out), (tool_validated(out), validated[1])
+                    our_size, our_checks = folder_bytes(out), tool_validated(out)
                 if args.optimum_cli:
                     with tempfile.TemporaryDirectory() as b:
                         out = Path(b) / "out"
@@ -91,12 +92,12 @@ def main() -> None:
                         if done.returncode:
                             raise SystemExit(f"{name}: optimum-cli failed: {last_line(done.output)}")
                         theirs.append(done)
-                        sizes[1], validated = folder_bytes(out), (validated[0], optimum_validated(done.output))
+                        their_size, their_checks = folder_bytes(out), optimum_validated(done.output)
             tw, tp = median([r.wall for r in ours]), median([r.peak for r in ours])
-            rows.append([name, "exporter", f"{tw:.2f}", gib(tp), f"{sizes[0] / 1e6:.2f} MB", validated[0], "", ""])
+            rows.append([name, "exporter", f"{tw:.2f}", gib(tp), f"{our_size / 1e6:.2f} MB", our_checks, "", ""])
             if theirs:
                 ow, op = median([r.wall for r in theirs]), median([r.peak for r in theirs])
-                rows.append([name, "optimum-cli", f"{ow:.2f}", gib(op), f"{sizes[1] / 1e6:.2f} MB", validated[1],
+                rows.append([name, "optimum-cli", f"{ow:.2f}", gib(op), f"{their_size / 1e6:.2f} MB", their_checks,
                              f"{tw / ow:.2f}", f"{tp / op:.2f}"])
     headers = ["model", "tool", "wall s", "peak RSS", "ONNX size", "outputs validated", "wall ratio", "RSS ratio"]
     print(markdown_table(headers, rows))

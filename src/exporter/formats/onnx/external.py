@@ -72,13 +72,6 @@ def data_file(path: Path) -> Path:
     return path.with_name(path.name + ".data")
 
 
-def has_external_data(proto: Any) -> bool:
-    """Whether a model (loaded with ``load_external_data=False``) keeps tensors in other files."""
-    import onnx
-
-    return any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
-
-
 def save(model: Any, path: Path, external: bool) -> None:
     """Save ``model`` (held in memory) at ``path``, its weights in ``<path>.data`` when
     ``external``; nothing else is left beside it (the per-tensor files of an earlier save are removed)."""
@@ -144,11 +137,7 @@ def _refer_to_inline_weights(path: Path) -> Any:
                     tensors.append(onnx.TensorProto.FromString(data[start:end]))
                     continue
                 tensor = onnx.TensorProto.FromString(bytes(tensor_rest))
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-                for key, value in (("location", path.name), ("offset", str(raws[0][0])),
-                                   ("length", str(raws[0][1] - raws[0][0]))):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, value
+                _refer(tensor, path.name, raws[0][0], raws[0][1] - raws[0][0])
                 tensors.append(tensor)
             model = onnx.ModelProto.FromString(bytes(model_rest))
             graph = onnx.GraphProto.FromString(bytes(graph_rest))
@@ -268,10 +257,7 @@ def _write_external(proto: Any, path: Path) -> None:
             moves.append((init, offset, info["length"]))
     os.replace(partial, data)
     for init, offset, length in moves:
-        del init.external_data[:]
-        for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(length))):
-            entry = init.external_data.add()
-            entry.key, entry.value = key, value
+        _refer(init, data.name, offset, length)
     path.write_bytes(proto.SerializeToString())
 
 
@@ -338,6 +324,18 @@ def _varint(value: int) -> bytes:
 
 def _field_size(field: int, length: int) -> int:
     return len(_tag(field)) + len(_varint(length)) + length
+
+
+def _refer(tensor: Any, location: str, offset: int, length: int) -> None:
+    """Point ``tensor`` at ``length`` bytes of ``location`` from ``offset`` (onnx's own
+    set_external_data insists on the bytes being in the message first)."""
+    import onnx
+
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
 
 
 def _external_info(init: Any, folder: Path) -> dict:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ExportError
 from ...quantization import quiet, weight_type_of
 from ...schema import option_value
-from .external import has_external_data, into_one_data_file, save
+from .external import data_file, into_one_data_file, save
 
 if TYPE_CHECKING:
     from ...schema import QuantizationConfig
@@ -129,10 +129,9 @@ def onnx_fp16(source: Path, target: Path) -> dict:
 
 
 def _external(source: Path) -> bool:
-    """Whether the fp32 graph keeps its weights in a data file (then so does the quantized one)."""
-    import onnx
-
-    return has_external_data(onnx.load(str(source), load_external_data=False))
+    """Whether the fp32 graph keeps its weights in a data file (then so does the quantized one):
+    the job leaves an ONNX artifact's weights in ``<file>.data`` or inside the file, never elsewhere."""
+    return data_file(source).exists()
 
 
 def count_onnx_quantized(path: Path) -> int:

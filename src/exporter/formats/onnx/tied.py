@@ -44,15 +44,15 @@ def store_tied_weights_once(proto: Any, folder: Path) -> dict[str, int]:
         array = external_array(init, folder)
         if array is None or array.size < MIN_ELEMENTS:
             continue
-        match = _same(seen.get(_fingerprint(array), ()), array)
-        transposed = False
+        key = _fingerprint(array)
+        match, transposed = _same(seen.get(key, ()), array), False
         if match is None and array.ndim == 2:
             match, transposed = _same(seen.get(_fingerprint(array.T), ()), array.T), True
         if match is not None:
             replaced[init.name] = (match, transposed)
             saved += array.nbytes
         else:
-            seen.setdefault(_fingerprint(array), []).append((init.name, array))
+            seen.setdefault(key, []).append((init.name, array))
     if not replaced:
         return {"initializers": 0, "bytes_saved": 0}
     kept = [init for init in graph.initializer if init.name not in replaced]
