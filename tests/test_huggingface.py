@@ -45,3 +45,58 @@ def test_gpt2_language_model_dynamic_quantization(tmp_path):
         report = md["artifacts"][name]["quantization_report"]
         assert report["size"]["bytes"] < report["size"]["fp32_bytes"], name
     assert "torch_dynamic_quantize" in md["artifacts"]["pytorch"]["load_hint"]
+
+
+def _vmap_masks() -> bool:
+    """transformers 4.53-4.57 build attention masks with torch.vmap (5.x by broadcasting)."""
+    from packaging.version import Version
+
+    return Version("4.53") <= Version(transformers.__version__) < Version("5")
+
+
+def test_gpt2_traces_with_either_transformers_mask_builder(tmp_path):
+    """The legacy ONNX exporter, TorchScript and torch.export take GPT-2 whatever builds its attention
+    masks: transformers 4.53-4.57's vmap masks are swapped for broadcasting ones while exporting
+    (recorded), so there is no fallback to the dynamo exporter, no `unordered_map::at` from
+    TorchScript and no unserializable `flat_apply` node in the exported program."""
+    config = transformers.GPT2Config(vocab_size=500, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 500, "max_seq_len": 24, "attention_mask": True})
+    out = export_model(model, None, spec, tmp_path, formats=["onnx", "torchscript", "exported_program"])
+    md = json.loads(out["metadata"].read_text())
+    onnx = md["artifacts"]["onnx"]["details"]
+    assert onnx["backend"] == "legacy" and onnx["opset"] == 14 and "fallback" not in onnx
+    for name, record in md["artifacts"].items():
+        assert record["status"] == "ok", name
+        # the example and a second batch size and length: the trace kept both axes
+        assert len(record["validation"]["checks"]) == 2 and record["validation"]["passed"], name
+        assert ("attention_masks" in record["details"]) == _vmap_masks(), name
+
+
+def test_broadcast_masks_equal_transformers_own_and_are_put_back():
+    if not _vmap_masks():
+        pytest.skip(f"transformers {transformers.__version__} builds its masks without vmap: nothing is swapped")
+    import torch
+    from transformers import masking_utils
+
+    from exporter.formats.traceable_masks import traceable_attention_masks
+
+    original = masking_utils.sdpa_mask
+    padding = torch.ones(3, 7, dtype=torch.bool)
+    padding[0, :2] = False  # left padding
+    padding[2, 5:] = False  # right padding
+    cases = [dict(batch_size=3, cache_position=torch.arange(7), kv_length=7, attention_mask=padding),
+             dict(batch_size=3, cache_position=torch.arange(4, 7), kv_length=7, attention_mask=padding),
+             dict(batch_size=2, cache_position=torch.arange(5), kv_length=5,
+                  mask_function=masking_utils.sliding_window_causal_mask_function(2))]
+    expected = [original(allow_is_causal_skip=False, **case) for case in cases]
+    eager = masking_utils.eager_mask(**cases[0])
+    with pytest.raises(RuntimeError), traceable_attention_masks() as swapped:
+        assert swapped
+        for case, mask in zip(cases, expected):
+            got = masking_utils.ALL_MASK_ATTENTION_FUNCTIONS["sdpa"](allow_is_causal_skip=False, **case)
+            assert got.shape == mask.shape and torch.equal(got, mask)
+        assert torch.equal(masking_utils.eager_mask(**cases[0]), eager)
+        raise RuntimeError("the swap is undone on the way out")
+    assert masking_utils.sdpa_mask is original and masking_utils.ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] is original

@@ -22,6 +22,7 @@ from ..errors import ExportError, first_line
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays, quiet_torch
 from .dynamic_shapes import torch_export_dynamic_shapes, trace_inputs
 from .registry import register_format
+from .traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
 
 TAGS_FILE = "exporter.json"
 trace_log = logging.getLogger("exporter.trace")
@@ -102,7 +103,9 @@ class ExportedProgramExporter(FormatExporter):
         shapes = torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence)
         strict = bool(self.options.strict)
         try:
-            with warnings.catch_warnings(), torch.no_grad(), quiet_torch() as noise:
+            # torch.export records transformers 4.53-4.57's vmap masks as a node it cannot serialize.
+            with warnings.catch_warnings(), torch.no_grad(), quiet_torch() as noise, \
+                    traceable_attention_masks() as swapped:
                 warnings.simplefilter("ignore")
                 program = torch.export.export(ctx.wrap(ctx.model), trace_inputs(ctx.example_inputs, shapes),
                                               dynamic_shapes=shapes, strict=strict)
@@ -121,9 +124,12 @@ class ExportedProgramExporter(FormatExporter):
         dims = {name: {str(axis): dim.__name__ for axis, dim in (spec or {}).items()}
                 for name, spec in zip(ctx.example_inputs, shapes[0] if shapes else ()) if spec}
         names = ", ".join(ctx.example_inputs)
+        details = {"method": "torch.export.export", "strict": strict, "dynamic_shapes": dims,
+                   "graph_nodes": len(program.graph.nodes), "content_sha256": canonical_sha256(path)}
+        if swapped:
+            details["attention_masks"] = SWAPPED_MASKS_NOTE
         return ExportOutcome(
-            details={"method": "torch.export.export", "strict": strict, "dynamic_shapes": dims,
-                     "graph_nodes": len(program.graph.nodes), "content_sha256": canonical_sha256(path)},
+            details=details,
             load_hint=(f"import torch\nprogram = torch.export.load('{self.filename}')  # extra_files={{'{TAGS_FILE}': ''}} "
                        f"returns the build's tags\n{', '.join(ctx.output_names)} = program.module()({names})"),
         )

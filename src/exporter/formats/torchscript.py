@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays
 from .registry import register_format
+from .traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
 from .torch_quantize import TORCH_DYNAMIC, TORCH_STATIC, torch_dynamic_quantize, torch_static_quantize
 
 
@@ -146,8 +147,11 @@ class TorchScriptExporter(FormatExporter):
 
         def trace_and_save() -> None:
             # torch.jit works in 2.13 but warns that it is deprecated on every call.
-            with warnings.catch_warnings(), torch.no_grad():
+            # Tracing cannot record transformers 4.53-4.57's vmap attention masks.
+            with warnings.catch_warnings(), torch.no_grad(), traceable_attention_masks() as swapped:
                 warnings.simplefilter("ignore")
+                if swapped:
+                    details["attention_masks"] = SWAPPED_MASKS_NOTE
                 traced = torch.jit.trace(
                     ctx.wrap(model), tuple(ctx.example_inputs.values()), strict=bool(self.options.strict)
                 )

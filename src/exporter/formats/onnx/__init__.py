@@ -15,6 +15,7 @@ from ...schema import option_value
 from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format
+from ..traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
 from . import external as external_data
 
 log = logging.getLogger("exporter")
@@ -219,6 +220,8 @@ class OnnxExporter(FormatExporter):
         from .tied import store_tied_weights_once
 
         details["backend"] = backend
+        if getattr(self, "_swapped_masks", False):
+            details["attention_masks"] = SWAPPED_MASKS_NOTE
         # The graph alone in memory, its weights left in files (external.py): tied weights, tags and
         # the checker work on it, and the weights are streamed into the artifact at the end.
         proto = external_data.load_graph(path)
@@ -298,9 +301,13 @@ class OnnxExporter(FormatExporter):
             kwargs.update(dynamo=False, do_constant_folding=bool(self.options.constant_folding))
         # Both backends print progress, deprecation notes and, on failure, the graph (to stderr); the
         # job's log says what matters.
-        with warnings.catch_warnings(), quiet_torch(), torch.no_grad():
+        # The legacy exporter cannot trace transformers 4.53-4.57's vmap attention masks, and the
+        # dynamo one gets a graph of vmap's pieces: both export the broadcasting masks instead.
+        with warnings.catch_warnings(), quiet_torch(), torch.no_grad(), traceable_attention_masks() as swapped:
             warnings.simplefilter("ignore")
             torch.onnx.export(module, tuple(ctx.example_inputs.values()), str(path), **kwargs)
+        # Read by _finish for the artifact's record (the last export is the one kept).
+        self._swapped_masks = swapped
 
     def _dynamic_shapes(self, ctx: ExportContext) -> Any:
         return torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence)
