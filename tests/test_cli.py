@@ -234,3 +234,19 @@ def test_diff_names_other_calibration_data_behind_the_same_config(tmp_path, cli)
     assert r.returncode == 1
     assert "inputs:" in r.stdout and "calibration.sha256" in r.stdout
     assert "\nconfig:" not in r.stdout  # the configs are the same
+
+
+@pytest.mark.parametrize("overrides", [[], ["model=lm_stub", "format=[onnx,torchscript]", "quantization=static"],
+                                       ["model=hf_causal_lm", "model.path=/nowhere", "hydra/launcher=basic"]])
+def test_hydra_mode_is_read_without_a_composition_only_where_it_is_null(hydra_config_module, overrides):
+    """main() skips Hydra's get_mode (a whole composition) when the command line cannot change
+    hydra.mode: then the shipped configs' null is what Hydra itself would read."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from exporter.cli import mode_is_default
+
+    assert mode_is_default(overrides + ["-m"])
+    assert GlobalHydra.instance().hydra.get_mode(config_name="config", overrides=overrides) is None
+    for arg in ("hydra.mode=MULTIRUN", "+hydra.mode=RUN", "--config-dir=/elsewhere", "-cn", "--config-name=mine",
+                "hydra.searchpath=[pkg://mine]"):
+        assert not mode_is_default(overrides + [arg]), arg
