@@ -56,6 +56,10 @@ def test_tied_weights_are_stored_once_by_the_legacy_exporter(project):
 
     graph = onnx.load(project / "out" / "model.onnx").graph
     assert "Transpose" in {n.op_type for n in graph.node}
+    # built at the default sizes: verify rebuilds at them too, whatever its own environment says
+    assert "settings" not in md["build_key_inputs"]
+    v = run_cli("verify", "out", cwd=project, env=SMALL)
+    assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
 
 
 def test_weights_over_the_threshold_go_to_one_data_file_hashed_checked_and_verified(project):
@@ -83,7 +87,9 @@ def test_weights_over_the_threshold_go_to_one_data_file_hashed_checked_and_verif
 
     proto = onnx.load(out / "model.onnx", load_external_data=False)
     assert {p.key for p in proto.metadata_props} >= {"exporter.version", "exporter.task_type"}  # tagged
-    v = run_cli("verify", "out", cwd=project, env=SMALL)
+    # the setting is recorded with the build key, and verify rebuilds under it whatever its own environment
+    assert md["build_key_inputs"]["settings"] == SMALL
+    v = run_cli("verify", "out", cwd=project)
     assert v.returncode == 0 and "identical bytes (with model.onnx.data)" in v.stdout, v.stdout + v.stderr
     # one changed byte in the data file is caught by card and verify
     data = bytearray((out / "model.onnx.data").read_bytes())

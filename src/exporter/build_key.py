@@ -39,6 +39,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from . import settings
 from .files import sha256_of
 
 KEY_VERSION = 1
@@ -141,7 +142,7 @@ def key_inputs(config: Mapping[str, Any], *, model_target: Optional[str],
         cfg["calibration"] = calibration_cfg
     elif calibration_cfg.get("source") == "dataset":
         calibration = UNHASHABLE
-    return {
+    inputs = {
         "key_version": KEY_VERSION,
         "config": cfg,
         "checkpoint": checkpoint,
@@ -155,6 +156,12 @@ def key_inputs(config: Mapping[str, Any], *, model_target: Optional[str],
         "model_files": _folder_identity((cfg.get("model") or {}).get("path")
                                         if isinstance(cfg.get("model"), Mapping) else None),
     }
+    # Internal size settings change where an ONNX artifact's weights go (exporter.settings); only
+    # those set are keyed, so a build at the defaults keeps the key it had before they existed.
+    changed = settings.current()
+    if changed:
+        inputs["settings"] = changed
+    return inputs
 
 
 def build_key(inputs: Mapping[str, Any]) -> str:

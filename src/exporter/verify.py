@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import settings
 from .errors import ExportError
 from .records import MISSING, MODIFIED, Build, BuildUnreadable, read_build
 from .report import table
@@ -76,8 +77,10 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
     # The rebuild's own log goes to its (temporary) export.log; the report says what matters.
     logger = logging.getLogger("exporter")
     propagate, logger.propagate = logger.propagate, False
+    # Under the internal settings the build was made with (none recorded: the defaults).
+    recorded = (build.metadata.get("build_key_inputs") or {}).get("settings") or {}
     try:
-        with _in_folder(origin.get("cwd")):
+        with _in_folder(origin.get("cwd")), settings.applied(recorded):
             result = run_export(job_from_config(cfg, origin=origin))
     finally:
         logger.propagate = propagate

@@ -22,7 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-THRESHOLD_ENV = "EXPORTER_ONNX_EXTERNAL_DATA_BYTES"
+from ... import settings
+
+THRESHOLD_ENV = settings.ONNX_EXTERNAL_DATA_BYTES
 DEFAULT_THRESHOLD = 256 * 2**20
 # Above this a self-contained file is impossible (2 GiB per protobuf message, with room for the graph).
 INLINE_LIMIT = int(1.8 * 2**30)
@@ -33,10 +35,10 @@ INLINE_BELOW = 1024
 def threshold() -> int:
     """Weight bytes above which an ONNX artifact keeps its weights in a data file
     (``format.onnx.external_data=null``)."""
-    return _bytes_setting(THRESHOLD_ENV, DEFAULT_THRESHOLD)
+    return settings.bytes_setting(THRESHOLD_ENV, DEFAULT_THRESHOLD)
 
 
-AUTO_DYNAMO_ENV = "EXPORTER_ONNX_AUTO_DYNAMO_BYTES"
+AUTO_DYNAMO_ENV = settings.ONNX_AUTO_DYNAMO_BYTES
 # A 124M GPT-2 (475 MiB) peaks at 5.8x its weights through the legacy exporter and 3.8x through the
 # dynamo one (docs/performance.md); below this the legacy one's speed wins.
 DEFAULT_AUTO_DYNAMO = 256 * 2**20
@@ -46,17 +48,7 @@ def auto_dynamo_bytes() -> int:
     """Weight bytes above which ``backend=auto`` picks the dynamo exporter below opset 18 (internal
     setting ``EXPORTER_ONNX_AUTO_DYNAMO_BYTES``, default 256 MiB): the legacy exporter serializes the
     whole graph in memory, the dynamo one writes the weights straight to a file."""
-    return _bytes_setting(AUTO_DYNAMO_ENV, DEFAULT_AUTO_DYNAMO)
-
-
-def _bytes_setting(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise ValueError(f"{name}: expected a number of bytes, got {raw!r}") from None
+    return settings.bytes_setting(AUTO_DYNAMO_ENV, DEFAULT_AUTO_DYNAMO)
 
 
 def weight_bytes(module: Any) -> int:
