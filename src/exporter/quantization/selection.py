@@ -64,7 +64,9 @@ def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: P
     ctx, q, job = plan.context, plan.context.quantization, plan.job
     twin_ctx = ctx.fp32()
     twin = timed(work / "fp32", exporter.filename, twin_ctx, lambda path: exporter.export(twin_ctx, path))
-    run_fp32 = exporter.load(twin.path, twin_ctx)
+    # The twin is loaded after the first quantizer has run, not beside it: ONNX Runtime's quantizers
+    # hold the whole fp32 model in memory, and so would the twin's session.
+    run_fp32: Optional[Callable] = None
     auto = weight_type_of(q) == "auto"
     weight_types = exporter.weight_types(ctx.mode) if auto else [weight_type_of(q)]
     candidates = []
@@ -76,6 +78,7 @@ def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: P
         built.outcome = replace(built.outcome, details={**twin.outcome.details, **built.outcome.details},
                                 load_hint=built.outcome.load_hint or twin.outcome.load_hint)
         built.export_seconds = round(twin.export_seconds + built.export_seconds, 4)
+        run_fp32 = run_fp32 or exporter.load(twin.path, twin_ctx)
         built.report = quant_report.measure(
             run=exporter.load(built.path, cctx), run_fp32=run_fp32, size=_folder_bytes(built.folder),
             size_fp32=_folder_bytes(twin.folder), task_type=job.task_spec.task_type,
