@@ -189,6 +189,31 @@ def test_weight_type_auto_measures_both_and_records_why(tmp_path, cnn_model, vis
     assert set(md["artifacts"]["torchscript"]["quantization_report"]["weight_type_selection"]["candidates"]) == {"qint8"}
 
 
+def test_eager_references_past_the_cache_bound_are_computed_again_with_the_same_figures(
+        tmp_path, lm_model, lm_spec, monkeypatch):
+    """Eager outputs of the calibration and held-out samples are kept for the next candidate only up
+    to plan.REFERENCE_CACHE_BYTES (a language model's logits on them can outweigh its weights); past
+    it they are computed again, once per sample, and every figure is the same."""
+    from exporter import plan
+
+    q = QuantizationConfig(mode=QuantizationMode.dynamic, weight_type=WeightType.auto, latency_runs=3)
+    calls, agreements = [], []
+    for bound in (plan.REFERENCE_CACHE_BYTES, 0):
+        monkeypatch.setattr(plan, "REFERENCE_CACHE_BYTES", bound)
+        count = [0]
+        hook = lm_model.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        try:
+            out = export_model(lm_model, None, lm_spec, tmp_path / str(bound), formats=["onnx"], quantization=q)
+        finally:
+            hook.remove()
+        candidates = metadata(out)["artifacts"]["onnx"]["quantization_report"]["weight_type_selection"]["candidates"]
+        assert set(candidates) == {"qint8", "quint8"}
+        agreements.append({k: c["heldout_agreement"] for k, c in candidates.items()})
+        calls.append(count[0])
+    assert agreements[0] == agreements[1]
+    assert calls[1] - calls[0] == 32 + 16  # the second candidate's samples, computed again
+
+
 def test_non_finite_scales_fail_with_the_operator_advice(tmp_path, lm_model, lm_spec):
     q = QuantizationConfig(mode=QuantizationMode.static, op_types=["MatMul", "Gemm", "Conv", "Add", "Softmax"])
     out = export_model(lm_model, None, lm_spec, tmp_path, formats=["onnx"], quantization=q)

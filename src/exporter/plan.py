@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import is_dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from .adapters import adapter_for_task
 from .errors import ConfigError
@@ -16,9 +16,13 @@ from .quantization import check_quantization
 from .schema import check_values
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 log = logging.getLogger("exporter")
+
+# Eager outputs of calibration and held-out samples kept between quantized candidates (Plan.reference).
+REFERENCE_CACHE_BYTES = 64 * 2**20
 
 
 def _describe(inputs: "dict[str, torch.Tensor]") -> str:
@@ -98,7 +102,8 @@ class Plan:
         for exporter in self.exporters.values():
             exporter.check(self.context)
         self.calibration = None
-        self._references: dict[str, list] = {}
+        self._references: dict[str, dict[int, list]] = {}
+        self._reference_bytes = 0
         if self.context.quantized:
             from .quantization.calibration import build_calibration
 
@@ -166,16 +171,32 @@ class Plan:
                     "weights, or set validate.allow_nonfinite=true to accept them"
                 )
 
-    def reference(self, split: str) -> tuple[list, list]:
-        """Calibration or held-out samples with their eager fp32 outputs (computed once)."""
-        samples = self.calibration.samples if split == "calibration" else self.calibration.heldout
-        if split not in self._references:
-            import torch
+    def reference(self, split: str) -> "tuple[list, Iterator[list[np.ndarray]]]":
+        """Calibration or held-out samples with their eager fp32 outputs, computed as they are read.
 
+        Outputs are kept for the next quantized candidate while all kept total at most
+        ``REFERENCE_CACHE_BYTES``; past it they are computed again instead: a language model's logits
+        on 48 samples of 128 tokens are 1.2 GB at GPT-2's vocabulary, more than the 124M model's
+        weights, and holding them set the peak memory of its quantized build.
+        """
+        samples = self.calibration.samples if split == "calibration" else self.calibration.heldout
+        return samples, self._eager_outputs(split, samples)
+
+    def _eager_outputs(self, split: str, samples: list) -> "Iterator[list[np.ndarray]]":
+        import torch
+
+        kept = self._references.setdefault(split, {})
+        for index, sample in enumerate(samples):
+            if index in kept:
+                yield kept[index]
+                continue
             with torch.no_grad():
-                self._references[split] = [[t.numpy() for t in self.context.outputs(self.job.model, s)]
-                                           for s in samples]
-        return samples, self._references[split]
+                outputs = [t.numpy() for t in self.context.outputs(self.job.model, sample)]
+            size = sum(o.nbytes for o in outputs)
+            if self._reference_bytes + size <= REFERENCE_CACHE_BYTES:
+                kept[index] = outputs
+                self._reference_bytes += size
+            yield outputs
 
     def _shorter(self, exporter) -> bool:
         """Whether the artifact declares a dynamic axis besides the batch (text: the sequence)."""

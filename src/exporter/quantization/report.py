@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,7 +24,7 @@ def agreement_metric(task_type: str) -> str:
     return "next_token_agreement" if task_type == "language_modeling" else "top1_agreement"
 
 
-def fidelity(run: Callable, samples: Sequence[dict], references: Sequence[Sequence["np.ndarray"]]) -> dict[str, Any]:
+def fidelity(run: Callable, samples: Sequence[dict], references: Iterable[Sequence["np.ndarray"]]) -> dict[str, Any]:
     """Max absolute difference (over every output) and argmax agreement (over the last axis of the
     first output, the task's prediction) with the eager fp32 outputs."""
     import numpy as np
@@ -35,14 +35,30 @@ def fidelity(run: Callable, samples: Sequence[dict], references: Sequence[Sequen
         return {"samples": 0, "max_abs_diff": None, "agreement": None}
     max_diff, agree, total = 0.0, 0, 0
     for sample, refs in zip(samples, references):
-        outs = [np.asarray(o, dtype=np.float64) for o in as_output_list(run(sample))]
-        refs = [np.asarray(r, dtype=np.float64) for r in refs]
-        max_diff = max(max_diff, *(float(np.abs(o - r).max()) if o.size else 0.0 for o, r in zip(outs, refs)))
+        outs = [np.asarray(o) for o in as_output_list(run(sample))]
+        refs = [np.asarray(r) for r in refs]
+        max_diff = max(max_diff, *(_max_abs_diff(o, r) for o, r in zip(outs, refs)))
         out, ref = outs[0], refs[0]
         same = out.argmax(axis=-1) == ref.argmax(axis=-1)
         agree += int(same.sum())
         total += same.size
     return {"samples": len(samples), "max_abs_diff": max_diff, "agreement": agree / total}
+
+
+def _max_abs_diff(out: "np.ndarray", ref: "np.ndarray") -> float:
+    """max |out - ref| in float64, a slice at a time where the shapes match (validate.compare's
+    reason: an LM's logits are tens of MB, and each float64 temporary would be twice that)."""
+    import numpy as np
+
+    from ..validate import COMPARE_CHUNK
+
+    if not out.size:
+        return 0.0
+    if out.shape != ref.shape:
+        return float(np.abs(out.astype(np.float64) - ref.astype(np.float64)).max())
+    out, ref = out.reshape(-1), ref.reshape(-1)
+    return max(float(np.abs(out[i:i + COMPARE_CHUNK].astype(np.float64) - ref[i:i + COMPARE_CHUNK]).max())
+               for i in range(0, out.size, COMPARE_CHUNK))
 
 
 def median_latencies_ms(run_a: Callable, run_b: Callable, inputs: dict, runs: int) -> tuple[float, float]:
@@ -64,7 +80,8 @@ def median_latencies_ms(run_a: Callable, run_b: Callable, inputs: dict, runs: in
 
 def measure(*, run: Callable, run_fp32: Callable, size: int, size_fp32: int, task_type: str,
             calibration: tuple, heldout: tuple, example: dict, latency_runs: int) -> dict[str, Any]:
-    """The report of one quantized artifact (``calibration``/``heldout``: (samples, eager outputs))."""
+    """The report of one quantized artifact (``calibration``/``heldout``: samples and their eager
+    outputs, read once, in order)."""
     latency, latency_fp32 = median_latencies_ms(run, run_fp32, example, latency_runs)
     return {
         "size": {"bytes": size, "fp32_bytes": size_fp32, "ratio": round(size / size_fp32, 4)},
