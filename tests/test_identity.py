@@ -230,3 +230,23 @@ def test_safetensors_rebuild_to_the_same_bytes_in_a_fresh_process(tmp_path, cli)
     assert len({(tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b", "c")}) == 1
     r = cli("verify", "a")
     assert r.returncode == 0 and "identical bytes" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hydra_config_module, monkeypatch):
+    """A job with nothing to be up to date with hashes the model's files on another thread while the
+    model is built (exporter.cli._identity_in_background): the same key as computed first, and a
+    failure there is raised where the key is needed, not lost with the thread."""
+    from hydra import compose
+
+    from exporter import cli
+
+    cfg = compose("config", overrides=[SMALL, "export_dir=out"])  # no Hydra run: no job folder to name
+    assert cli._identity_in_background(cfg)() == cli.build_identity(cfg)
+
+    def unreadable(*_args, **_kwargs):
+        raise PermissionError("model.safetensors: permission denied")
+
+    monkeypatch.setattr(cli, "_identity_of", unreadable)
+    identity = cli._identity_in_background(cfg)
+    with pytest.raises(PermissionError, match="permission denied"):
+        identity()
