@@ -145,30 +145,11 @@ def _identity_in_background(cfg: DictConfig) -> Callable[[], dict[str, Any]]:
     """The config checked now; its build key computed on another thread while the model is built,
     returned by the function this gives. The key hashes the model's files (a 124M GPT-2 folder:
     0.6 s, a 7B one: tens of seconds), and hashlib lets the other core do that while this one
-    imports torch and transformers. A daemon thread: an interrupted or failed job never waits for it."""
-    import threading
-
+    imports torch and transformers."""
     from . import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
+    from .background import in_background
 
-    resolved, model_target = _checked_config(cfg)
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["identity"] = _identity_of(resolved, model_target)
-        except BaseException as exc:  # re-raised where the identity is needed
-            result["error"] = exc
-
-    thread = threading.Thread(target=work, name="exporter-build-key", daemon=True)
-    thread.start()
-
-    def identity() -> dict[str, Any]:
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        return result["identity"]
-
-    return identity
+    return in_background(_identity_of, *_checked_config(cfg))
 
 
 def up_to_date(folder: Path, identity: dict[str, Any]) -> bool:
