@@ -248,5 +248,26 @@ def test_hydra_mode_is_read_without_a_composition_only_where_it_is_null(hydra_co
     assert mode_is_default(overrides + ["-m"])
     assert GlobalHydra.instance().hydra.get_mode(config_name="config", overrides=overrides) is None
     for arg in ("hydra.mode=MULTIRUN", "+hydra.mode=RUN", "--config-dir=/elsewhere", "-cn", "--config-name=mine",
-                "hydra.searchpath=[pkg://mine]"):
+                "hydra.searchpath=[pkg://mine]", "--config-na", "--config-di=/elsewhere", "-cnmine", "--exp"):
         assert not mode_is_default(overrides + [arg]), arg
+
+
+def test_a_signal_after_the_job_ends_the_process_at_once_without_a_traceback(tmp_path):
+    """Ctrl-C as the job returns (here: sent by the process to itself right after main()) must not
+    raise into interpreter shutdown, where torch's exit handlers would print a traceback: it exits
+    130 at once, saying the new build is complete."""
+    code = ("import os, signal, sys, time\nfrom exporter import cli\n"
+            f"sys.argv = ['exporter', 'format=pytorch', 'hydra.run.dir=b', {SMALL!r}]\n"
+            "try:\n    cli.main()\nfinally:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(10)\n"
+            "    print('NOT REACHED')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert "NOT REACHED" not in r.stdout and "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+    assert f"interrupted after the new build was published; {tmp_path / 'b'} is complete" in r.stderr, r.stderr
+    assert json.loads((tmp_path / "b" / "metadata.json").read_text())["status"] == "ok"
+
+
+def test_a_sweep_no_job_can_compose_leaves_nothing_behind(tmp_path, cli):
+    r = cli("-m", "format=onnx,torchscrpt", SMALL)
+    assert r.returncode == 2 and "Could not find 'format/torchscrpt'" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []  # no exports/multirun.yaml

@@ -440,21 +440,46 @@ def main() -> None:
         if INTERRUPTED:
             _drop_sweep_records()
             _stop(128 + INTERRUPTED[-1], _interrupted_message())
+        _undo_sweep_start()
         if _SHOW_TRACEBACKS:
             raise
         _stop(2, "error: " + describe_error(exc, sys.argv[1:]))
+    finally:
+        # The job is over: a signal from here on must not raise into interpreter shutdown (torch's
+        # and Hydra's exit handlers would print a traceback) but end the process at once, saying so.
+        signal.signal(signal.SIGTERM, _signal_after_the_job)
+        signal.signal(signal.SIGINT, _signal_after_the_job)
+
+
+def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
+    sys.stdout.flush()
+    print(_interrupted_message(), file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(128 + signum)
 
 
 # Command-line options and override keys through which a run could get a hydra.mode other than the
 # shipped configs' (null): another primary config or config folder, a search path, the key itself.
-_MODE_SOURCES = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun",
-                 "hydra.mode", "hydra.searchpath")
+_MODE_OPTIONS = ("--config-path", "--config-name", "--config-dir", "--experimental-rerun")
+_MODE_SHORT_OPTIONS = ("-cp", "-cn", "-cd")
+_MODE_KEYS = ("hydra.mode", "hydra.searchpath")
 
 
 def mode_is_default(args: list[str]) -> bool:
     """Whether hydra.mode is bound to be the shipped configs' null for this command line (then ``-m``
-    alone decides between a run and a sweep)."""
-    return not any(arg.split("=", 1)[0].lstrip("+~") in _MODE_SOURCES for arg in args)
+    alone decides between a run and a sweep). Hydra's argparse takes abbreviated long options
+    (``--config-na``) and short ones with their value attached (``-cnsweepy``): both count.
+
+    >>> mode_is_default(["format=onnx", "-m"]), mode_is_default(["--config-na", "mine"])
+    (True, False)
+    """
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and len(name) > 2 and any(option.startswith(name) for option in _MODE_OPTIONS):
+            return False
+        if arg.startswith(_MODE_SHORT_OPTIONS) or name.lstrip("+~") in _MODE_KEYS:
+            return False
+    return True
 
 
 @contextmanager
@@ -511,6 +536,12 @@ def _drop_sweep_records() -> None:
     records = os.environ.get(SWEEP_RECORDS_ENV)
     if records:
         shutil.rmtree(records, ignore_errors=True)
+    _undo_sweep_start()
+
+
+def _undo_sweep_start() -> None:
+    if "exporter.sweep" in sys.modules:  # no sweep started in this process otherwise
+        sys.modules["exporter.sweep"].undo_sweep_start()
 
 
 def describe_error(exc: BaseException, args: list[str]) -> str:

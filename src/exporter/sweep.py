@@ -34,6 +34,9 @@ SWEEP_ID_ENV = "EXPORTER_SWEEP_ID"
 SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
 SWEEP_RECORDS_ENV = "EXPORTER_SWEEP_RECORDS"
 SUMMARY_JSON = "sweep_summary.json"
+# The sweep folder of this process's sweep, and whether Hydra's multirun.yaml was there before it
+# (SweepSummary.on_multirun_start), so that a sweep that fails before any job can leave no trace.
+STARTED: dict[str, Any] = {}
 SUMMARY_MD = "sweep_summary.md"
 SUMMARY_PNG = "sweep_summary.png"
 # Already part of the folder name <model>/<formats>-<quantization>, or not about what is built.
@@ -226,6 +229,8 @@ class SweepSummary(Callback):
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
         os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
         os.environ[SWEEP_RECORDS_ENV] = str(Path(str(config.hydra.sweep.dir)).absolute() / f".sweep-{os.environ[SWEEP_ID_ENV]}")
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        STARTED.update(dir=sweep_dir, had_multirun_yaml=(sweep_dir / "multirun.yaml").exists())
         overrides = list(config.hydra.overrides.task)
         params = config.hydra.sweeper.get("params") or {}
         overrides += [f"{k}={v}" for k, v in params.items()]
@@ -274,3 +279,18 @@ class SweepSummary(Callback):
             print(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})",
                   file=sys.stderr, flush=True)
             raise SystemExit(1)
+
+
+def undo_sweep_start() -> None:
+    """A sweep that stopped before any job published a build (an override no job can compose, a
+    signal): remove the multirun.yaml Hydra wrote for it, and its folder if that leaves it empty."""
+    from .build_folder import PUBLISHED
+
+    sweep_dir = STARTED.get("dir")
+    if sweep_dir is None or PUBLISHED or STARTED.get("had_multirun_yaml"):
+        return
+    (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+    try:
+        sweep_dir.rmdir()  # only ever removes an empty folder
+    except OSError:
+        pass
