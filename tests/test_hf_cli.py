@@ -104,12 +104,17 @@ def test_a_model_folder_saved_over_in_place_rebuilds(tmp_path, saved):
              "print('HEAVY', [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules])").format(args=args)
     again = subprocess.run([sys.executable, "-c", heavy], cwd=tmp_path, capture_output=True, text=True)
     assert "up to date" in again.stdout + again.stderr and "HEAVY []" in again.stdout, again.stdout + again.stderr
+    shutil.copytree(tmp_path / "out", tmp_path / "before")
     torch.manual_seed(1)  # other weights, same folder
     transformers.BertForSequenceClassification(transformers.BertConfig.from_pretrained(folder)).save_pretrained(folder)
     changed = run_cli(*args, cwd=tmp_path)
     assert changed.returncode == 0 and "up to date" not in changed.stdout + changed.stderr
     md = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert "model.safetensors" in md["build_key_inputs"]["model_files"]["files"]
+    assert md["environment"]["transformers"] == transformers.__version__
+    # exporter diff says why the two builds differ: the same config, another model file
+    diff = run_cli("diff", "before", "out", cwd=tmp_path)
+    assert diff.returncode == 1 and "model_files.files.model.safetensors" in diff.stdout, diff.stdout
 
 
 def test_a_folder_of_another_kind_of_model_is_one_clear_error(tmp_path, saved):

@@ -202,13 +202,19 @@ def _changes(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[tuple[st
             if flat_a.get(k) != flat_b.get(k) and not any(v in k for v in _VOLATILE)]
 
 
+def _inputs(md: dict[str, Any]) -> dict[str, Any]:
+    key_inputs = md.get("build_key_inputs") or {}
+    return {"checkpoint": md.get("checkpoint"), "calibration": md.get("calibration"),
+            "model_files": key_inputs.get("model_files"), "model_code": key_inputs.get("model_code")}
+
+
 def _diff_sections(a: Build, b: Build) -> tuple[list[tuple[str, list]], list[list[str]], list[str], bool]:
     md_a, md_b = a.metadata, b.metadata
     sections = [
         ("config", _changes(a.config, b.config)),
-        # Same config, other data: a changed checkpoint or calibration file shows here by its hash.
-        ("inputs", _changes({"checkpoint": md_a.get("checkpoint"), "calibration": md_a.get("calibration")},
-                            {"checkpoint": md_b.get("checkpoint"), "calibration": md_b.get("calibration")})),
+        # Same config, other data: a changed checkpoint, calibration file, model folder (saved over
+        # in place) or model code shows here by its hash.
+        ("inputs", _changes(_inputs(md_a), _inputs(md_b))),
         ("environment", _changes(md_a.get("environment") or {}, md_b.get("environment") or {})),
     ]
     same = not any(changes for _, changes in sections)

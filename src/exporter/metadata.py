@@ -12,7 +12,9 @@ SCHEMA_VERSION = "1.0"
 METADATA_FILE = "metadata.json"
 CONFIG_SNAPSHOT_FILE = "config.yaml"
 
-_DISTRIBUTIONS = ("exporter", "torch", "onnx", "onnxruntime", "onnxscript", "hydra-core", "omegaconf", "numpy")
+# transformers: the code a Hugging Face model folder runs (and how GPT-2's masks trace), None without it.
+_DISTRIBUTIONS = ("exporter", "torch", "onnx", "onnxruntime", "onnxscript", "hydra-core", "omegaconf", "numpy",
+                  "transformers")
 
 
 def environment() -> dict[str, Any]:
