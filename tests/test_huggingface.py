@@ -44,7 +44,17 @@ def test_gpt2_language_model_dynamic_quantization(tmp_path):
     for name in ("onnx", "torchscript", "pytorch"):
         report = md["artifacts"][name]["quantization_report"]
         assert report["size"]["bytes"] < report["size"]["fp32_bytes"], name
-    assert "torch_dynamic_quantize" in md["artifacts"]["pytorch"]["load_hint"]
+    hint = md["artifacts"]["pytorch"]["load_hint"]
+    assert "torch_dynamic_quantize" in hint
+    # The hint runs as written, given the folder the model was saved in, and loads every weight.
+    import torch
+
+    model.save_pretrained(tmp_path / "saved")
+    namespace = {"FOLDER": str(tmp_path / "saved")}
+    exec(hint.replace("'model.pth'", repr(str(tmp_path / "model.pth"))), namespace)  # noqa: S102
+    ids = torch.randint(0, 500, (1, 8))
+    quantized_logits = namespace["model"].eval()(ids).logits
+    assert quantized_logits.shape == (1, 8, 500) and torch.isfinite(quantized_logits).all()
 
 
 def _vmap_masks() -> bool:

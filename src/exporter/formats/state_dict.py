@@ -85,7 +85,13 @@ class StateDictExporter(FormatExporter):
         import torch
 
         cls = type(ctx.model)
-        build = f"model = {cls.__module__}.{cls.__qualname__}(...)  # same constructor arguments\n"
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if getattr(cls, "config_class", None) is not None and hasattr(ctx.model, "config"):
+            # A Hugging Face model is built from its config, not from keyword arguments.
+            build = (f"import torch\nimport {cls.__module__}\nmodel = {name}({name}.config_class.from_pretrained(FOLDER))"
+                     "  # FOLDER: where the model was saved with save_pretrained\n")
+        else:
+            build = f"import torch\nmodel = {name}(...)  # same constructor arguments\n"
         if self.serialization == "safetensors":
             from safetensors.torch import save_model
 
