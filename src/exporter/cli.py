@@ -367,16 +367,13 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
 
     _refuse_one_format_twice(HydraConfig.get().overrides.task)
     folder = Path(cfg.export_dir)
-    if cfg.force or not (folder / "metadata.json").is_file():
-        # Nothing to be up to date with: the key is computed beside the model's build, not before it.
-        identity = _identity_in_background(cfg)
-        claim_folder(folder)
-    else:
-        identity = build_identity(cfg)
-        claim_folder(folder)
-        if up_to_date(folder, identity):
-            log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
-            return {"status": "up to date", "export_dir": str(folder), "errors": {}}
+    # Nothing to be up to date with: the key is computed beside the model's build, not before it.
+    background = cfg.force or not (folder / "metadata.json").is_file()
+    identity = _identity_in_background(cfg) if background else build_identity(cfg)
+    claim_folder(folder)
+    if not background and up_to_date(folder, identity):
+        log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
+        return {"status": "up to date", "export_dir": str(folder), "errors": {}}
     job = job_from_config(cfg, identity)
     job.provenance["sweep"] = sweep_identity()
     result = run_export(job)

@@ -34,11 +34,11 @@ SWEEP_ID_ENV = "EXPORTER_SWEEP_ID"
 SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
 SWEEP_RECORDS_ENV = "EXPORTER_SWEEP_RECORDS"
 SUMMARY_JSON = "sweep_summary.json"
+SUMMARY_MD = "sweep_summary.md"
+SUMMARY_PNG = "sweep_summary.png"
 # The sweep folder of this process's sweep, and whether Hydra's multirun.yaml was there before it
 # (SweepSummary.on_multirun_start), so that a sweep that fails before any job can leave no trace.
 STARTED: dict[str, Any] = {}
-SUMMARY_MD = "sweep_summary.md"
-SUMMARY_PNG = "sweep_summary.png"
 # Already part of the folder name <model>/<formats>-<quantization>, or not about what is built.
 _NAMED_ELSEWHERE = ("format", "quantization", "model", "export_dir", "force", "wait")
 _MAX_SUFFIX = 64
@@ -228,8 +228,8 @@ class SweepSummary(Callback):
         # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
         os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
-        os.environ[SWEEP_RECORDS_ENV] = str(Path(str(config.hydra.sweep.dir)).absolute() / f".sweep-{os.environ[SWEEP_ID_ENV]}")
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        os.environ[SWEEP_RECORDS_ENV] = str(sweep_dir / f".sweep-{os.environ[SWEEP_ID_ENV]}")
         STARTED.update(dir=sweep_dir, had_multirun_yaml=(sweep_dir / "multirun.yaml").exists())
         overrides = list(config.hydra.overrides.task)
         params = config.hydra.sweeper.get("params") or {}
