@@ -94,6 +94,19 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+# What --help, --cfg, config errors and an up-to-date build must answer without importing.
+HEAVY = {"torch", "onnx", "onnxruntime", "transformers"}
+
+
+def run_cli_noting_imports(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """run_cli, and the top-level packages the process imported (from Python's -X importtime, so
+    through the real entry point, exit included); stderr keeps the tool's own lines only."""
+    r = run_cli(*args, cwd=cwd, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    timings = [line for line in r.stderr.splitlines() if line.startswith("import time:")]
+    r.stderr = "".join(line + "\n" for line in r.stderr.splitlines() if not line.startswith("import time:"))
+    return r, {line.rsplit("|", 1)[1].strip().split(".")[0] for line in timings[1:]}
+
+
 @pytest.fixture
 def cli(tmp_path):
     def run(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -4,12 +4,10 @@ save_pretrained in a temporary folder (no hub), every model=hf_* option x every 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import HEAVY, run_cli, run_cli_noting_imports
 
 pytestmark = pytest.mark.slow  # Hugging Face models: run in CI
 transformers = pytest.importorskip("transformers")
@@ -99,11 +97,8 @@ def test_a_model_folder_saved_over_in_place_rebuilds(tmp_path, saved):
     args = ("model=hf_sequence_classification", f"model.path={folder}", "format=onnx", "export_dir=out")
     assert run_cli(*args, cwd=tmp_path).returncode == 0
     # Up to date, answered without torch: the key names exporter.models.hf without importing torch.
-    heavy = ("import sys, runpy\nsys.argv = ['exporter', *{args!r}]\n"
-             "try:\n    runpy.run_module('exporter', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "print('HEAVY', [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules])").format(args=args)
-    again = subprocess.run([sys.executable, "-c", heavy], cwd=tmp_path, capture_output=True, text=True)
-    assert "up to date" in again.stdout + again.stderr and "HEAVY []" in again.stdout, again.stdout + again.stderr
+    again, imported = run_cli_noting_imports(*args, cwd=tmp_path)
+    assert "up to date" in again.stdout + again.stderr and not imported & HEAVY, sorted(imported & HEAVY)
     shutil.copytree(tmp_path / "out", tmp_path / "before")
     torch.manual_seed(1)  # other weights, same folder
     transformers.BertForSequenceClassification(transformers.BertConfig.from_pretrained(folder)).save_pretrained(folder)

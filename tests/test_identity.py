@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import HEAVY, run_cli, run_cli_noting_imports
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 QUICK = ["quantization.latency_runs=2", "calibration.num_samples=4", "calibration.heldout_samples=2"]
@@ -98,19 +98,14 @@ def test_a_joblib_sweep_with_a_failing_job_exits_non_zero_with_a_full_summary(tm
     assert not list((tmp_path / "exports").glob(".sweep-*"))  # the per-job records are folded into the summary
 
 
-HEAVY = ("import sys, runpy\nsys.argv = ['exporter', *{args!r}]\n"
-         "try:\n    runpy.run_module('exporter', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-         "print('HEAVY', [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules])")
-
-
 def test_up_to_date_skip_rebuild_on_change_and_force(tmp_path, cli):
     args = [SMALL, "format=[onnx,torchscript]", "hydra.run.dir=b"]
     assert cli(*args).returncode == 0
     first = metadata(tmp_path / "b")
     assert len(first["build_key"]) == 64 and first["build_key_inputs"]["versions"]["torch"]
     # the same build again: nothing to do, and no torch import on the way
-    r = subprocess.run([sys.executable, "-c", HEAVY.format(args=args)], cwd=tmp_path, capture_output=True, text=True)
-    assert f"up to date: {tmp_path / 'b'}" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
+    r, imported = run_cli_noting_imports(*args, cwd=tmp_path)
+    assert f"up to date: {tmp_path / 'b'}" in r.stdout and not imported & HEAVY, r.stdout + r.stderr
     assert metadata(tmp_path / "b")["exported_at"] == first["exported_at"]
     # a changed value rebuilds, with another key
     r = cli(*args, "seed=1")

@@ -448,6 +448,37 @@ def main() -> None:
         signal.signal(signal.SIGINT, _signal_after_the_job)
 
 
+def entry() -> NoReturn:
+    """The console script ``exporter`` and ``python -m exporter``: main(), then the process ends
+    without the interpreter's teardown. Freeing torch's modules one by one at exit takes 0.3-0.4 s
+    (docs/performance.md), longer than many small jobs' own work, and nothing the job wrote depends
+    on it: exit handlers still run (log files closed, temporary folders removed) and the standard
+    streams are flushed before the process ends with main()'s exit code."""
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    _end_process(code)
+
+
+def _end_process(code: Any) -> NoReturn:
+    import atexit
+
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1, as Python does
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # logging.shutdown, weakref finalizers (tempfile), torch's and Hydra's handlers
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): nothing more can reach it
+            pass
+    os._exit(code)
+
+
 def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
     sys.stdout.flush()
     print(_interrupted_message(), file=sys.stderr, flush=True)
