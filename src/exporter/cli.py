@@ -320,7 +320,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .sweep import write_job_record
+    from .sweep import release_memory, write_job_record
 
     from .build_folder import PUBLISHED
 
@@ -346,6 +346,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
         _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
     if multirun:
         write_job_record(outcome)
+        release_memory()
         return outcome
     # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
     problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
@@ -470,6 +471,9 @@ def _end_process(code: Any) -> NoReturn:
     elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1, as Python does
         print(code, file=sys.stderr)
         code = 1
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
+        sys.exit(code)
     atexit._run_exitfuncs()  # logging.shutdown, weakref finalizers (tempfile), torch's and Hydra's handlers
     for stream in (sys.stdout, sys.stderr):
         try:
