@@ -406,7 +406,8 @@ def _flat(exc: BaseException) -> str:
 
 
 def main() -> None:
-    """Console script ``exporter``: subcommands ``card`` and ``diff``, otherwise the Hydra app.
+    """The command line (``entry`` runs it for the console script and ``python -m exporter``):
+    subcommands ``card``, ``diff`` and ``verify``, otherwise the Hydra app.
 
     Every failure ends in one line on stderr and a non-zero exit, never a traceback (unless
     HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
