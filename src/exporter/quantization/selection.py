@@ -3,7 +3,8 @@
 A quantized artifact is built from the fp32 one the same job exported (the twin): the format's
 ``quantize`` turns it into one candidate per weight type (``weight_type=auto``: each the format
 declares), every candidate is measured against the twin (``report.measure``) and gated, and the
-fastest that passes is kept, with the reason recorded.
+fastest that passes is kept (``choose_weight_type``: candidates within the latency measurements'
+spread are told apart by held-out agreement, then size), with the reason recorded.
 """
 
 from __future__ import annotations
@@ -87,21 +88,48 @@ def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: P
         )
         built.gate_failures = quant_report.gate_failures(built.report, job.validate, built.quantized_layers)
         candidates.append(built)
-    passing = [c for c in candidates if not c.gate_failures]
-    chosen = min(passing or candidates, key=lambda c: c.report["speed"]["latency_ms"])
+    figures = {weight_type_of(c.context.quantization): {
+        "latency_ms": c.report["speed"]["latency_ms"], "latency_spread": c.report["speed"]["spread"],
+        "size_bytes": c.report["size"]["bytes"], "heldout_agreement": c.report["fidelity"]["heldout"]["agreement"],
+        "gate_failures": c.gate_failures} for c in candidates}
+    chosen_type, reason = choose_weight_type(figures)
+    chosen = next(c for c in candidates if weight_type_of(c.context.quantization) == chosen_type)
     extra: dict[str, Any] = {}
     if auto and weight_types:
-        chosen_type = weight_type_of(chosen.context.quantization)
-        extra["weight_type_selection"] = {
-            "candidates": {weight_type_of(c.context.quantization): {
-                "latency_ms": c.report["speed"]["latency_ms"], "size_bytes": c.report["size"]["bytes"],
-                "heldout_agreement": c.report["fidelity"]["heldout"]["agreement"],
-                "gate_failures": c.gate_failures} for c in candidates},
-            "chosen": chosen_type,
-            "reason": (f"fastest of the {len(passing)} candidate(s) that pass the gates" if passing
-                       else "no candidate passes the gates; the fastest is reported"),
-        }
+        extra["weight_type_selection"] = {"candidates": figures, "chosen": chosen_type, "reason": reason}
         log.info("%-12s weight_type=auto: %s -> %s", name, ", ".join(
             f"{weight_type_of(c.context.quantization)} {c.report['speed']['latency_ms']:.3f} ms" for c in candidates),
             chosen_type)
     return chosen, extra
+
+
+def choose_weight_type(figures: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """The candidate to keep, and why: the fastest of those that pass the gates (of all of them if
+    none does). Candidates whose median latencies differ by less than their measurements' spread
+    (at least 5%) are not told apart by speed: of those, the one with the higher held-out agreement,
+    then the smaller file.
+
+    >>> choose_weight_type({"qint8": {"latency_ms": 1.0, "latency_spread": 0.1, "heldout_agreement": 0.9,
+    ...                               "size_bytes": 10, "gate_failures": []},
+    ...                     "quint8": {"latency_ms": 1.05, "latency_spread": 0.1, "heldout_agreement": 0.95,
+    ...                                "size_bytes": 10, "gate_failures": []}})[0]
+    'quint8'
+    """
+    passing = {k: f for k, f in figures.items() if not f["gate_failures"]}
+    pool = passing or figures
+    fastest = min(pool, key=lambda k: pool[k]["latency_ms"])
+    best = pool[fastest]
+
+    def tolerance(f: dict[str, Any]) -> float:
+        return max(quant_report.SLOWER_MARGIN - 1, best.get("latency_spread") or 0, f.get("latency_spread") or 0)
+
+    close = [k for k, f in pool.items() if f["latency_ms"] <= best["latency_ms"] * (1 + tolerance(f))]
+    among = f"of the {len(passing)} candidate(s) that pass the gates" if passing else "of all (none passes the gates)"
+    if len(close) == 1:
+        return fastest, (f"fastest {among}" if passing else "no candidate passes the gates; the fastest is reported")
+    chosen = max(close, key=lambda k: (pool[k]["heldout_agreement"] if pool[k]["heldout_agreement"] is not None
+                                       else -1.0, -pool[k]["size_bytes"]))
+    timings = ", ".join(f"{k} {pool[k]['latency_ms']:.3f} ms" for k in close)
+    return chosen, (f"{timings}: within the measurements' spread (at least "
+                    f"{quant_report.SLOWER_MARGIN - 1:.0%}), so not told apart by speed; the higher held-out "
+                    f"agreement, then the smaller file, {among}")
