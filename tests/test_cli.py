@@ -270,13 +270,16 @@ def test_a_sweep_no_job_can_compose_leaves_nothing_behind(tmp_path, cli):
 
 def test_the_entry_point_ends_the_process_after_exit_handlers_and_flushed_output(tmp_path):
     """entry() skips the interpreter's teardown (0.3-0.4 s with torch loaded) but not what a
-    process owes on exit: atexit handlers (here one of the caller's, and a temporary folder's
-    finalizer) run, buffered stdout reaches the pipe, and main()'s exit code is the process's."""
-    code = ("import atexit, sys, tempfile\nfrom exporter import cli\n"
+    process owes on exit: a thread that is not a daemon finishes, then atexit handlers (here one of
+    the caller's, and a temporary folder's finalizer) run, buffered stdout reaches the pipe, and
+    main()'s exit code is the process's."""
+    code = ("import atexit, sys, tempfile, threading, time\nfrom exporter import cli\n"
             "atexit.register(print, 'ATEXIT RAN')\nleft = tempfile.TemporaryDirectory(dir='.')\n"
+            "threading.Thread(target=lambda: (time.sleep(0.5), print('THREAD DONE'))).start()\n"
             "sys.argv = ['exporter', *sys.argv[1:]]\ncli.entry()\nprint('NOT REACHED')\n")
     ok = subprocess.run([sys.executable, "-c", code, "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True)
-    assert ok.returncode == 0 and "export_dir:" in ok.stdout and ok.stdout.rstrip().endswith("ATEXIT RAN"), ok.stdout
+    assert ok.returncode == 0 and "export_dir:" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.stdout.rstrip().endswith("THREAD DONE\nATEXIT RAN"), ok.stdout
     assert "NOT REACHED" not in ok.stdout and list(tmp_path.iterdir()) == []
     bad = subprocess.run([sys.executable, "-c", code, "quantization=int4"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "quantization" in bad.stderr and "ATEXIT RAN" in bad.stdout, bad.stderr

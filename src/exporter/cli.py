@@ -466,6 +466,7 @@ def entry() -> NoReturn:
 
 def _end_process(code: Any) -> NoReturn:
     import atexit
+    import threading
 
     if code is None:
         code = 0
@@ -475,7 +476,13 @@ def _end_process(code: Any) -> NoReturn:
     if sys.gettrace() is not None or sys.getprofile() is not None:
         # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
         sys.exit(code)
-    atexit._run_exitfuncs()  # logging.shutdown, weakref finalizers (tempfile), torch's and Hydra's handlers
+    # What the interpreter's own exit does first: wait for the threads that are not daemons (a
+    # launcher's or a library's), then the exit handlers: logging.shutdown, weakref finalizers
+    # (temporary folders), torch's and Hydra's.
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
