@@ -1,6 +1,7 @@
 """The command-line door, run as a user runs it: a subprocess per command."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -306,3 +307,40 @@ def test_between_sweep_jobs_freed_heap_memory_goes_back_to_the_system(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     before, after = map(int, r.stdout.split())
     assert before - after > 120, (before, after)
+
+
+def _run_with_stdout(stdout: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """``python -m exporter ARGS`` with stdout buffered (as on a user's machine) and going to a pipe
+    whose reader is already gone (``closed``, as ``| head -1`` leaves it) or to /dev/full."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "HYDRA_FULL_ERROR")}
+    if stdout == "closed":
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env, stdout=write,
+                                  stderr=subprocess.PIPE, text=True, timeout=240)
+        finally:
+            os.close(write)
+    with open("/dev/full", "w") as full:
+        return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=240)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_exit_status_survives_a_closed_or_full_stdout(tmp_path):
+    """A reader that closed the pipe (| head -1) loses the output, not the exit status or the error
+    line: a sweep with a failed job still exits 1, a failed format 1, a good build 0. Output that
+    cannot be written to a full disk is an error of its own (120, as Python's), never silent."""
+    bad = ["validate.atol=0", "validate.rtol=0", "model=lm_stub"]  # the ONNX file is not bit-exact
+    ok = _run_with_stdout("closed", "format=pytorch", SMALL, cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    failed = _run_with_stdout("closed", "format=[onnx,pytorch]", *bad, "export_dir=f", cwd=tmp_path)
+    assert failed.returncode == 1 and "error: the build is published, but a format failed" in failed.stderr
+    sweep = _run_with_stdout("closed", "-m", "format=onnx,pytorch", *bad, cwd=tmp_path)
+    assert sweep.returncode == 1 and "error: 1 of 2 sweep job(s) failed" in sweep.stderr, sweep.stderr
+    full = _run_with_stdout("full", "format=pytorch", SMALL, "export_dir=g", cwd=tmp_path)
+    assert full.returncode == 120 and "error: cannot write the output: No space left on device" in full.stderr
+    for r in (ok, failed, sweep, full):
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr

@@ -17,6 +17,7 @@ from typing import Any, Callable, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from .console import OUTPUT_LOST, flush_stdout, say
 from .errors import ExportError, first_line
 from .schema import option_value, register_configs, selected_formats
 
@@ -483,17 +484,19 @@ def _end_process(code: Any) -> NoReturn:
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (| head): nothing more can reach it
-            pass
+    lost = flush_stdout()
+    if lost is not None and code == 0:
+        code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(code)
 
 
 def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
-    sys.stdout.flush()
-    print(_interrupted_message(), file=sys.stderr, flush=True)
+    flush_stdout()
+    say(_interrupted_message(), 0)
     logging.shutdown()
     os._exit(128 + signum)
 
@@ -550,9 +553,8 @@ def _interrupted_message() -> str:
 
 
 def _stop(code: int, message: str) -> NoReturn:
-    sys.stdout.flush()
-    print(message, file=sys.stderr, flush=True)
-    sys.exit(code)
+    flush_stdout()
+    sys.exit(say(message, code))
 
 
 def _refuse_unsupported_overrides(args: list[str]) -> None:

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -281,18 +280,26 @@ class SweepSummary(Callback):
             f"**Sweep**: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed",
             *([f"Every job: `{' '.join(sorted(shared))}`"] if shared else []), "", markdown_table(headers, rows), ""]))
         plotted = _plot(jobs, shared, sweep_dir / SUMMARY_PNG)
-        print(f"\nsweep: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed", flush=True)
-        if shared:
-            print("every job: " + " ".join(sorted(shared)))
-        print(table(headers, rows))
-        print(f"summary: {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}"
-              + (f", {sweep_dir / SUMMARY_PNG}" if plotted else ""), flush=True)
-        if missing:
-            print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
-                  f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
+        try:
+            print(f"\nsweep: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed", flush=True)
+            if shared:
+                print("every job: " + " ".join(sorted(shared)))
+            print(table(headers, rows))
+            print(f"summary: {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}"
+                  + (f", {sweep_dir / SUMMARY_PNG}" if plotted else ""), flush=True)
+            if missing:
+                print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
+                      f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
+        except OSError:
+            # stdout closed (| head) or full: the summary files hold it all, and the exit status
+            # below must not be lost with the table (Hydra turns a callback's error into a warning).
+            from .console import flush_stdout
+
+            flush_stdout()
         if failed or missing:
-            print(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})",
-                  file=sys.stderr, flush=True)
+            from .console import say
+
+            say(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})", 1)
             raise SystemExit(1)
 
 

@@ -1,0 +1,37 @@
+"""The standard streams at the end of a run: stdout flushed, one-line messages on stderr, and
+neither raising when a reader closed its pipe (``exporter ... | head -1``) or a disk is full."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+
+# Python's own exit status when it cannot flush stdout at exit (a full disk, an I/O error).
+OUTPUT_LOST = 120
+
+
+def flush_stdout() -> Optional[OSError]:
+    """Flush stdout; the error if it cannot be written. A pipe its reader closed (``| head -1``)
+    is not one: the reader had what it wanted. Either way stdout then points at /dev/null, so
+    that no later write or Python's exit raises again (the recipe of Python's signal docs)."""
+    try:
+        sys.stdout.flush()
+        return None
+    except (OSError, ValueError) as exc:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return None if isinstance(exc, BrokenPipeError) or not isinstance(exc, OSError) else exc
+
+
+def say(message: str, code: int) -> int:
+    """One line on stderr (as long as stderr can take it); returns ``code``."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+    return code
