@@ -8,7 +8,8 @@ import pytest
 MODULES = ["exporter", "exporter.api", "exporter.inputs", "exporter.adapters", "exporter.task_spec",
            "exporter.helpers", "exporter.models", "exporter.models.simple_cnn", "exporter.models.lm_stub",
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build_folder",
-           "exporter.build_key", "exporter.settings", "exporter.background", "exporter.cli"]
+           "exporter.build_key", "exporter.settings", "exporter.background", "exporter.cli",
+           "exporter.quantization.report", "exporter.quantization.selection", "exporter.verify"]
 
 
 @pytest.mark.parametrize("name", MODULES)

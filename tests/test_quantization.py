@@ -190,7 +190,13 @@ def test_weight_type_auto_measures_both_and_records_why(tmp_path, cnn_model, vis
     fastest = min(candidates, key=lambda k: candidates[k]["latency_ms"])
     assert (selection["chosen"] == fastest and "fastest" in selection["reason"]) or (
         "not told apart by speed" in selection["reason"])
-    assert set(md["artifacts"]["torchscript"]["quantization_report"]["weight_type_selection"]["candidates"]) == {"qint8"}
+    torchscript = md["artifacts"]["torchscript"]["quantization_report"]["weight_type_selection"]
+    assert set(torchscript["candidates"]) == {"qint8"} and torchscript["reason"] == "the only weight type this format takes"
+    from exporter.card import render_card
+    from exporter.records import read_build
+
+    card = render_card(read_build(out["metadata"].parent))
+    assert f"- onnx: weight_type=auto kept {selection['chosen']}: {selection['reason']}" in card
 
 
 def test_eager_references_past_the_cache_bound_are_computed_again_with_the_same_figures(
@@ -317,7 +323,9 @@ def test_weight_type_choice_tells_candidates_apart_by_speed_only_beyond_the_nois
     # 3% apart on calm measurements: the higher agreement; equal agreement: the smaller file
     chosen, reason = choose_weight_type({"qint8": _candidate(1.0, agreement=0.8), "quint8": _candidate(1.03)})
     assert chosen == "quint8" and "not told apart by speed" in reason and "qint8 1.000 ms" in reason
-    assert choose_weight_type({"qint8": _candidate(1.0, size=120), "quint8": _candidate(1.03, size=90)})[0] == "quint8"
+    assert "kept the higher held-out agreement: quint8 90.00%, qint8 80.00%" in reason, reason
+    chosen, reason = choose_weight_type({"qint8": _candidate(1.0, size=120), "quint8": _candidate(1.03, size=90)})
+    assert chosen == "quint8" and "equal held-out agreement, the smaller file: quint8 90 bytes, qint8 120 bytes" in reason
     # 30% apart, but the measurements spread by 40%: not told apart either
     assert choose_weight_type({"qint8": _candidate(1.0, 0.4, 0.8), "quint8": _candidate(1.3, 0.1)})[0] == "quint8"
     # a candidate that fails a gate is never chosen over one that passes

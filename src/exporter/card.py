@@ -157,6 +157,9 @@ def _card(build: Build) -> str:
                   f"{calibration.get('num_samples')} samples, sha256 {str(calibration.get('sha256'))[:12]})", "",
                   "```", table(["format", "size", "agreement (held-out)", "latency"], qrows), "```"]
         for name, rec in artifacts.items():
+            selection = (rec.get("quantization_report") or {}).get("weight_type_selection")
+            if selection:
+                lines.append(f"- {name}: weight_type=auto kept {selection['chosen']}: {selection['reason']}")
             for note in rec.get("warnings", []):
                 lines.append(f"- {name}: {note}")
     for name, rec in artifacts.items():

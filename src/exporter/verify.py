@@ -16,7 +16,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Optional, Iterator
 
 from . import settings
 from .errors import ExportError
@@ -103,7 +103,25 @@ def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str
     if content and content == (rebuilt.get("details") or {}).get("content_sha256"):
         return ("identical content (the bytes differ only in what the process numbers or addresses: TorchScript "
                 "class numbers, object ids in a strict torch.export program)"), True
-    return "DIFFERS", False
+    return "DIFFERS" + (auto_choice_differs(recorded, rebuilt) or ""), False
+
+
+def auto_choice_differs(recorded: dict[str, Any], rebuilt: dict[str, Any]) -> Optional[str]:
+    """Why the bytes differ when ``weight_type=auto`` kept another type in the rebuild (it chooses by
+    timing); None when it kept the same one, or did not choose.
+
+    >>> kept = lambda t: {"quantization_report": {"weight_type_selection": {"chosen": t}}}
+    >>> auto_choice_differs(kept("qint8"), kept("quint8"))[:60]
+    ': weight_type=auto kept qint8 in the build and quint8 in the'
+    """
+    def chosen(record: dict[str, Any]) -> Optional[str]:
+        return ((record.get("quantization_report") or {}).get("weight_type_selection") or {}).get("chosen")
+
+    then, now = chosen(recorded), chosen(rebuilt)
+    if then is None or now is None or then == now:
+        return None
+    return (f": weight_type=auto kept {then} in the build and {now} in the rebuild (it chooses by timing); "
+            f"quantization.weight_type={then} builds the recorded choice")
 
 
 def verify(folder: Path) -> tuple[str, bool]:

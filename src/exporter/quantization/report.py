@@ -160,7 +160,7 @@ def warnings_for(report: dict[str, Any], quantized_layers: Optional[int]) -> lis
         notes.append(f"the latency figures are unreliable: their runs spread by {speed['spread']:.0%} of the "
                      "median, measured twice (was the machine busy?); the latency ratio "
                      f"x{speed['ratio']:.2f} may be far off")
-    elif speed["ratio"] > SLOWER_MARGIN:
+    elif speed["ratio"] > max(SLOWER_MARGIN, 1 + speed.get("spread", 0)):  # slower beyond the noise
         notes.append(f"the quantized artifact is slower than fp32 ({speed['latency_ms']:.3f} ms vs "
                      f"{speed['fp32_latency_ms']:.3f} ms median, x{speed['ratio']:.2f})")
     return notes

@@ -97,9 +97,10 @@ def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: P
     extra: dict[str, Any] = {}
     if auto and weight_types:
         extra["weight_type_selection"] = {"candidates": figures, "chosen": chosen_type, "reason": reason}
-        log.info("%-12s weight_type=auto: %s -> %s", name, ", ".join(
-            f"{weight_type_of(c.context.quantization)} {c.report['speed']['latency_ms']:.3f} ms" for c in candidates),
-            chosen_type)
+        log.info("%-12s weight_type=auto -> %s: %s", name, chosen_type,
+                 reason if "fastest" not in reason else ", ".join(
+                     f"{weight_type_of(c.context.quantization)} {c.report['speed']['latency_ms']:.3f} ms"
+                     for c in candidates) + f", {reason}")
     return chosen, extra
 
 
@@ -116,6 +117,9 @@ def choose_weight_type(figures: dict[str, dict[str, Any]]) -> tuple[str, str]:
     'quint8'
     """
     passing = {k: f for k, f in figures.items() if not f["gate_failures"]}
+    if len(figures) == 1:
+        only = next(iter(figures))
+        return only, "the only weight type this format takes" + ("" if passing else "; it fails the gates")
     pool = passing or figures
     fastest = min(pool, key=lambda k: pool[k]["latency_ms"])
     best = pool[fastest]
@@ -127,9 +131,20 @@ def choose_weight_type(figures: dict[str, dict[str, Any]]) -> tuple[str, str]:
     among = f"of the {len(passing)} candidate(s) that pass the gates" if passing else "of all (none passes the gates)"
     if len(close) == 1:
         return fastest, (f"fastest {among}" if passing else "no candidate passes the gates; the fastest is reported")
-    chosen = max(close, key=lambda k: (pool[k]["heldout_agreement"] if pool[k]["heldout_agreement"] is not None
-                                       else -1.0, -pool[k]["size_bytes"]))
+
+    def agreement(k: str) -> float:
+        value = pool[k]["heldout_agreement"]
+        return -1.0 if value is None else value
+
+    chosen = max(close, key=lambda k: (agreement(k), -pool[k]["size_bytes"]))
+    others = [k for k in close if k != chosen]
     timings = ", ".join(f"{k} {pool[k]['latency_ms']:.3f} ms" for k in close)
-    return chosen, (f"{timings}: within the measurements' spread (at least "
-                    f"{quant_report.SLOWER_MARGIN - 1:.0%}), so not told apart by speed; the higher held-out "
-                    f"agreement, then the smaller file, {among}")
+    noise = max(tolerance(pool[k]) for k in close)
+    if all(agreement(k) < agreement(chosen) for k in others):
+        decided = "the higher held-out agreement: " + ", ".join(
+            f"{k} {agreement(k):.2%}" for k in [chosen, *others])
+    else:
+        decided = "equal held-out agreement, the smaller file: " + ", ".join(
+            f"{k} {pool[k]['size_bytes']} bytes" for k in [chosen, *others])
+    return chosen, (f"{timings} are within the measurements' spread ({noise:.0%}), so not told apart by speed; "
+                    f"kept {decided} ({among})")
