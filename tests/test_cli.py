@@ -277,9 +277,12 @@ def test_the_entry_point_ends_the_process_after_exit_handlers_and_flushed_output
     code = ("import atexit, sys, tempfile, threading, time\nfrom exporter import cli\n"
             "atexit.register(print, 'ATEXIT RAN')\nleft = tempfile.TemporaryDirectory(dir='.')\n"
             "threading.Thread(target=lambda: (time.sleep(0.5), print('THREAD DONE'))).start()\n"
+            # an executor left open (a launcher's): its worker threads end at threading's exit callbacks
+            "from concurrent.futures import ThreadPoolExecutor\npool = ThreadPoolExecutor(1)\npool.submit(print, 'POOL RAN')\n"
             "sys.argv = ['exporter', *sys.argv[1:]]\ncli.entry()\nprint('NOT REACHED')\n")
-    ok = subprocess.run([sys.executable, "-c", code, "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True)
-    assert ok.returncode == 0 and "export_dir:" in ok.stdout, ok.stdout + ok.stderr
+    ok = subprocess.run([sys.executable, "-c", code, "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0 and "export_dir:" in ok.stdout and "POOL RAN" in ok.stdout, ok.stdout + ok.stderr
     assert ok.stdout.rstrip().endswith("THREAD DONE\nATEXIT RAN"), ok.stdout
     assert "NOT REACHED" not in ok.stdout and list(tmp_path.iterdir()) == []
     bad = subprocess.run([sys.executable, "-c", code, "quantization=int4"], cwd=tmp_path, capture_output=True, text=True)

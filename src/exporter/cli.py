@@ -477,12 +477,11 @@ def _end_process(code: Any) -> NoReturn:
     if sys.gettrace() is not None or sys.getprofile() is not None:
         # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
         sys.exit(code)
-    # What the interpreter's own exit does first: wait for the threads that are not daemons (a
-    # launcher's or a library's), then the exit handlers: logging.shutdown, weakref finalizers
-    # (temporary folders), torch's and Hydra's.
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter's own exit does first: threading's exit callbacks (executors of a
+    # launcher such as joblib's shut down; joining their threads before would wait forever), then
+    # wait for the threads that are not daemons; then the exit handlers: logging.shutdown, weakref
+    # finalizers (temporary folders), torch's and Hydra's.
+    threading._shutdown()
     atexit._run_exitfuncs()
     lost = flush_stdout()
     if lost is not None and code == 0:
