@@ -472,8 +472,7 @@ def _end_process(code: Any) -> NoReturn:
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1, as Python does
-        print(code, file=sys.stderr)
-        code = 1
+        code = say(str(code), 1)
     if sys.gettrace() is not None or sys.getprofile() is not None:
         # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
         sys.exit(code)

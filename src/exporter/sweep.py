@@ -27,6 +27,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 from hydra.experimental.callback import Callback
 
+from .console import flush_stdout, say
+
 log = logging.getLogger("exporter")
 
 SWEEP_ID_ENV = "EXPORTER_SWEEP_ID"
@@ -293,12 +295,8 @@ class SweepSummary(Callback):
         except OSError:
             # stdout closed (| head) or full: the summary files hold it all, and the exit status
             # below must not be lost with the table (Hydra turns a callback's error into a warning).
-            from .console import flush_stdout
-
             flush_stdout()
         if failed or missing:
-            from .console import say
-
             say(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})", 1)
             raise SystemExit(1)
 

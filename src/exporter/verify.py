@@ -16,7 +16,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Iterator
+from typing import Any, Iterator, Optional
 
 from . import settings
 from .errors import ExportError
