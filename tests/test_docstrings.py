@@ -9,7 +9,8 @@ MODULES = ["exporter", "exporter.api", "exporter.inputs", "exporter.adapters", "
            "exporter.helpers", "exporter.models", "exporter.models.simple_cnn", "exporter.models.lm_stub",
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build_folder",
            "exporter.build_key", "exporter.settings", "exporter.background", "exporter.cli",
-           "exporter.quantization.report", "exporter.quantization.selection", "exporter.verify"]
+           "exporter.quantization.report", "exporter.quantization.selection", "exporter.verify",
+           "exporter.isolation"]
 
 
 @pytest.mark.parametrize("name", MODULES)

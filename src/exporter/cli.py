@@ -317,18 +317,41 @@ def _say_ignored_format_options(overrides: Any, formats: dict[str, Any]) -> None
 @hydra.main(config_path="pkg://exporter.conf", config_name="config", version_base="1.3")
 def export_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job. In a single run a failure exits non-zero; in a sweep it is recorded for the
-    summary (exporter.sweep) and the sweep exits non-zero at the end."""
+    summary (exporter.sweep) and the sweep exits non-zero at the end. Under Hydra's basic launcher
+    each job of a sweep runs in a process of its own (exporter.isolation)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from .build_folder import PUBLISHED
     from .sweep import release_memory, write_job_record
 
-    from .build_folder import PUBLISHED
-
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
     try:
-        outcome = _run_job(cfg)
+        if multirun and _jobs_share_this_process(hydra_cfg):
+            outcome = _job_in_own_process(cfg)
+        else:
+            outcome = _job_outcome(cfg, multirun)
+    finally:
+        _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
+    if multirun:
+        write_job_record(outcome)
+        release_memory()  # after a job that ran in this process (no fork here)
+        return outcome
+    # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
+    problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
+                         for name, error in (outcome.get("errors") or {}).items() if error)
+    if outcome["status"] == "failed":
+        _stop(1, f"error: the build is published, but a format failed: {problems}")
+    if outcome["status"] in ("mismatch", "unchecked"):
+        print(f"warning: build status {outcome['status']}: {problems}", file=sys.stderr, flush=True)
+    return outcome
+
+
+def _job_outcome(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
+    try:
+        return _run_job(cfg)
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
         from .build_folder import INTERRUPTED
 
@@ -342,21 +365,53 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
         if not multirun:
             _stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
         log.error("error: %s", exc)
-        outcome = {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
-    finally:
-        _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-    if multirun:
-        write_job_record(outcome)
-        release_memory()
-        return outcome
-    # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
-    problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
-                         for name, error in (outcome.get("errors") or {}).items() if error)
-    if outcome["status"] == "failed":
-        _stop(1, f"error: the build is published, but a format failed: {problems}")
-    if outcome["status"] in ("mismatch", "unchecked"):
-        print(f"warning: build status {outcome['status']}: {problems}", file=sys.stderr, flush=True)
-    return outcome
+        return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
+
+
+def _jobs_share_this_process(hydra_cfg: Any) -> bool:
+    """Hydra's basic launcher runs every job in the sweep's own process (joblib, Submitit and Ray
+    start processes of their own), and this platform can fork safely."""
+    from .isolation import available
+
+    return str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher") and available()
+
+
+def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
+    """The sweep job in a forked process (exporter.isolation): its memory and library state end with
+    it, and a crash (a segfault, the out-of-memory killer) fails this job, not the sweep."""
+    from .build_folder import PUBLISHED
+    from .isolation import run_forked
+
+    # A job that will build imports torch: imported here first, it is imported once per sweep.
+    builds = cfg.force or not (Path(cfg.export_dir) / "metadata.json").is_file()
+    try:
+        result = run_forked(lambda: _job_outcome(cfg, multirun=True), on_start=_stop_once_on_signals,
+                            preload=("torch",) if builds else ())
+    except (Interrupted, KeyboardInterrupt) as exc:
+        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
+        raise
+    PUBLISHED.extend(Path(p) for p in result.published)
+    if result.interrupted:  # the job's process alone was signalled: the sweep stops as a run would
+        raise Interrupted(result.interrupted)
+    if result.value is not None:
+        return result.value
+    reason = result.error or result.crash
+    log.error("error: %s", reason)
+    return {"status": "error", "error": reason, "export_dir": str(cfg.export_dir)}
+
+
+def _stop_once_on_signals() -> None:
+    """In a job's own process: the first SIGINT or SIGTERM stops the job; later ones (Ctrl-C reaches
+    it from the terminal and again from the sweep's process) must not break the cleanup it runs."""
+
+    def stop_once(signum: int, frame: Any) -> None:
+        from .build_folder import INTERRUPTED
+
+        if not INTERRUPTED:
+            _raise_interrupted(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop_once)
+    signal.signal(signal.SIGINT, stop_once)
 
 
 def _run_job(cfg: DictConfig) -> dict[str, Any]:
