@@ -1,9 +1,11 @@
 """A six-job sweep against six bare scripts (bare.py) doing the same exports one after another.
 
 The sweep is one ``python -m exporter -m model=simple_cnn,lm_stub format=onnx,torchscript,pytorch``
-process (Hydra's basic launcher: the jobs share the process, its imports are paid once); the bare
-side is six processes, each paying its own imports. Wall: the sweep's against the six summed; peak
-RSS: the sweep process's against the largest of the six. Paired runs, --repeat times, medians.
+command (Hydra's basic launcher: each job runs in a process forked from the sweep's, which imports
+what the jobs need once); the bare side is six processes, each paying its own imports. Wall: the
+sweep's against the six summed; peak RSS: the sweep's (the kernel's high-water mark of the sweep's
+process and of every job process it reaped, whichever is highest) against the largest of the six.
+Paired runs, --repeat times, medians.
 
     python benchmarks/sweep_vs_bare.py
 """
@@ -43,7 +45,7 @@ def main() -> None:
             bares.append((sum(r.wall for r in runs), max(r.peak for r in runs)))
     sw, sp = median([r.wall for r in sweeps]), median([r.peak for r in sweeps])
     bw, bp = median([w for w, _ in bares]), median([p for _, p in bares])
-    rows = [["six-job sweep (one process)", f"{sw:.1f}", gib(sp)],
+    rows = [["six-job sweep (one command)", f"{sw:.1f}", gib(sp)],
             ["six bare scripts (six processes)", f"{bw:.1f}", gib(bp)],
             ["ratio sweep/bare", f"{sw / bw:.2f}", f"{sp / bp:.2f}"]]
     print(markdown_table(["run", "wall s", "peak RSS"], rows))

@@ -328,16 +328,15 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
+    forked = multirun and _fork_for_each_job(hydra_cfg)
     try:
-        if multirun and _jobs_share_this_process(hydra_cfg):
-            outcome = _job_in_own_process(cfg)
-        else:
-            outcome = _job_outcome(cfg, multirun)
+        outcome = _job_in_own_process(cfg) if forked else _job_outcome(cfg, multirun)
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
         write_job_record(outcome)
-        release_memory()  # after a job that ran in this process (no fork here)
+        if not forked:
+            release_memory()
         return outcome
     # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
     problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
@@ -368,9 +367,9 @@ def _job_outcome(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
         return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
 
 
-def _jobs_share_this_process(hydra_cfg: Any) -> bool:
-    """Hydra's basic launcher runs every job in the sweep's own process (joblib, Submitit and Ray
-    start processes of their own), and this platform can fork safely."""
+def _fork_for_each_job(hydra_cfg: Any) -> bool:
+    """Hydra's basic launcher would run every job in the sweep's own process (joblib, Submitit and
+    Ray start processes of their own), and this platform can fork safely."""
     from .isolation import available
 
     return str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher") and available()

@@ -131,9 +131,10 @@ def write_job_record(outcome: Mapping[str, Any]) -> None:
 
 
 def release_memory() -> None:
-    """Between the jobs of a sweep that share a process (Hydra's basic launcher): collect the last
-    job's reference cycles and hand the freed heap back to the system (glibc's malloc_trim), so
-    the next job starts from what the libraries keep, not from the last job's high-water mark.
+    """After a sweep job that ran in the sweep's own process (Hydra's basic launcher where
+    exporter.isolation cannot fork): collect the job's reference cycles and hand the freed heap back
+    to the system (glibc's malloc_trim), so the next job starts from what the libraries keep, not
+    from the last job's high-water mark.
     Measured on the six-job sweep of benchmarks/sweep_vs_bare.py: docs/performance.md."""
     import ctypes
     import gc

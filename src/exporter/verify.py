@@ -24,7 +24,8 @@ from .records import MISSING, MODIFIED, Build, BuildUnreadable, read_build
 from .report import table
 
 BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process, except where a "
-             "format records a content hash: TorchScript built after other traces in one process (a sweep's later jobs) and strict "
+             "format records a content hash: TorchScript built after other traces in one process (a later job "
+             "of a joblib worker, or of the Python API in a loop) and strict "
              "torch.export programs (they hold Python object ids) are compared by that hash")
 
 
