@@ -35,6 +35,8 @@ def test_static_onnx_with_random_calibration_is_recorded_and_warned(tmp_path, cn
     assert md["calibration"]["num_samples"] == 32 and md["calibration"]["heldout_samples"] == 16
     assert len(md["calibration"]["sha256"]) == 64
     assert "do not represent real inputs" in caplog.text
+    # Logged while the job was planned, before the staged build (and its export.log) existed.
+    assert "calibration: random samples drawn from the task spec" in (tmp_path / "export.log").read_text()
     details = md["artifacts"]["onnx"]["details"]["quantization"]
     assert details["op_types"] == ["MatMul", "Gemm", "Conv"] and details["preprocessed"] is True
 

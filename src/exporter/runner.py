@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, Sequence
 
 from .build_artifact import build_artifact, check_parts_together, trace_log
 from .build_folder import LOG_FILE, BuildTransaction, toolchain_sandbox
@@ -40,8 +40,9 @@ def run_export(job: ExportJob) -> ExportResult:
     was_training = job.model.training
     export_dir = Path(job.export_dir)
     try:
-        plans = plan_job(job)
-        with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE):
+        with _held_back() as planning:  # the calibration warning, say: logged before export.log exists
+            plans = plan_job(job)
+        with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE, planning):
             try:
                 results = {}
                 with toolchain_sandbox(txn.work):
@@ -84,22 +85,48 @@ _open_handlers: list[logging.Handler] = []
 
 
 @contextmanager
-def _job_log(path: Path):
+def _job_log(path: Path, earlier: Sequence[logging.LogRecord] = ()):
     """The job's log inside the staged build (export.log), for both doors: what the console
-    showed, plus the tracebacks of failed formats."""
+    showed (``earlier``: what it showed before the build folder was staged), plus the tracebacks
+    of failed formats."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(_FILE_LOG_FORMAT))
+    for record in earlier:
+        handler.handle(record)
+    with _at_info():
+        for logger in (log, trace_log):
+            logger.addHandler(handler)
+        _open_handlers.append(handler)
+        try:
+            yield
+        finally:
+            _close_job_log()
+
+
+@contextmanager
+def _held_back() -> Iterator[list[logging.LogRecord]]:
+    """The records the job logs meanwhile (they still reach the console), kept for export.log."""
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append  # type: ignore[method-assign]
+    with _at_info():
+        log.addHandler(handler)
+        try:
+            yield held
+        finally:
+            log.removeHandler(handler)
+
+
+@contextmanager
+def _at_info() -> Iterator[None]:
+    """The tool's logger at INFO at least (export.log is complete whatever the console shows)."""
     saved = log.level
     if log.getEffectiveLevel() > logging.INFO:
         log.setLevel(logging.INFO)
-    for logger in (log, trace_log):
-        logger.addHandler(handler)
-    _open_handlers.append(handler)
     try:
         yield
     finally:
         log.setLevel(saved)
-        _close_job_log()
 
 
 def _close_job_log() -> None:
