@@ -263,6 +263,49 @@ def test_a_signal_after_the_job_ends_the_process_at_once_without_a_traceback(tmp
     assert json.loads((tmp_path / "b" / "metadata.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_tool_is_still_loading_is_an_interruption_not_a_traceback(tmp_path, signum, code):
+    """Sent as soon as Hydra is imported (the import-time line says so), before main() runs."""
+    import os
+
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "format=pytorch", SMALL], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.rsplit("|", 1)[-1].strip() == "hydra":
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=120)
+    err = "".join(line for line in [*seen, *err.splitlines(True)] if not line.startswith("import time:"))
+    assert proc.returncode == code, out + err
+    assert err.strip().splitlines() == ["interrupted; the previous build is intact"], err
+    assert not (tmp_path / "exports").exists()
+
+
+def test_ctrl_c_during_verify_removes_its_rebuild_and_says_so(tmp_path, cli):
+    import os
+    import signal
+    import time
+
+    assert cli("format=pytorch", SMALL, "hydra.run.dir=b").returncode == 0
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "verify", "b"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("exporter-verify-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert err.strip().splitlines()[-1] == "interrupted: exporter verify did not finish" and "Traceback" not in err
+    assert not list(scratch.iterdir())
+
+
 def test_a_sweep_no_job_can_compose_leaves_nothing_behind(tmp_path, cli):
     r = cli("-m", "format=onnx,torchscrpt", SMALL)
     assert r.returncode == 2 and "Could not find 'format/torchscrpt'" in r.stderr, r.stderr

@@ -1,6 +1,6 @@
 """``python -m exporter``: the same entry point as the ``exporter`` console script."""
 
-from exporter.cli import entry
+from exporter.startup import run
 
 if __name__ == "__main__":
-    entry()
+    run()

@@ -17,7 +17,7 @@ from typing import Any, Callable, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .console import OUTPUT_LOST, flush_stdout, say
+from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, say
 from .errors import ExportError, first_line
 from .schema import option_value, register_configs, selected_formats
 
@@ -28,7 +28,6 @@ register_configs()
 # HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown (main() sets the variable itself
 # so that Hydra hands every exception to us instead of printing its own partial traceback).
 _SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
-INTERRUPTED_MESSAGE = "interrupted; the previous build is intact"
 
 
 class Interrupted(BaseException):
@@ -469,9 +468,16 @@ def main() -> None:
     locked and wait=false, 130 Ctrl-C, 143 SIGTERM. docs/errors.md lists the messages.
     """
     if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff", "verify"):
+        # An exception instead of exporter.startup's immediate end: verify's rebuild removes its
+        # temporary folder on the way out.
+        signal.signal(signal.SIGINT, _raise_interrupted)
+        signal.signal(signal.SIGTERM, _raise_interrupted)
         from .card import main as card_main
 
-        sys.exit(card_main(sys.argv[1:]))
+        try:
+            sys.exit(card_main(sys.argv[1:]))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            _stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     signal.signal(signal.SIGTERM, _raise_interrupted)
     # Ctrl-C: the same handler, so a KeyboardInterrupt a library wraps still ends as an interruption.
@@ -506,7 +512,8 @@ def main() -> None:
 
 
 def entry() -> NoReturn:
-    """The console script ``exporter`` and ``python -m exporter``: main(), then the process ends
+    """The console script ``exporter`` and ``python -m exporter`` (through exporter.startup, which
+    handles a signal while this module loads): main(), then the process ends
     without the interpreter's teardown. Freeing torch's modules one by one at exit takes 0.3-0.4 s
     (docs/performance.md), longer than many small jobs' own work, and nothing the job wrote depends
     on it: exit handlers still run (log files closed, temporary folders removed) and the standard
