@@ -20,12 +20,20 @@ from conftest import run_cli
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
 JOBS = '''
+import atexit
+import hashlib
+import multiprocessing
 import os
 import signal
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 from exporter.models import SimpleCNN
+
+if os.environ.get("JOBS_THREAD_AT_IMPORT"):  # a user module that starts a thread when imported
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
 
 
 def noted(**kwargs):
@@ -43,7 +51,43 @@ def killed(**kwargs):
 def slow(**kwargs):
     Path(f"started-{os.getpid()}").touch()
     time.sleep(120)
+
+
+def busy(**kwargs):
+    """Seconds inside one C call, where no signal handler can run."""
+    Path(f"started-{os.getpid()}").touch()
+    hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 4_000_000)
+    time.sleep(120)
+
+
+def _later():
+    time.sleep(0.5)
+    Path(f"thread-{os.getpid()}").touch()
+
+
+def leaves_work(**kwargs):
+    """What a single run's exit takes care of: a thread still working, an exit handler, a temporary
+    folder left to its finalizer, a daemon helper process."""
+    threading.Thread(target=_later).start()
+    atexit.register(lambda: Path(f"atexit-{os.getpid()}").touch())
+    leaves_work.scratch = tempfile.TemporaryDirectory(dir=".", prefix="scratch-")
+    helper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,), daemon=True)
+    helper.start()
+    Path(f"helper-{helper.pid}").touch()
+    return SimpleCNN(**kwargs)
+
+
+def broken_data(**kwargs):
+    return (1 / 0 for _ in range(1))
 '''
+
+
+def ended(pid: int) -> bool:
+    """No such process, or one that only waits to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return True
 
 
 def start(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
@@ -72,20 +116,47 @@ def test_each_sweep_job_has_its_own_process_and_builds_the_bytes_a_single_run_bu
 
 
 def test_a_job_whose_process_is_killed_fails_alone_and_the_sweep_goes_on(tmp_path):
+    """Even after a job imported a user module that starts a thread: the sweep's process does not
+    import it (a thread there would make forking unsafe, and the next job run unprotected)."""
     (tmp_path / "jobs.py").write_text(JOBS)
-    r = run_cli("-m", "model._target_=jobs.killed,exporter.models.SimpleCNN", "format=pytorch", SMALL, cwd=tmp_path)
+    r = run_cli("-m", "model._target_=jobs.noted,jobs.killed", "format=pytorch", SMALL, cwd=tmp_path,
+                env={"JOBS_THREAD_AT_IMPORT": "1"})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "sweep: 2 job(s), 1 ok, 1 failed" in r.stdout
     records = json.loads((tmp_path / "exports/sweep_summary.json").read_text())["records"]
-    assert [job["status"] for job in records] == ["error", "ok"]
-    assert "killed by SIGKILL" in records[0]["error"]
-    assert (Path(records[1]["export_dir"]) / "model.pth").is_file()
+    assert [job["status"] for job in records] == ["ok", "error"]
+    assert "killed by SIGKILL" in records[1]["error"]
+    assert (Path(records[0]["export_dir"]) / "model.pth").is_file()
 
 
-@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C to the terminal's process group"])
+def test_a_job_ends_as_a_single_run_ends(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    r = run_cli("-m", "model._target_=jobs.leaves_work", "seed=0,1", "format=pytorch", SMALL, cwd=tmp_path,
+                timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for what in ("thread", "atexit"):  # once per job, each from the job's own process
+        assert len(list(tmp_path.glob(f"{what}-*"))) == 2, what
+    assert not list(tmp_path.glob("scratch-*"))
+    helpers = [int(p.name.split("-")[1]) for p in tmp_path.glob("helper-*")]
+    assert len(helpers) == 2 and all(ended(pid) for pid in helpers)
+
+
+def test_hydra_full_error_shows_the_traceback_of_a_sweep_job(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    r = run_cli("-m", "seed=0,1", "format=pytorch", "quantization=dynamic", "calibration=dataset",
+                "calibration.dataset._target_=jobs.broken_data", SMALL, cwd=tmp_path,
+                env={"HYDRA_FULL_ERROR": "1"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.count("Traceback") == 2 and "ZeroDivisionError" in r.stderr
+    assert "sweep: 2 job(s), 0 ok, 2 failed" in r.stdout
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the sweep", "Ctrl-C to the terminal's process group",
+                                 "Ctrl-C twice during a long C call"])
 def test_a_signal_to_a_sweep_stops_its_running_job_and_the_sweep(tmp_path, how):
     (tmp_path / "jobs.py").write_text(JOBS)
-    sweep = start("-m", "model._target_=jobs.slow,exporter.models.SimpleCNN", "format=pytorch", SMALL, cwd=tmp_path,
+    factory = "jobs.busy" if "twice" in how else "jobs.slow"
+    sweep = start("-m", f"model._target_={factory},exporter.models.SimpleCNN", "format=pytorch", SMALL, cwd=tmp_path,
                   start_new_session=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("started-*")):
@@ -97,10 +168,30 @@ def test_a_signal_to_a_sweep_stops_its_running_job_and_the_sweep(tmp_path, how):
         sweep.send_signal(signal.SIGTERM)  # to the sweep's process alone, as `kill` or a scheduler sends it
     else:
         os.killpg(sweep.pid, signal.SIGINT)  # the job's process gets it from the terminal and from the sweep
+        if "twice" in how:
+            time.sleep(0.3)
+            os.killpg(sweep.pid, signal.SIGINT)  # the sweep still waits for its job
     out, err = sweep.communicate(timeout=60)
     assert sweep.returncode == (143 if how.startswith("SIGTERM") else 130), out + err
     assert err.count("interrupted") == 1 and err.strip().splitlines()[-1] == "interrupted; the previous build is intact"
     assert "Traceback" not in out + err
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)  # the job's process ended (and was reaped) before the sweep did
+    assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
+def test_a_job_stops_when_the_sweeps_process_is_killed(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    sweep = start("-m", "model._target_=jobs.slow,exporter.models.SimpleCNN", "format=pytorch", SMALL, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("started-*")):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.01)
+    job_pid = int(next(tmp_path.glob("started-*")).name.split("-")[1])
+    sweep.kill()  # SIGKILL: no handler runs in the sweep's process
+    sweep.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while not ended(job_pid):  # the job got SIGTERM when its parent died, and stops as on SIGTERM
+        assert time.monotonic() < deadline, "the job's process outlived the sweep"
+        time.sleep(0.05)
     assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))

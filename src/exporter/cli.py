@@ -40,9 +40,10 @@ class Interrupted(BaseException):
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
-    from .build_folder import INTERRUPTED
-
-    INTERRUPTED.append(signum)
+    # No import here: the signal may arrive while exporter.build_folder itself is being imported.
+    interrupted = getattr(sys.modules.get("exporter.build_folder"), "INTERRUPTED", None)
+    if interrupted is not None:
+        interrupted.append(signum)
     raise Interrupted(signum)
 
 
@@ -402,10 +403,11 @@ def _stop_once_on_signals() -> None:
     """In a job's own process: the first SIGINT or SIGTERM stops the job; later ones (Ctrl-C reaches
     it from the terminal and again from the sweep's process) must not break the cleanup it runs."""
 
-    def stop_once(signum: int, frame: Any) -> None:
-        from .build_folder import INTERRUPTED
+    stopping: list[int] = []
 
-        if not INTERRUPTED:
+    def stop_once(signum: int, frame: Any) -> None:
+        if not stopping:
+            stopping.append(signum)
             _raise_interrupted(signum, frame)
 
     signal.signal(signal.SIGTERM, stop_once)

@@ -6,8 +6,13 @@ numbered class names), the memory they held (the six-job sweep of benchmarks/swe
 peaked 0.10 GiB above the largest single job), and one job that crashes the interpreter (a segfault
 in a runtime, the kernel's out-of-memory killer) would end the whole sweep. In a forked process each
 job starts from the sweep's state, gives everything back when it ends, and a crash is that job's
-failure. The modules an earlier job imported are imported by the sweep's process before the next
-fork, so that jobs still pay torch's import once per sweep, not once each.
+failure. The libraries an earlier job imported (the tool's dependencies, never the user's own
+modules, whose import-time code must run in the job) are imported by the sweep's process before
+the next fork, so that jobs still pay torch's import once per sweep, not once each.
+
+The job's process ends as a single run ends: threads that are not daemons are waited for, the exit
+handlers registered during the job run (log files closed, temporary folders removed, helper
+processes ended), then ``os._exit``. It dies with the sweep's process, whatever ends that.
 
     >>> result = run_forked(lambda: {"status": "ok", "answer": 6 * 7})
     >>> result.value, result.crash
@@ -16,18 +21,33 @@ fork, so that jobs still pay torch's import once per sweep, not once each.
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
+import traceback
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Optional
 
-# Modules the jobs so far imported, in the order they did: imported here before the next fork.
+log = logging.getLogger("exporter")
+
+# Libraries the jobs so far imported, in the order they did: imported here before the next fork.
 _IMPORTED: list[str] = []
+# Whose modules may be imported here ahead of a job: the tool and its dependencies, which start no
+# thread and print nothing when imported. A user's model or dataset module is imported by its job.
+WARM_PACKAGES = frozenset({
+    "exporter", "torch", "torchgen", "functorch", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "numpy",
+    "transformers", "tokenizers", "safetensors", "huggingface_hub", "sympy", "mpmath", "ml_dtypes", "networkx",
+    "jinja2", "markupsafe", "filelock", "fsspec", "packaging", "google", "yaml", "regex", "tqdm",
+})
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass
@@ -56,42 +76,50 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
 
     A signal to this process while the job runs (Ctrl-C, SIGTERM) is passed on to the child, which
     stops its job the way a single run stops (staging removed, lock freed); this process waits for
-    that, then raises it (KeyboardInterrupt or what the signal handler raises) with the child's
-    report in ``exc.child_result``. When importing what earlier jobs imported started a thread,
-    forking is no longer safe and the job runs here instead."""
+    that, with further Ctrl-C and SIGTERM held back (the child stops once), then raises the signal's
+    exception with the child's report in ``exc.child_result``. Those signals stay held back: the
+    caller is on its way out. When importing what earlier jobs imported started a thread, forking
+    is no longer safe and the job runs here instead, with a warning."""
     _import_what_jobs_imported(preload)
     if not available():
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.current_thread())
+        log.warning("this job runs in the sweep's own process: a thread is running there (%s)", names)
         return ChildResult(value=job())
     _flush_standard_streams()  # or the child would write what is still buffered here a second time
-    read, write = os.pipe()
-    # Held back until each process has the handlers it needs: a signal in between must neither run
-    # this process's handler in the child (its exception would carry the child into the sweep's code)
-    # nor be lost.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        pid = os.fork()
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        raise
-    if pid == 0:
+    # A file, not a pipe: a helper process the job starts inherits every descriptor, and would hold a
+    # pipe open after the job's process ended. Unlinked at once: nothing stays behind.
+    with tempfile.TemporaryFile() as report_file:
+        # Held back until each process has the handlers it needs: a signal in between must neither
+        # run this process's handler in the child (its exception would carry the child into the
+        # sweep's code) nor be lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            os.close(read)
-            _child(job, on_start, write)
-        finally:
-            os._exit(1)  # never back into the sweep's code
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    os.close(write)
-    with os.fdopen(read, "rb") as reader:
-        try:
-            report = reader.read()
-            status = _wait(pid)
-        except BaseException as exc:
-            _pass_on(pid, getattr(exc, "signum", signal.SIGINT))
-            report = reader.read()
-            _wait(pid)
-            exc.child_result = _result(report, None)
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             raise
-    return _result(report, status)
+        if pid == 0:
+            try:
+                _child(job, on_start, report_file.fileno(), os.getppid())
+            finally:
+                os._exit(1)  # never back into the sweep's code
+        status = None
+        try:
+            # A signal that came during the fork is delivered here, inside the try.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            status = os.waitpid(pid, 0)[1]
+        except BaseException as exc:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            _pass_on(pid, getattr(exc, "signum", signal.SIGINT))
+            _wait_for(pid)
+            exc.child_result = _result(_read(report_file), None)
+            raise
+        return _result(_read(report_file), status)
+
+
+def _read(report_file: Any) -> bytes:
+    report_file.seek(0)
+    return report_file.read()
 
 
 def _result(report: bytes, status: Optional[int]) -> ChildResult:
@@ -114,8 +142,11 @@ def _how_it_ended(status: Optional[int]) -> str:
     return f"the job ended with exit status {code} before it reported"
 
 
-def _wait(pid: int) -> int:
-    return os.waitpid(pid, 0)[1]
+def _wait_for(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped already, as the signal arrived
+        pass
 
 
 def _pass_on(pid: int, signum: int) -> None:
@@ -127,8 +158,11 @@ def _pass_on(pid: int, signum: int) -> None:
         pass
 
 
-def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], write: int) -> NoReturn:
+def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], report_fd: int,
+           parent: int) -> NoReturn:
+    _die_with(parent)
     before = set(sys.modules)
+    _forget_the_sweeps_exit_handlers()
     report: dict[str, Any] = {}
     code = 0
     try:
@@ -143,6 +177,10 @@ def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], write
         if signum is not None:
             report["interrupted"], code = int(signum), 128 + int(signum)
         else:
+            # Only what the job did not turn into an outcome itself gets here (HYDRA_FULL_ERROR=1
+            # asks for its traceback; a bug in the tool needs it).
+            if not isinstance(exc, SystemExit):
+                traceback.print_exc()
             report["error"], code = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0], 1
     # The job is over: a signal now must not raise into the report; the sweep's process has it too.
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -153,14 +191,53 @@ def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], write
     try:
         data = json.dumps(report, default=str).encode()
         while data:
-            data = data[os.write(write, data):]
+            data = data[os.write(report_fd, data):]
     except OSError:
         code = code or 1
-    _flush_standard_streams()
-    import logging
+    _end(code)
 
-    logging.shutdown()  # flushes the job's log files; the sweep's process keeps its own copies
+
+def _end(code: int) -> NoReturn:
+    """End as the interpreter ends a single run, then ``os._exit``. The report is written: a
+    signal from here on ends the process at once."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    threading._shutdown()  # type: ignore[attr-defined] # what Python's exit does first: non-daemon threads
+    atexit._run_exitfuncs()
+    logging.shutdown()  # its exit hook was the sweep's: the job's log files are flushed and closed here
+    _flush_standard_streams()
     os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """A SIGTERM to this process when the sweep's process ends, however it ends (SIGKILL, a closed
+    terminal): the job stops as it would on SIGTERM, instead of building on unsupervised."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it ended before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _forget_the_sweeps_exit_handlers() -> None:
+    """The sweep's exit handlers, finalizers and helper processes are its own: this process must not
+    run or end them (a temporary folder the sweep made would be removed under it). Those the job
+    registers run when it ends, as in a single run; multiprocessing resets its own state the same
+    way in the processes it forks."""
+    atexit._clear()
+    for finalizer in list(getattr(weakref.finalize, "_registry", {})):
+        finalizer.atexit = False
+    if hasattr(weakref.finalize, "_registered_with_atexit"):  # registers its exit hook once per process
+        weakref.finalize._registered_with_atexit = False
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:  # imported before the fork: its exit hook was just cleared
+        mp_util._finalizer_registry.clear()
+        sys.modules["multiprocessing.process"]._children.clear()
+        atexit.register(mp_util._exit_function)  # ends the job's daemon helpers, joins the others
 
 
 def _flush_standard_streams() -> None:
@@ -174,15 +251,15 @@ def _flush_standard_streams() -> None:
 
 
 def _import_what_jobs_imported(preload: tuple[str, ...] = ()) -> None:
-    """Import here what earlier jobs imported, so that the next forked job finds it loaded. A module
-    that fails to import here is left to the job, which reports it as it would in a single run;
-    import-time warnings are the jobs' to show, not this process's."""
+    """Import here the libraries earlier jobs imported, so that the next forked job finds them
+    loaded. A module that fails to import here is left to the job, which reports it as it would in
+    a single run; import-time warnings are the jobs' to show, not this process's."""
     import importlib
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in [*preload, *_IMPORTED]:
-            if name in sys.modules:
+            if name in sys.modules or name.split(".", 1)[0] not in WARM_PACKAGES:
                 continue
             try:
                 importlib.import_module(name)
