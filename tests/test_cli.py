@@ -263,25 +263,48 @@ def test_a_signal_after_the_job_ends_the_process_at_once_without_a_traceback(tmp
     assert json.loads((tmp_path / "b" / "metadata.json").read_text())["status"] == "ok"
 
 
-@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_while_the_tool_is_still_loading_is_an_interruption_not_a_traceback(tmp_path, signum, code):
-    """Sent as soon as Hydra is imported (the import-time line says so), before main() runs."""
+@pytest.mark.parametrize("signum, code, command, when", [
+    (2, 130, "format=pytorch", "hydra"), (15, 143, "format=pytorch", "hydra"), (2, 130, "verify", "hydra"),
+    # inside torch's own import, where an exception raised by the handler used to abort the process
+    (2, 130, "format=pytorch", "torch._C"), (15, 143, "format=pytorch", "numpy")],
+    ids=["SIGINT", "SIGTERM", "SIGINT-verify", "SIGINT-in-torch", "SIGTERM-in-torch-numpy"])
+def test_a_signal_while_the_tool_is_still_loading_is_an_interruption_not_a_traceback(tmp_path, signum, code,
+                                                                                        command, when):
+    """Sent as soon as the import-time line of ``when`` says it was imported: Hydra (before main()
+    runs), or a module torch imports while it starts up."""
     import os
 
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "format=pytorch", SMALL], cwd=tmp_path, env=env,
+    args = ["verify", "nothing-here"] if command == "verify" else [command, SMALL]
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if line.rsplit("|", 1)[-1].strip() == "hydra":
+        if line.rsplit("|", 1)[-1].strip() == when:
             proc.send_signal(signum)
             break
     out, err = proc.communicate(timeout=120)
     err = "".join(line for line in [*seen, *err.splitlines(True)] if not line.startswith("import time:"))
     assert proc.returncode == code, out + err
-    assert err.strip().splitlines() == ["interrupted; the previous build is intact"], err
-    assert not (tmp_path / "exports").exists()
+    expected = ("interrupted: exporter verify did not finish" if command == "verify"
+                else "interrupted; the previous build is intact")
+    assert err.strip().splitlines() == [expected], err
+    assert "RecursionError" not in out and not list(tmp_path.rglob("*.staging-*"))
+    assert not (tmp_path / "exports").exists() or not list((tmp_path / "exports").rglob("metadata.json"))
+
+
+def test_signals_wait_while_a_native_library_is_imported_and_arrive_after(tmp_path):
+    """exporter.startup's hold: a SIGTERM during the import is delivered once the import is done."""
+    (tmp_path / "native_lib.py").write_text("import os, pathlib, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
+                                            "time.sleep(0.2)\npathlib.Path('import-done').touch()\n")
+    code = ("import pathlib, signal\nfrom exporter import interrupts, startup\n"
+            "startup.hold_signals_while_importing(frozenset({'native_lib'}))\n"
+            "signal.signal(signal.SIGTERM, interrupts.raise_interrupted)\n"
+            "try:\n    import native_lib\n    print('NOT INTERRUPTED')\n"
+            "except interrupts.Interrupted:\n    print('interrupted after the import:', pathlib.Path('import-done').exists())\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "interrupted after the import: True", r.stdout + r.stderr
 
 
 def test_ctrl_c_during_verify_removes_its_rebuild_and_says_so(tmp_path, cli):

@@ -195,3 +195,13 @@ def test_a_job_stops_when_the_sweeps_process_is_killed(tmp_path):
         assert time.monotonic() < deadline, "the job's process outlived the sweep"
         time.sleep(0.05)
     assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
+def test_a_helper_process_of_the_users_code_ends_quietly_with_a_single_run(tmp_path):
+    """It is forked with Python's own signal handlers, not the tool's: ended at exit by
+    multiprocessing's SIGTERM, it prints no Interrupted traceback."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    r = run_cli("model._target_=jobs.leaves_work", "format=pytorch", SMALL, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "Interrupted" not in r.stderr, r.stderr
+    assert all(ended(int(p.name.split("-")[1])) for p in tmp_path.glob("helper-*"))

@@ -33,15 +33,14 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import tempfile
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .errors import ConfigError, ExportError
+from .interrupts import INTERRUPTED, PUBLISHED, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
 from .metadata import CONFIG_SNAPSHOT_FILE, METADATA_FILE
 
 log = logging.getLogger("exporter")
@@ -51,15 +50,6 @@ HYDRA_SUBDIR = ".hydra"
 # Entries a folder may hold and still count as an earlier build (anything else is the user's).
 _BUILD_ENTRIES = {METADATA_FILE, CONFIG_SNAPSHOT_FILE, LOG_FILE, HYDRA_SUBDIR}
 _STAGING = ".staging-"
-# Signals whose handlers must not run between the exchange and the record that it happened.
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
-
-
-# Targets published by this process (the command line words an interruption after a publish).
-PUBLISHED: list[Path] = []
-# Signals the command line received. Some libraries turn the KeyboardInterrupt raised inside their
-# calls into another exception; this record lets such an error still end as an interruption.
-INTERRUPTED: list[int] = []
 
 
 class BuildLocked(ExportError):
@@ -192,29 +182,6 @@ def _fsync_dir(folder: Path) -> None:
         pass  # some filesystems refuse fsync on a directory; the data files are flushed already
     finally:
         os.close(fd)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends, then deliver them (main thread only; elsewhere
-    signals never run here).
-
-    The Python handlers are swapped for ones that only note the signal. Blocking the signal with
-    pthread_sigmask would not do: the C-level handler may run in any other thread (torch's and ONNX
-    Runtime's workers do not block it) and the Python handler would still run here, in the block.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, _frame: held.append(signum)) for signum in _DEFERRED}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(held):
-            signal.raise_signal(signum)  # now, with the real handler: it raises here if it raises
 
 
 # ----------------------------------------------------------------------------- the transaction

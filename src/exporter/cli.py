@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, say
 from .errors import ExportError, first_line
+from .interrupts import INTERRUPTED, PUBLISHED, Interrupted, raise_interrupted
 from .schema import option_value, register_configs, selected_formats
 
 log = logging.getLogger("exporter")
@@ -28,23 +29,6 @@ register_configs()
 # HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown (main() sets the variable itself
 # so that Hydra hands every exception to us instead of printing its own partial traceback).
 _SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-class Interrupted(BaseException):
-    """SIGTERM, raised in the main thread so that every ``finally`` runs (staging removed, lock freed).
-    A BaseException, like KeyboardInterrupt: no ``except Exception`` in a format may swallow it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_interrupted(signum: int, _frame: Any) -> NoReturn:
-    # No import here: the signal may arrive while exporter.build_folder itself is being imported.
-    interrupted = getattr(sys.modules.get("exporter.build_folder"), "INTERRUPTED", None)
-    if interrupted is not None:
-        interrupted.append(signum)
-    raise Interrupted(signum)
 
 
 def build_name(formats: Any, quantization: Any) -> str:
@@ -322,7 +306,6 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .build_folder import PUBLISHED
     from .sweep import release_memory, write_job_record
 
     hydra_cfg = HydraConfig.get()
@@ -352,8 +335,6 @@ def _job_outcome(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
     try:
         return _run_job(cfg)
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
-        from .build_folder import INTERRUPTED
-
         if INTERRUPTED:
             raise Interrupted(INTERRUPTED[-1]) from None  # a signal that a library turned into an error
         if not isinstance(exc, ExportError):
@@ -378,7 +359,6 @@ def _fork_for_each_job(hydra_cfg: Any) -> bool:
 def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
     """The sweep job in a forked process (exporter.isolation): its memory and library state end with
     it, and a crash (a segfault, the out-of-memory killer) fails this job, not the sweep."""
-    from .build_folder import PUBLISHED
     from .isolation import run_forked
 
     # A job that will build imports torch: imported here first, it is imported once per sweep.
@@ -408,7 +388,7 @@ def _stop_once_on_signals() -> None:
     def stop_once(signum: int, frame: Any) -> None:
         if not stopping:
             stopping.append(signum)
-            _raise_interrupted(signum, frame)
+            raise_interrupted(signum, frame)
 
     signal.signal(signal.SIGTERM, stop_once)
     signal.signal(signal.SIGINT, stop_once)
@@ -472,8 +452,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff", "verify"):
         # An exception instead of exporter.startup's immediate end: verify's rebuild removes its
         # temporary folder on the way out.
-        signal.signal(signal.SIGINT, _raise_interrupted)
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+        signal.signal(signal.SIGINT, raise_interrupted)
+        signal.signal(signal.SIGTERM, raise_interrupted)
         from .card import main as card_main
 
         try:
@@ -481,9 +461,12 @@ def main() -> None:
         except (Interrupted, KeyboardInterrupt) as exc:
             _stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    # A process the job forks (a multiprocessing helper of the user's code) gets Python's own
+    # handlers, not these: terminating it at exit must not print an Interrupted traceback.
+    os.register_at_fork(after_in_child=_python_signal_handlers)
+    signal.signal(signal.SIGTERM, raise_interrupted)
     # Ctrl-C: the same handler, so a KeyboardInterrupt a library wraps still ends as an interruption.
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGINT, raise_interrupted)
     # Output piped into `head` that closes early: no logging tracebacks for the lines that can't go.
     logging.raiseExceptions = False
     try:
@@ -497,8 +480,6 @@ def main() -> None:
         _drop_sweep_records()
         _stop(128 + exc.signum, _interrupted_message())
     except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
-        from .build_folder import INTERRUPTED
-
         if INTERRUPTED:
             _drop_sweep_records()
             _stop(128 + INTERRUPTED[-1], _interrupted_message())
@@ -511,6 +492,11 @@ def main() -> None:
         # and Hydra's exit handlers would print a traceback) but end the process at once, saying so.
         signal.signal(signal.SIGTERM, _signal_after_the_job)
         signal.signal(signal.SIGINT, _signal_after_the_job)
+
+
+def _python_signal_handlers() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def entry() -> NoReturn:
@@ -606,8 +592,6 @@ def _mode_without_composing(args: list[str]):
 
 
 def _interrupted_message() -> str:
-    from .build_folder import PUBLISHED
-
     if PUBLISHED:
         return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
     return INTERRUPTED_MESSAGE

@@ -183,8 +183,11 @@ def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], repor
                 traceback.print_exc()
             report["error"], code = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0], 1
     # The job is over: a signal now must not raise into the report; the sweep's process has it too.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    from .build_folder import PUBLISHED
+    # (Ignored, not blocked: the runtimes' own threads do not block signals, and the Python handler
+    # of a signal one of them receives would still run here.)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    from .interrupts import PUBLISHED
 
     report["published"] = [str(path) for path in PUBLISHED]
     report["imported"] = [name for name in sys.modules if name not in before]

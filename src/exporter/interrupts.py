@@ -1,0 +1,59 @@
+"""How Ctrl-C and SIGTERM stop the tool: an exception raised in the main thread, so that every
+``finally`` runs (staging removed, lock freed), and held back where raising would do harm (the
+publish step, a native library's import).
+
+Kept apart and light: the command line installs these handlers before it loads anything else.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, NoReturn
+
+# Targets published by this process (the command line words an interruption after a publish).
+PUBLISHED: list[Path] = []
+# Signals the command line received. Some libraries turn the exception raised inside their calls
+# into another one (omegaconf, torch); this record lets such an error still end as an interruption.
+INTERRUPTED: list[int] = []
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` runs. A BaseException,
+    like KeyboardInterrupt: no ``except Exception`` in a format may swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, _frame: Any) -> NoReturn:
+    """The command line's handler of SIGINT and SIGTERM."""
+    INTERRUPTED.append(signum)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them (main thread only; elsewhere
+    signals never run here).
+
+    The Python handlers are swapped for ones that only note the signal. Blocking the signal with
+    pthread_sigmask would not do: the C-level handler may run in any other thread (torch's and ONNX
+    Runtime's workers do not block it) and the Python handler would still run here, in the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: held.append(signum)) for signum in _DEFERRED}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # now, with the real handler: it raises here if it raises
