@@ -205,3 +205,17 @@ def test_a_helper_process_of_the_users_code_ends_quietly_with_a_single_run(tmp_p
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "Interrupted" not in r.stderr, r.stderr
     assert all(ended(int(p.name.split("-")[1])) for p in tmp_path.glob("helper-*"))
+
+
+def test_a_sweep_interrupted_after_a_job_published_keeps_its_multirun_yaml(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    sweep = start("-m", "model._target_=exporter.models.SimpleCNN,jobs.slow", "format=pytorch", SMALL, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("started-*")):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.01)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 143, out + err
+    assert len(list(tmp_path.rglob("metadata.json"))) == 1  # the first job's build
+    assert (tmp_path / "exports/multirun.yaml").is_file()  # which says how it was made

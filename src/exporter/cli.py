@@ -306,7 +306,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .sweep import release_memory, write_job_record
+    from .sweep import STARTED, release_memory, write_job_record
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -317,6 +317,8 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
+        if PUBLISHED:  # PUBLISHED is this job's alone: the next job starts it afresh
+            STARTED["published"] = True
         write_job_record(outcome)
         if not forked:
             release_memory()

@@ -308,7 +308,7 @@ def undo_sweep_start() -> None:
     from .build_folder import PUBLISHED
 
     sweep_dir = STARTED.get("dir")
-    if sweep_dir is None or PUBLISHED or STARTED.get("had_multirun_yaml"):
+    if sweep_dir is None or PUBLISHED or STARTED.get("published") or STARTED.get("had_multirun_yaml"):
         return
     (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
     try:
