@@ -31,6 +31,8 @@ def test_an_option_of_a_format_the_job_does_not_build_is_ignored_and_said(tmp_pa
     assert r.returncode == 0, r.stdout + r.stderr
     assert "format.onnx.opset=17 ignored: this job does not build onnx (format=[torchscript])" in r.stdout
     assert sorted(p.name for p in (tmp_path / "b").glob("model.*")) == ["model.torchscript"]
+    # logged while the job was composed, before the build was staged: in its export.log all the same
+    assert "format.onnx.opset=17 ignored" in (tmp_path / "b" / "export.log").read_text()
     # a typo in an option name still fails, built or not
     assert "Key 'opsett' not in 'OnnxFormatConfig'" in one_line_error(cli("format=torchscript", "format.onnx.opsett=17"))
 

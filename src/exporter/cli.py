@@ -397,7 +397,7 @@ def _stop_once_on_signals() -> None:
 
 
 def _run_job(cfg: DictConfig) -> dict[str, Any]:
-    from .runner import run_export
+    from .runner import held_back, run_export
     from .sweep import sweep_identity
 
     from .sweep import claim_folder
@@ -413,9 +413,10 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
     if not background and up_to_date(folder, identity):
         log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
-    job = job_from_config(cfg, identity)
-    job.provenance["sweep"] = sweep_identity()
-    result = run_export(job)
+    with held_back():  # what is logged while the job is built goes into its export.log too
+        job = job_from_config(cfg, identity)
+        job.provenance["sweep"] = sweep_identity()
+        result = run_export(job)
     log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
     return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
             "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}

@@ -40,7 +40,7 @@ def run_export(job: ExportJob) -> ExportResult:
     was_training = job.model.training
     export_dir = Path(job.export_dir)
     try:
-        with _held_back() as planning:  # the calibration warning, say: logged before export.log exists
+        with held_back() as planning:  # the calibration warning, say: logged before export.log exists
             plans = plan_job(job)
         with BuildTransaction(export_dir, wait=job.wait) as txn, _job_log(txn.build / LOG_FILE, planning):
             try:
@@ -104,17 +104,27 @@ def _job_log(path: Path, earlier: Sequence[logging.LogRecord] = ()):
 
 
 @contextmanager
-def _held_back() -> Iterator[list[logging.LogRecord]]:
-    """The records the job logs meanwhile (they still reach the console), kept for export.log."""
+def held_back() -> Iterator[list[logging.LogRecord]]:
+    """The records the job logs meanwhile (they still reach the console), kept for export.log.
+    Nested in another one (the command line's, around the job's composition), the outer one's list:
+    export.log then begins with what the command line logged before the job was built."""
+    if _holding:
+        yield _holding[-1]
+        return
     held: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = held.append  # type: ignore[method-assign]
+    _holding.append(held)
     with _at_info():
         log.addHandler(handler)
         try:
             yield held
         finally:
             log.removeHandler(handler)
+            _holding.pop()
+
+
+_holding: list[list[logging.LogRecord]] = []
 
 
 @contextmanager
