@@ -93,6 +93,7 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
         # run this process's handler in the child (its exception would carry the child into the
         # sweep's code) nor be lost.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        sweep = os.getpid()
         try:
             pid = os.fork()
         except BaseException:
@@ -100,7 +101,7 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
             raise
         if pid == 0:
             try:
-                _child(job, on_start, report_file.fileno(), os.getppid())
+                _child(job, on_start, report_file.fileno(), sweep)
             finally:
                 os._exit(1)  # never back into the sweep's code
         status = None
