@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -129,12 +128,16 @@ def verify(folder: Path) -> tuple[str, bool]:
     """The report and whether every artifact of ``folder`` rebuilds to the same bytes."""
     from .build_key import versions
 
+    from .interrupts import signals_deferred
+
     build = read_build(folder)
-    scratch = Path(tempfile.mkdtemp(prefix="exporter-verify-"))
-    try:
-        rebuilt = _rebuild(build, scratch / "build")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # The folder and what removes it come into being together: a Ctrl-C in between (after mkdtemp,
+    # before a try) left it behind. Should the signal arrive as this block ends, the object is
+    # dropped on the way out and its finalizer removes the folder.
+    with signals_deferred():
+        scratch = tempfile.TemporaryDirectory(prefix="exporter-verify-", ignore_cleanup_errors=True)
+    with scratch:
+        rebuilt = _rebuild(build, Path(scratch.name) / "build")
     rows, ok = [], True
     for fmt, recorded in build.metadata["artifacts"].items():
         if recorded.get("status") == "failed":
