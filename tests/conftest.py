@@ -94,6 +94,17 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll an event (a file appearing, an inode changing), not a clock."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the process ended before the event: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the event never happened"
+        time.sleep(0.002)
+
+
 # What --help, --cfg, config errors and an up-to-date build must answer without importing.
 HEAVY = {"torch", "onnx", "onnxruntime", "transformers"}
 

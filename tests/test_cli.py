@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import HEAVY, NO_ONNX, REPO, run_cli_noting_imports
+from conftest import HEAVY, NO_ONNX, REPO, run_cli_noting_imports, wait_for
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
@@ -310,7 +310,6 @@ def test_signals_wait_while_a_native_library_is_imported_and_arrive_after(tmp_pa
 def test_ctrl_c_during_verify_removes_its_rebuild_and_says_so(tmp_path, cli):
     import os
     import signal
-    import time
 
     assert cli("format=pytorch", SMALL, "hydra.run.dir=b").returncode == 0
     scratch = tmp_path / "tmp"
@@ -318,10 +317,7 @@ def test_ctrl_c_during_verify_removes_its_rebuild_and_says_so(tmp_path, cli):
     env = {**os.environ, "TMPDIR": str(scratch)}
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "verify", "b"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(scratch.glob("exporter-verify-*")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.005)
+    wait_for(lambda: list(scratch.glob("exporter-verify-*")), proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err

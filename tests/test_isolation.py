@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
@@ -96,6 +96,12 @@ def start(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def job_started(sweep: subprocess.Popen, folder: Path) -> int:
+    """The pid of the job that just started (jobs.slow and jobs.busy leave started-<pid>)."""
+    wait_for(lambda: list(folder.glob("started-*")), sweep)
+    return int(next(folder.glob("started-*")).name.split("-")[1])
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -158,11 +164,7 @@ def test_a_signal_to_a_sweep_stops_its_running_job_and_the_sweep(tmp_path, how):
     factory = "jobs.busy" if "twice" in how else "jobs.slow"
     sweep = start("-m", f"model._target_={factory},exporter.models.SimpleCNN", "format=pytorch", SMALL, cwd=tmp_path,
                   start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("started-*")):
-        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
-        time.sleep(0.01)
-    job_pid = int(next(tmp_path.glob("started-*")).name.split("-")[1])
+    job_pid = job_started(sweep, tmp_path)
     assert job_pid != sweep.pid
     if how.startswith("SIGTERM"):
         sweep.send_signal(signal.SIGTERM)  # to the sweep's process alone, as `kill` or a scheduler sends it
@@ -183,11 +185,7 @@ def test_a_signal_to_a_sweep_stops_its_running_job_and_the_sweep(tmp_path, how):
 def test_a_job_stops_when_the_sweeps_process_is_killed(tmp_path):
     (tmp_path / "jobs.py").write_text(JOBS)
     sweep = start("-m", "model._target_=jobs.slow,exporter.models.SimpleCNN", "format=pytorch", SMALL, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("started-*")):
-        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
-        time.sleep(0.01)
-    job_pid = int(next(tmp_path.glob("started-*")).name.split("-")[1])
+    job_pid = job_started(sweep, tmp_path)
     sweep.kill()  # SIGKILL: no handler runs in the sweep's process
     sweep.communicate(timeout=60)
     deadline = time.monotonic() + 60
@@ -210,10 +208,7 @@ def test_a_helper_process_of_the_users_code_ends_quietly_with_a_single_run(tmp_p
 def test_a_sweep_interrupted_after_a_job_published_keeps_its_multirun_yaml(tmp_path):
     (tmp_path / "jobs.py").write_text(JOBS)
     sweep = start("-m", "model._target_=exporter.models.SimpleCNN,jobs.slow", "format=pytorch", SMALL, cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("started-*")):
-        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
-        time.sleep(0.01)
+    job_started(sweep, tmp_path)
     sweep.send_signal(signal.SIGTERM)
     out, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 143, out + err

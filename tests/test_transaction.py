@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NO_ONNX, run_cli
+from conftest import NO_ONNX, run_cli, wait_for
 
 LM = ["model=lm_stub", "task_spec.input_schema.max_seq_len=16", "quantization.latency_runs=2",
       "calibration.num_samples=4", "calibration.heldout_samples=2"]
@@ -45,15 +45,6 @@ def spawn(*args: str, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Poll an event (a file appearing, an inode changing), not a clock."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the build ended before the event: {proc.communicate()}"
-        assert time.monotonic() < deadline, "the event never happened"
-        time.sleep(0.002)
 
 
 @pytest.fixture(scope="module")
