@@ -17,7 +17,7 @@ from typing import Any, Callable, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, say
+from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
 from .errors import ExportError, first_line
 from .interrupts import INTERRUPTED, PUBLISHED, Interrupted, raise_interrupted
 from .schema import option_value, register_configs, selected_formats
@@ -534,13 +534,9 @@ def _end_process(code: Any) -> NoReturn:
     # finalizers (temporary folders), torch's and Hydra's.
     threading._shutdown()
     atexit._run_exitfuncs()
-    lost = flush_stdout()
+    lost = flush_streams()
     if lost is not None and code == 0:
         code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
     os._exit(code)
 
 

@@ -37,3 +37,13 @@ def say(message: str, code: int) -> int:
     except (OSError, ValueError):
         pass
     return code
+
+
+def flush_streams() -> Optional[OSError]:
+    """flush_stdout, then stderr as far as it can be flushed; stdout's error, if any."""
+    lost = flush_stdout()
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return lost

@@ -35,6 +35,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Optional
 
+from .console import flush_streams
+
 log = logging.getLogger("exporter")
 
 # Libraries the jobs so far imported, in the order they did: imported here before the next fork.
@@ -85,7 +87,7 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.current_thread())
         log.warning("this job runs in the sweep's own process: a thread is running there (%s)", names)
         return ChildResult(value=job())
-    _flush_standard_streams()  # or the child would write what is still buffered here a second time
+    flush_streams()  # or the child would write what is still buffered here a second time
     # A file, not a pipe: a helper process the job starts inherits every descriptor, and would hold a
     # pipe open after the job's process ended. Unlinked at once: nothing stays behind.
     with tempfile.TemporaryFile() as report_file:
@@ -210,7 +212,7 @@ def _end(code: int) -> NoReturn:
     threading._shutdown()  # type: ignore[attr-defined] # what Python's exit does first: non-daemon threads
     atexit._run_exitfuncs()
     logging.shutdown()  # its exit hook was the sweep's: the job's log files are flushed and closed here
-    _flush_standard_streams()
+    flush_streams()
     os._exit(code)
 
 
@@ -242,16 +244,6 @@ def _forget_the_sweeps_exit_handlers() -> None:
         mp_util._finalizer_registry.clear()
         sys.modules["multiprocessing.process"]._children.clear()
         atexit.register(mp_util._exit_function)  # ends the job's daemon helpers, joins the others
-
-
-def _flush_standard_streams() -> None:
-    from .console import flush_stdout
-
-    flush_stdout()
-    try:
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _import_what_jobs_imported(preload: tuple[str, ...] = ()) -> None:
