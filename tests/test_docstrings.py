@@ -10,7 +10,7 @@ MODULES = ["exporter", "exporter.api", "exporter.inputs", "exporter.adapters", "
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build_folder",
            "exporter.build_key", "exporter.settings", "exporter.background", "exporter.cli",
            "exporter.quantization.report", "exporter.quantization.selection", "exporter.verify",
-           "exporter.isolation"]
+           "exporter.isolation", "exporter.standby"]
 
 
 @pytest.mark.parametrize("name", MODULES)

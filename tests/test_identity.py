@@ -236,12 +236,12 @@ def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hyd
     from exporter import cli
 
     cfg = compose("config", overrides=[SMALL, "export_dir=out"])  # no Hydra run: no job folder to name
-    assert cli._identity_in_background(cfg)() == cli.build_identity(cfg)
+    assert cli._identity_in_background(cli._checked_config(cfg))() == cli.build_identity(cfg)
 
     def unreadable(*_args, **_kwargs):
         raise PermissionError("model.safetensors: permission denied")
 
     monkeypatch.setattr(cli, "_identity_of", unreadable)
-    identity = cli._identity_in_background(cfg)
+    identity = cli._identity_in_background(cli._checked_config(cfg))
     with pytest.raises(PermissionError, match="permission denied"):
         identity()

@@ -17,7 +17,7 @@ from typing import Any, Callable, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
+from .console import INTERRUPTED_MESSAGE, LOST_BY_THE_JOB, OUTPUT_LOST, flush_stdout, flush_streams, say
 from .errors import ExportError, first_line
 from .interrupts import INTERRUPTED, PUBLISHED, Interrupted, raise_interrupted
 from .schema import option_value, register_configs, selected_formats
@@ -126,15 +126,15 @@ def _identity_of(resolved: dict[str, Any], model_target: Optional[str]) -> dict[
     return {"build_key": build_key(inputs), "build_key_inputs": inputs}
 
 
-def _identity_in_background(cfg: DictConfig) -> Callable[[], dict[str, Any]]:
-    """The config checked now; its build key computed on another thread while the model is built,
-    returned by the function this gives. The key hashes the model's files (a 124M GPT-2 folder:
-    0.6 s, a 7B one: tens of seconds), and hashlib lets the other core do that while this one
-    imports torch and transformers."""
+def _identity_in_background(checked: tuple[dict[str, Any], Optional[str]]) -> Callable[[], dict[str, Any]]:
+    """The build key of a checked config (_checked_config), computed on another thread while the
+    model is built, returned by the function this gives. The key hashes the model's files (a 124M
+    GPT-2 folder: 0.6 s, a 7B one: tens of seconds), and hashlib lets the other core do that while
+    this one imports torch and transformers."""
     from . import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
     from .background import in_background
 
-    return in_background(_identity_of, *_checked_config(cfg))
+    return in_background(_identity_of, *checked)
 
 
 def up_to_date(folder: Path, identity: dict[str, Any]) -> bool:
@@ -333,9 +333,11 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     return outcome
 
 
-def _job_outcome(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
+def _job_outcome(cfg: DictConfig, multirun: bool,
+                 work: Optional[Callable[[DictConfig], dict[str, Any]]] = None) -> dict[str, Any]:
+    """``work(cfg)`` (default: _run_job) with its errors turned into the run's end or the sweep job's outcome."""
     try:
-        return _run_job(cfg)
+        return (work or _run_job)(cfg)
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
         if INTERRUPTED:
             raise Interrupted(INTERRUPTED[-1]) from None  # a signal that a library turned into an error
@@ -376,7 +378,7 @@ def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
         raise Interrupted(result.interrupted)
     if result.value is not None:
         return result.value
-    reason = result.error or result.crash
+    reason = result.error or result.crash or f"SystemExit: {result.exit}"
     log.error("error: %s", reason)
     return {"status": "error", "error": reason, "export_dir": str(cfg.export_dir)}
 
@@ -397,29 +399,91 @@ def _stop_once_on_signals() -> None:
 
 
 def _run_job(cfg: DictConfig) -> dict[str, Any]:
-    from .runner import held_back, run_export
-    from .sweep import sweep_identity
-
-    from .sweep import claim_folder
-
     from hydra.core.hydra_config import HydraConfig
+
+    from .standby import take
+    from .sweep import claim_folder
 
     _refuse_one_format_twice(HydraConfig.get().overrides.task)
     folder = Path(cfg.export_dir)
+    checked = _checked_config(cfg)  # config errors end the job here, before torch is imported
     # Nothing to be up to date with: the key is computed beside the model's build, not before it.
-    background = cfg.force or not (folder / "metadata.json").is_file()
-    identity = _identity_in_background(cfg) if background else build_identity(cfg)
+    identity = None if cfg.force or not (folder / "metadata.json").is_file() else _identity_of(*checked)
     claim_folder(folder)
-    if not background and up_to_date(folder, identity):
+    if identity is not None and up_to_date(folder, identity):
         log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
+    standby = take()
+    if standby is not None:
+        outcome = _build_in_standby(standby, cfg, checked, identity)
+        if outcome is not None:
+            return outcome
+    return _build(cfg, checked, identity)
+
+
+def _build(cfg: DictConfig, checked: tuple[dict[str, Any], Optional[str]],
+           identity: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Build the model and export it. ``checked``: the config as _checked_config gave it;
+    ``identity``: the build key, or None to compute it beside the model's build."""
+    from .runner import held_back, run_export
+    from .sweep import sweep_identity
+
     with held_back():  # what is logged while the job is built goes into its export.log too
-        job = job_from_config(cfg, identity)
+        job = job_from_config(cfg, identity or _identity_in_background(checked))
         job.provenance["sweep"] = sweep_identity()
         result = run_export(job)
     log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
     return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
             "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}
+
+
+def _build_in_standby(standby: Any, cfg: DictConfig, checked: tuple[dict[str, Any], Optional[str]],
+                      identity: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """_build in the standby process (exporter.standby), which imported torch while this process
+    composed the config. Its outcome, or None if it was gone before it took the job. It printed its
+    own errors: this process ends with its exit status."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        result = standby.run("_take_over", cfg, HydraConfig.instance().cfg, dict(os.environ), os.getcwd(),
+                             checked, identity)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
+        raise
+    if result is None:
+        return None
+    PUBLISHED.extend(Path(p) for p in result.published)
+    if result.output_lost:
+        LOST_BY_THE_JOB.append(result.output_lost)
+    if result.interrupted:  # the job's process alone was signalled: this run stops as if it had been
+        raise Interrupted(result.interrupted)
+    if result.value is not None:
+        return result.value
+    if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
+        flush_stdout()
+        sys.exit(result.exit if result.exit is not None else 1)
+    _stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
+
+
+def _take_over(cfg: DictConfig, hydra_cfg: DictConfig, environ: dict[str, str], cwd: str,
+               checked: tuple[dict[str, Any], Optional[str]],
+               identity: Optional[dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """In the standby process: take on the command line's state as Hydra left it for the job
+    (environment, working directory, Hydra's config, the job's logging) and its signal handling;
+    the job to run is returned."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log, setup_globals
+
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    setup_globals()  # Hydra's resolvers (${hydra:...}), registered by its main in the other process
+    HydraConfig.instance().cfg = hydra_cfg
+    configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
+    logging.raiseExceptions = False
+    os.register_at_fork(after_in_child=_python_signal_handlers)
+    _stop_once_on_signals()
+    return lambda: _job_outcome(cfg, multirun=False, work=lambda c: _build(c, checked, identity))
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -535,8 +599,9 @@ def _end_process(code: Any) -> NoReturn:
     threading._shutdown()
     atexit._run_exitfuncs()
     lost = flush_streams()
-    if lost is not None and code == 0:
-        code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
+    reason = (lost.strerror or str(lost)) if lost is not None else next(iter(LOST_BY_THE_JOB), None)
+    if reason is not None and code == 0:
+        code = say(f"error: cannot write the output: {reason}", OUTPUT_LOST)
     os._exit(code)
 
 

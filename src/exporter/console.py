@@ -12,6 +12,8 @@ from typing import Optional
 OUTPUT_LOST = 120
 # What a signal before the publish leaves: the folder as it was (exit 128 + the signal's number).
 INTERRUPTED_MESSAGE = "interrupted; the previous build is intact"
+# Output the job's own process could not write (exporter.standby): this process's exit reports it.
+LOST_BY_THE_JOB: list[str] = []
 
 
 def flush_stdout() -> Optional[OSError]:

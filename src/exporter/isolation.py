@@ -58,7 +58,10 @@ class ChildResult:
     interrupted: Optional[int] = None  # the signal that stopped the job, when one did
     published: list[str] = field(default_factory=list)  # build folders the job published
     error: Optional[str] = None  # an exception that escaped the job, as one line
+    exit: Optional[int] = None  # the job ended with sys.exit(exit) (it printed why)
     crash: Optional[str] = None  # the process ended without reporting (a signal, os._exit)
+    killed_by: Optional[int] = None  # the signal that ended it so
+    output_lost: Optional[str] = None  # why what it printed could not be written (a full disk)
 
 
 def available() -> bool:
@@ -103,21 +106,29 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
             raise
         if pid == 0:
             try:
-                _child(job, on_start, report_file.fileno(), sweep)
+                _die_with(sweep)
+                _forget_the_sweeps_exit_handlers()
+                run_and_report(job, on_start, report_file.fileno())
             finally:
                 os._exit(1)  # never back into the sweep's code
-        status = None
-        try:
-            # A signal that came during the fork is delivered here, inside the try.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            status = os.waitpid(pid, 0)[1]
-        except BaseException as exc:
-            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-            _pass_on(pid, getattr(exc, "signum", signal.SIGINT))
-            _wait_for(pid)
-            exc.child_result = _result(_read(report_file), None)
-            raise
-        return _result(_read(report_file), status)
+        return supervise(pid, report_file)
+
+
+def supervise(pid: int, report_file: Any) -> ChildResult:
+    """Wait for the child ``pid`` (SIGINT and SIGTERM blocked by the caller until now) and return
+    what it wrote into ``report_file``; a signal meanwhile is passed on, as run_forked says."""
+    status = None
+    try:
+        # A signal that came while they were blocked is delivered here, inside the try.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        status = os.waitpid(pid, 0)[1]
+    except BaseException as exc:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        _pass_on(pid, getattr(exc, "signum", signal.SIGINT))
+        _wait_for(pid)
+        exc.child_result = _result(_read(report_file), None)
+        raise
+    return _result(_read(report_file), status)
 
 
 def _read(report_file: Any) -> bytes:
@@ -131,7 +142,8 @@ def _result(report: bytes, status: Optional[int]) -> ChildResult:
     except ValueError:
         data = None
     if data is None:
-        return ChildResult(crash=_how_it_ended(status))
+        killed_by = os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None
+        return ChildResult(crash=_how_it_ended(status), killed_by=killed_by)
     _IMPORTED.extend(name for name in data.pop("imported", []) if name not in _IMPORTED)
     return ChildResult(**data)
 
@@ -161,11 +173,10 @@ def _pass_on(pid: int, signum: int) -> None:
         pass
 
 
-def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], report_fd: int,
-           parent: int) -> NoReturn:
-    _die_with(parent)
+def run_and_report(job: Callable[[], Any], on_start: Optional[Callable[[], None]], report_fd: int) -> NoReturn:
+    """In the child, SIGINT and SIGTERM blocked: ``on_start()``, then ``job()`` with the signals
+    unblocked; its outcome is written to ``report_fd`` as JSON and the process ends (``_end``)."""
     before = set(sys.modules)
-    _forget_the_sweeps_exit_handlers()
     report: dict[str, Any] = {}
     code = 0
     try:
@@ -179,11 +190,12 @@ def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], repor
         signum = getattr(exc, "signum", None)
         if signum is not None:
             report["interrupted"], code = int(signum), 128 + int(signum)
+        elif isinstance(exc, SystemExit):  # the job said its last line itself and chose the exit status
+            report["exit"] = code = _exit_status(exc.code)
         else:
             # Only what the job did not turn into an outcome itself gets here (HYDRA_FULL_ERROR=1
             # asks for its traceback; a bug in the tool needs it).
-            if not isinstance(exc, SystemExit):
-                traceback.print_exc()
+            traceback.print_exc()
             report["error"], code = (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0], 1
     # The job is over: a signal now must not raise into the report; the sweep's process has it too.
     # (Ignored, not blocked: the runtimes' own threads do not block signals, and the Python handler
@@ -193,6 +205,9 @@ def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], repor
     from .interrupts import PUBLISHED
 
     report["published"] = [str(path) for path in PUBLISHED]
+    lost = flush_streams()
+    if lost is not None:
+        report["output_lost"] = lost.strerror or str(lost)
     report["imported"] = [name for name in sys.modules if name not in before]
     try:
         data = json.dumps(report, default=str).encode()
@@ -201,6 +216,16 @@ def _child(job: Callable[[], Any], on_start: Optional[Callable[[], None]], repor
     except OSError:
         code = code or 1
     _end(code)
+
+
+def _exit_status(code: Any) -> int:
+    """What the interpreter makes of ``sys.exit(code)``: None is 0, a message is printed and is 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 def _end(code: int) -> NoReturn:
@@ -216,17 +241,18 @@ def _end(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _die_with(parent: int) -> None:
-    """A SIGTERM to this process when the sweep's process ends, however it ends (SIGKILL, a closed
-    terminal): the job stops as it would on SIGTERM, instead of building on unsupervised."""
+def _die_with(parent: int, signum: int = signal.SIGTERM) -> None:
+    """``signum`` to this process when the sweep's process ends, however it ends (SIGKILL, a closed
+    terminal): with SIGTERM the job stops as it would on SIGTERM, instead of building on
+    unsupervised."""
     import ctypes
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum))
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:  # it ended before the request was in place
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
 
 def _forget_the_sweeps_exit_handlers() -> None:

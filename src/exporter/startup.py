@@ -35,6 +35,9 @@ def run() -> NoReturn:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stopped_while_loading)
     hold_signals_while_importing(NATIVE_PACKAGES)
+    from .standby import start
+
+    start(sys.argv)  # the job's process, importing torch while this one composes the config
     from .cli import entry
 
     entry()

@@ -167,7 +167,7 @@ def formats_schema() -> type:
 def _formats_schema(entries: tuple[tuple[str, type], ...]) -> type:
     cls = make_dataclass("FormatsConfig", [(name, options, field(default_factory=options)) for name, options in entries])
     cls.__doc__ = "Every format's options; ``enabled`` marks those the job builds (``format=[onnx,torchscript]``)."
-    return cls
+    return _named_here(cls)
 
 
 def export_schema() -> type:
@@ -182,7 +182,25 @@ def _export_schema(formats_cls: type) -> type:
     cls = make_dataclass("ExportConfig", [("format", formats_cls, field(default_factory=formats_cls))],
                          bases=(ExportConfig,))
     cls.__doc__ = ExportConfig.__doc__
+    return _named_here(cls)
+
+
+# The two schemas made above, by the names they carry: a composed config holding them can be
+# pickled (the command line hands its config to the job's process, exporter.standby) and finds
+# the same classes by name in the other process.
+_BUILT_HERE = {"FormatsConfig": formats_schema, "ExportConfig": export_schema}
+
+
+def _named_here(cls: type) -> type:
+    cls.__module__ = __name__
+    cls.__qualname__ = cls.__name__
     return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUILT_HERE:
+        return _BUILT_HERE[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def help_lines(width: int = 30, indent: str = "") -> str:

@@ -1,0 +1,171 @@
+"""A single run's job process, forked as the command line starts: it imports torch while the
+command line's own process loads Hydra and composes the config, then builds the job it is handed.
+
+Before, one process did it all in turn: Hydra and the tool (about 0.2 s), the composition and
+checks (about 0.2 s), torch (1.2-1.8 s), then the job. Now the config's half runs beside torch's
+import, on the machine's second core, and the build starts as soon as both are done. What the job
+needs of the command line's state travels with it (the composed config, Hydra's own config, the
+environment, the working directory); the command line's process then waits for the job, passes a
+Ctrl-C or SIGTERM on to it, and ends with its exit status (exporter.isolation, as for a sweep's
+jobs).
+
+A command line that builds nothing (a config error, an up-to-date build) ends without waiting: the
+standby process is killed with it (``PR_SET_PDEATHSIG``), wherever its imports are. Once it holds
+the job, the command line's death sends it SIGTERM instead, so its staging is removed. There is no
+standby process for a sweep (whose jobs are forked, exporter.isolation), for ``--help``, ``--cfg``
+or any other option, for ``card``/``diff``/``verify``, on a single core, off Linux, under a tracer
+or profiler or ``python -X importtime`` (they would see only half the work), and with
+``EXPORTER_STANDBY=0``.
+
+    >>> wanted(["exporter", "--help"], environ={}), wanted(["exporter"], environ={"EXPORTER_STANDBY": "0"})
+    (False, False)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+from typing import Any, Callable, NoReturn, Optional
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# Override keys through which a run could become a sweep or read other configs.
+_MODE_KEYS = ("hydra.mode", "hydra.searchpath")
+_READERS = ("card", "diff", "verify")
+# What the standby process imports while it waits: the command line's job code (Hydra, omegaconf
+# and the tool) and torch, which every build needs. The rest (onnx, transformers) depends on the job.
+_AHEAD = ("exporter.cli", "torch")
+
+_standby: Optional["Standby"] = None
+
+
+def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
+    """Whether a standby process would help this command line: a single build (``single_build``)
+    on a Linux machine with two cores or more, nothing tracing this process, one thread in it,
+    and EXPORTER_STANDBY not 0."""
+    environ = os.environ if environ is None else environ
+    if environ.get("EXPORTER_STANDBY", "1") == "0" or environ.get("PYTHONPROFILEIMPORTTIME"):
+        return False
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork") or "importtime" in sys._xoptions:
+        return False
+    if sys.gettrace() is not None or sys.getprofile() is not None or threading.active_count() != 1:
+        return False
+    return len(os.sched_getaffinity(0)) >= 2 and single_build(argv)
+
+
+def single_build(argv: list[str]) -> bool:
+    """The command line is one build: overrides only, none that could make it a sweep.
+
+    >>> single_build(["exporter", "format=onnx"]), single_build(["exporter", "-m", "seed=1,2"])
+    (True, False)
+    """
+    args = argv[1:]
+    if args and args[0] in _READERS:
+        return False
+    return not any(arg.startswith("-") or arg.lstrip("+~").split("=", 1)[0] in _MODE_KEYS for arg in args)
+
+
+def start(argv: list[str]) -> None:
+    """Fork the standby process if this command line wants one (``wanted``)."""
+    global _standby
+    if _standby is None and wanted(argv):
+        _standby = Standby()
+
+
+def take() -> Optional["Standby"]:
+    """The standby process, still waiting for its job, for the caller to hand it one; None when
+    there is none (then the job runs here). Given out once."""
+    global _standby
+    standby, _standby = _standby, None
+    return standby if standby is not None and standby.waiting() else None
+
+
+class Standby:
+    """The forked process and the two unlinked files shared with it: the job handed to it, and its
+    report (exporter.isolation). A pipe carries one byte, "go"; its end of file, "never"."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.job_file = tempfile.TemporaryFile()
+        self.report_file = tempfile.TemporaryFile()
+        go_read, self.go = os.pipe()
+        parent = os.getpid()
+        # SIGINT and SIGTERM stay blocked in the child until it has the job and the handlers to stop
+        # it: nothing it does before needs stopping (it dies with this process).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self.pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            raise
+        if self.pid == 0:
+            try:
+                os.close(self.go)
+                _wait_for_a_job(go_read, self.job_file.fileno(), self.report_file.fileno(), parent)
+            finally:
+                os._exit(1)
+        os.close(go_read)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def waiting(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def run(self, handler: str, *args: Any) -> Any:
+        """Have the standby process call ``exporter.cli.<handler>(*args)`` as its job, and return its
+        report (exporter.isolation.ChildResult); None if it is gone before it took the job (then
+        the caller runs the job itself). ``handler`` prepares the process from ``args`` (it runs
+        with SIGINT and SIGTERM blocked) and returns the job to run."""
+        from .console import flush_streams
+        from .isolation import supervise
+
+        data = pickle.dumps((handler, args), protocol=pickle.HIGHEST_PROTOCOL)
+        self.job_file.write(data)
+        self.job_file.flush()
+        flush_streams()  # what this process said so far comes before what the job says
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            os.write(self.go, b"g")
+        except OSError:  # it died (its imports crashed it): the job runs here
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            return None
+        finally:
+            os.close(self.go)
+        return supervise(self.pid, self.report_file)
+
+
+def _wait_for_a_job(go_read: int, job_fd: int, report_fd: int, parent: int) -> NoReturn:
+    from .isolation import _die_with, run_and_report
+
+    _die_with(parent, signal.SIGKILL)  # idle, it has nothing to clean up
+    _import_ahead()
+    if os.read(go_read, 1) != b"g":
+        os._exit(0)  # the command line's process ended without a job for it
+    os.close(go_read)
+    _die_with(parent, signal.SIGTERM)  # with the job, it cleans up as a single run does
+    handler, args = pickle.loads(os.pread(job_fd, os.fstat(job_fd).st_size, 0))
+    prepared: list[Callable[[], Any]] = []
+
+    def prepare() -> None:
+        from . import cli
+
+        prepared.append(getattr(cli, handler)(*args))
+
+    run_and_report(lambda: prepared[0](), prepare, report_fd)
+
+
+def _import_ahead() -> None:
+    """Import what the job will need. A failure is left to the job's own import, which reports it
+    as it would in a single run."""
+    import importlib
+
+    for name in _AHEAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass

@@ -1,0 +1,141 @@
+"""A single run builds in a process forked as the command line starts (exporter.standby), which
+imports torch while the command line composes the config: the same build as in one process, the
+same messages and exit statuses, and no process left behind, whatever ends the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_isolation import JOBS, ended, job_started, sha256, start
+
+from exporter.standby import single_build, wanted
+
+SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+
+
+def processes_with(mark: str) -> list[int]:
+    """Live processes whose environment holds ``mark`` (the run's, and the standby it forked)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes() and not ended(int(environ.parent.name)):
+                found.append(int(environ.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def gone(mark: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while processes_with(mark):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_job_builds_in_the_standby_process_as_it_would_in_the_command_lines_own(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    args = ("model._target_=jobs.noted", "format=[onnx,torchscript]", SMALL)
+    proc = start(*args, "hydra.run.dir=standby", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    alone = run_cli(*args, "hydra.run.dir=alone", cwd=tmp_path, env={"EXPORTER_STANDBY": "0"})
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    (builder, parent), (_, parent_alone) = [tuple(map(int, line.split()))
+                                            for line in (tmp_path / "pids.txt").read_text().splitlines()]
+    assert parent == proc.pid and builder != proc.pid  # built by the command line's child
+    assert parent_alone == os.getpid()  # built by the command line's process, this test's child
+    for name in ("model.onnx", "model.torchscript", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        assert sha256(tmp_path / "standby" / name) == sha256(tmp_path / "alone" / name), name
+    assert out.splitlines()[-1] == f"build: {tmp_path / 'standby'} (ok)"
+    assert err == alone.stderr == ""
+
+
+def test_a_run_that_builds_nothing_ends_at_once_with_its_standby_process(tmp_path):
+    """A config error and an up-to-date build are answered by the command line's process alone;
+    the standby, still importing torch, is killed with it."""
+    mark = f"STANDBY_TEST_{uuid.uuid4().hex}"
+    r = run_cli("+validate.atoll=1", SMALL, cwd=tmp_path, env={mark: "1"})
+    assert r.returncode == 2 and r.stderr.startswith("error: validate.atoll: unknown key"), r.stderr
+    assert gone(mark)
+    assert run_cli("format=pytorch", SMALL, cwd=tmp_path).returncode == 0
+    r = run_cli("format=pytorch", SMALL, cwd=tmp_path, env={mark: "1"})
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
+    assert gone(mark)
+
+
+def test_a_job_process_that_is_killed_fails_the_run_with_its_reason(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    r = run_cli("model._target_=jobs.killed", "format=pytorch", SMALL, cwd=tmp_path)
+    assert r.returncode == 128 + signal.SIGKILL, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("error: the job's process was killed by SIGKILL (the "
+                                                 "out-of-memory killer sends it, too)")
+    assert not list(tmp_path.rglob("metadata.json")) and not list(tmp_path.rglob("*.staging-*"))
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the command line", "Ctrl-C to the terminal's process group"])
+def test_a_signal_stops_the_job_in_the_standby_process(tmp_path, how):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    proc = start("model._target_=jobs.slow", "format=pytorch", SMALL, cwd=tmp_path, start_new_session=True)
+    job_pid = job_started(proc, tmp_path)
+    assert job_pid != proc.pid
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # the job's process gets it too, and again from its parent
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if how.startswith("SIGTERM") else 130), out + err
+    assert err.strip().splitlines() == ["interrupted; the previous build is intact"], err
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)  # ended, and reaped by the command line's process before it ended
+    assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
+def test_the_job_stops_when_the_command_lines_process_is_killed(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    proc = start("model._target_=jobs.slow", "format=pytorch", SMALL, cwd=tmp_path)
+    job_pid = job_started(proc, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while not ended(job_pid):  # SIGTERM when its parent died: it stops as a run stops on SIGTERM
+        assert time.monotonic() < deadline, "the job's process outlived the command line"
+        time.sleep(0.05)
+    assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
+def test_hydra_full_error_shows_the_jobs_traceback_once(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    args = ("format=pytorch", "quantization=dynamic", "calibration=dataset",
+            "calibration.dataset._target_=jobs.broken_data", SMALL)
+    r = run_cli(*args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.count("Traceback") == 1 and "ZeroDivisionError" in r.stderr
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "ZeroDivisionError" in r.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["exporter"], True),
+    (["exporter", "format=onnx", "+adapter._target_=a.B", "~checkpoint"], True),
+    (["exporter", "-m", "format=onnx,torchscript"], False),
+    (["exporter", "--multirun", "seed=1,2"], False),
+    (["exporter", "--cfg", "job"], False),
+    (["exporter", "--help"], False),
+    (["exporter", "card", "exports/x"], False),
+    (["exporter", "verify", "exports/x"], False),
+    (["exporter", "hydra.mode=MULTIRUN"], False),
+    (["exporter", "+hydra.searchpath=[pkg://x]"], False),
+])
+def test_which_command_lines_get_a_standby_process(argv, expected):
+    assert single_build(argv) is expected
+    assert wanted(argv, environ={"EXPORTER_STANDBY": "0"}) is False
