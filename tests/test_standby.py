@@ -19,6 +19,29 @@ from exporter.standby import single_build, wanted
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
+MINE = """
+import os
+import signal
+
+from exporter.models import SimpleCNN
+
+
+def raising(**kwargs):
+    raise RuntimeError("disk on fire")
+
+
+class KilledWhileValidated(SimpleCNN):
+    \"\"\"Killed as the artifact is checked against it, with the build staged.\"\"\"
+
+    calls = 0
+
+    def forward(self, x):
+        KilledWhileValidated.calls += 1
+        if KilledWhileValidated.calls > 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
+"""
+
 
 def processes_with(mark: str) -> list[int]:
     """Live processes whose environment holds ``mark`` (the run's, and the standby it forked)."""
@@ -81,6 +104,16 @@ def test_a_job_process_that_is_killed_fails_the_run_with_its_reason(tmp_path):
     assert not list(tmp_path.rglob("metadata.json")) and not list(tmp_path.rglob("*.staging-*"))
 
 
+def test_the_command_line_removes_what_its_killed_job_left(tmp_path):
+    """Killed with its build staged, the job's process cannot clean up; the command line's can."""
+    (tmp_path / "mine.py").write_text(MINE)
+    r = run_cli("model._target_=mine.KilledWhileValidated", "format=pytorch", SMALL, cwd=tmp_path)
+    assert r.returncode == 137, r.stdout + r.stderr
+    assert "left by a run that did not finish" in r.stdout  # there was a staged build, now removed
+    assert r.stderr.strip().splitlines()[-1].startswith("error: the job's process was killed by SIGKILL")
+    assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
 @pytest.mark.parametrize("how", ["SIGTERM to the command line", "Ctrl-C to the terminal's process group"])
 def test_a_signal_stops_the_job_in_the_standby_process(tmp_path, how):
     (tmp_path / "jobs.py").write_text(JOBS)
@@ -110,6 +143,21 @@ def test_the_job_stops_when_the_command_lines_process_is_killed(tmp_path):
         assert time.monotonic() < deadline, "the job's process outlived the command line"
         time.sleep(0.05)
     assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
+@pytest.mark.parametrize("standby", ["1", "0"])
+def test_hydra_full_error_shows_the_users_constructors_traceback(tmp_path, standby):
+    (tmp_path / "mine.py").write_text(MINE)
+    r = run_cli("model._target_=mine.raising", "format=pytorch", SMALL, cwd=tmp_path,
+                env={"HYDRA_FULL_ERROR": "1", "EXPORTER_STANDBY": standby})
+    assert r.returncode == 1, r.stdout + r.stderr
+    # The constructor's traceback, then Hydra's exception it caused; printed once.
+    assert 'raise RuntimeError("disk on fire")' in r.stderr
+    assert r.stderr.count("InstantiationException: Error in call to target 'mine.raising'") == 1
+    r = run_cli("model._target_=mine.raising", "format=pytorch", SMALL, cwd=tmp_path, env={"EXPORTER_STANDBY": standby})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "error: model: cannot build mine.raising: Error in call to target 'mine.raising': " \
+                               "RuntimeError('disk on fire')", r.stderr
 
 
 def test_hydra_full_error_shows_the_jobs_traceback_once(tmp_path):

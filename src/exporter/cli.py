@@ -179,6 +179,7 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
     try:
         model = hydra.utils.instantiate(cfg.model)
     except InstantiationException as exc:
+        _traceback_if_asked(exc)
         raise ConfigError(f"model: cannot build {cfg.model.get('_target_')}: {_flat(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model: {cfg.model.get('_target_')} built a {type(model).__name__}, not a torch.nn.Module")
@@ -197,6 +198,7 @@ def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
         try:
             dataset = hydra.utils.instantiate(cfg.calibration.dataset)
         except InstantiationException as exc:
+            _traceback_if_asked(exc)
             raise ConfigError(f"calibration.dataset: cannot build {cfg.calibration.dataset.get('_target_')}: "
                               f"{_flat(exc)}") from None
     hydra_records: dict[str, str] = {}
@@ -236,6 +238,7 @@ def _adapter_from(cfg: DictConfig):
     try:
         adapter = hydra.utils.instantiate(node)
     except InstantiationException as exc:
+        _traceback_if_asked(exc)
         raise ConfigError(f"adapter: cannot build {node.get('_target_')}: {_flat(exc)}") from None
     if not isinstance(adapter, ModelAdapter):
         raise ConfigError(f"adapter: {node.get('_target_')} built a {type(adapter).__name__}, not an "
@@ -462,7 +465,21 @@ def _build_in_standby(standby: Any, cfg: DictConfig, checked: tuple[dict[str, An
     if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
         flush_stdout()
         sys.exit(result.exit if result.exit is not None else 1)
+    _remove_what_it_left(Path(cfg.export_dir))
     _stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
+
+
+def _remove_what_it_left(folder: Path) -> None:
+    """A job's process that was killed left its staging folder (and, killed while publishing, the
+    previous build moved aside): put back and removed now, as the next build would (its lock is
+    free: the kernel released it with the process)."""
+    from .build_folder import remove_leftovers
+
+    try:
+        if folder.parent.is_dir():
+            remove_leftovers(folder.parent)
+    except OSError as exc:
+        log.warning("could not remove what the job left in %s: %s", folder.parent, exc)
 
 
 def _take_over(cfg: DictConfig, hydra_cfg: DictConfig, environ: dict[str, str], cwd: str,
@@ -500,6 +517,13 @@ def _remove_if_empty(folder: Path) -> None:
         if cwd not in folder.parents:
             return
         folder = folder.parent
+
+
+def _traceback_if_asked(exc: BaseException) -> None:
+    """With HYDRA_FULL_ERROR=1, an error raised by the user's own constructor (model, adapter,
+    dataset) goes on as it is, so that its traceback is shown; else it becomes one line."""
+    if _SHOW_TRACEBACKS and exc.__cause__ is not None:
+        raise exc
 
 
 def _flat(exc: BaseException) -> str:

@@ -14,7 +14,8 @@ standby process is killed with it (``PR_SET_PDEATHSIG``), wherever its imports a
 the job, the command line's death sends it SIGTERM instead, so its staging is removed. There is no
 standby process for a sweep (whose jobs are forked, exporter.isolation), for ``--help``, ``--cfg``
 or any other option, for ``card``/``diff``/``verify``, on a single core, off Linux, under a tracer
-or profiler or ``python -X importtime`` (they would see only half the work), and with
+or profiler or ``python -X importtime`` (they would see only half the work), when the load
+average of the last minute leaves no core free (unless ``EXPORTER_STANDBY=1``), and with
 ``EXPORTER_STANDBY=0``.
 
     >>> wanted(["exporter", "--help"], environ={}), wanted(["exporter"], environ={"EXPORTER_STANDBY": "0"})
@@ -44,15 +45,21 @@ _standby: Optional["Standby"] = None
 def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     """Whether a standby process would help this command line: a single build (``single_build``)
     on a Linux machine with two cores or more, nothing tracing this process, one thread in it,
-    and EXPORTER_STANDBY not 0."""
+    and a core to spare (``EXPORTER_STANDBY``: ``0`` never, ``1`` whatever the load, unset: when
+    the load average of the last minute leaves a core free)."""
     environ = os.environ if environ is None else environ
-    if environ.get("EXPORTER_STANDBY", "1") == "0" or environ.get("PYTHONPROFILEIMPORTTIME"):
+    setting = environ.get("EXPORTER_STANDBY", "")
+    if setting == "0" or environ.get("PYTHONPROFILEIMPORTTIME"):
         return False
     if not sys.platform.startswith("linux") or not hasattr(os, "fork") or "importtime" in sys._xoptions:
         return False
     if sys.gettrace() is not None or sys.getprofile() is not None or threading.active_count() != 1:
         return False
-    return len(os.sched_getaffinity(0)) >= 2 and single_build(argv)
+    cores = len(os.sched_getaffinity(0))
+    # On a busy machine the standby's imports would take the core the command line's own work
+    # needs: a config error or an up-to-date build would answer later, and the build gain nothing.
+    spare = setting == "1" or os.getloadavg()[0] <= cores - 1
+    return cores >= 2 and spare and single_build(argv)
 
 
 def single_build(argv: list[str]) -> bool:
