@@ -374,12 +374,15 @@ def test_between_sweep_jobs_freed_heap_memory_goes_back_to_the_system(tmp_path):
     assert before - after > 120, (before, after)
 
 
-def _run_with_stdout(stdout: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    """``python -m exporter ARGS`` with stdout buffered (as on a user's machine) and going to a pipe
-    whose reader is already gone (``closed``, as ``| head -1`` leaves it) or to /dev/full."""
+def _run_with_stdout(stdout: str, *args: str, cwd, unbuffered: bool = False) -> subprocess.CompletedProcess:
+    """``python -m exporter ARGS`` with stdout buffered (as on a user's machine; ``unbuffered``:
+    PYTHONUNBUFFERED=1) and going to a pipe whose reader is already gone (``closed``, as
+    ``| head -1`` leaves it) or to /dev/full."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "HYDRA_FULL_ERROR")}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     if stdout == "closed":
         read, write = os.pipe()
         os.close(read)
@@ -409,3 +412,16 @@ def test_exit_status_survives_a_closed_or_full_stdout(tmp_path):
     assert full.returncode == 120 and "error: cannot write the output: No space left on device" in full.stderr
     for r in (ok, failed, sweep, full):
         assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("standby", ["1", "0"])
+def test_output_lost_at_each_write_is_still_an_error(tmp_path, standby, monkeypatch):
+    """With PYTHONUNBUFFERED=1 every line fails as it is written, not at the last flush: a single
+    run and a sweep still end with 120 and say why."""
+    monkeypatch.setenv("EXPORTER_STANDBY", standby)
+    single = _run_with_stdout("full", "format=pytorch", SMALL, "export_dir=g", cwd=tmp_path, unbuffered=True)
+    sweep = _run_with_stdout("full", "-m", "format=pytorch", "seed=0,1", SMALL, cwd=tmp_path, unbuffered=True)
+    for r in (single, sweep):
+        assert r.returncode == 120 and "error: cannot write the output: No space left on device" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "Logging error" not in r.stderr, r.stderr

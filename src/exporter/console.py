@@ -3,6 +3,7 @@ neither raising when a reader closed its pipe (``exporter ... | head -1``) or a 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Optional
@@ -14,6 +15,26 @@ OUTPUT_LOST = 120
 INTERRUPTED_MESSAGE = "interrupted; the previous build is intact"
 # Output the job's own process could not write (exporter.standby): this process's exit reports it.
 LOST_BY_THE_JOB: list[str] = []
+# Output that could not be written where it was written (unbuffered output, PYTHONUNBUFFERED=1,
+# fails at each write, not at the flush at exit): the exit reports the first error.
+LOST: list[OSError] = []
+
+
+def note_lost(exc: Optional[BaseException]) -> None:
+    """Note an error writing the output for the exit status; a reader that closed its pipe
+    (``| head -1``) is not one."""
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError) and not LOST:
+        LOST.append(exc)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """The job's console lines (``conf/hydra/job_logging/exporter.yaml``). logging drops an error
+    writing a record (``logging.raiseExceptions`` is off: no traceback per line); this one notes
+    it too, so that output lost to a full disk still ends the run with exit status 120."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        note_lost(sys.exc_info()[1])
+        super().handleError(record)
 
 
 def flush_stdout() -> Optional[OSError]:
@@ -42,10 +63,11 @@ def say(message: str, code: int) -> int:
 
 
 def flush_streams() -> Optional[OSError]:
-    """flush_stdout, then stderr as far as it can be flushed; stdout's error, if any."""
+    """flush_stdout, then stderr as far as it can be flushed; stdout's error, if any, now or at an
+    earlier write (note_lost)."""
     lost = flush_stdout()
     try:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    return lost
+    return lost or next(iter(LOST), None)

@@ -15,7 +15,7 @@ the job, the command line's death sends it SIGTERM instead, so its staging is re
 standby process for a sweep (whose jobs are forked, exporter.isolation), for ``--help``, ``--cfg``
 or any other option, for ``card``/``diff``/``verify``, on a single core, off Linux, under a tracer
 or profiler or ``python -X importtime`` (they would see only half the work), when the load
-average of the last minute leaves no core free (unless ``EXPORTER_STANDBY=1``), and with
+average of the last minute has reached the number of cores (unless ``EXPORTER_STANDBY=1``), and with
 ``EXPORTER_STANDBY=0``.
 
     >>> wanted(["exporter", "--help"], environ={}), wanted(["exporter"], environ={"EXPORTER_STANDBY": "0"})
@@ -45,8 +45,9 @@ _standby: Optional["Standby"] = None
 def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     """Whether a standby process would help this command line: a single build (``single_build``)
     on a Linux machine with two cores or more, nothing tracing this process, one thread in it,
-    and a core to spare (``EXPORTER_STANDBY``: ``0`` never, ``1`` whatever the load, unset: when
-    the load average of the last minute leaves a core free)."""
+    and CPU time to spare (``EXPORTER_STANDBY``: ``0`` never, ``1`` whatever the load, unset: while
+    the load average of the last minute is below the number of cores). Builds run one after
+    another keep it near 1; a test suite or other builds beside keep it above 2 on two cores."""
     environ = os.environ if environ is None else environ
     setting = environ.get("EXPORTER_STANDBY", "")
     if setting == "0" or environ.get("PYTHONPROFILEIMPORTTIME"):
@@ -58,7 +59,7 @@ def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     cores = len(os.sched_getaffinity(0))
     # On a busy machine the standby's imports would take the core the command line's own work
     # needs: a config error or an up-to-date build would answer later, and the build gain nothing.
-    spare = setting == "1" or os.getloadavg()[0] <= cores - 1
+    spare = setting == "1" or os.getloadavg()[0] < cores
     return cores >= 2 and spare and single_build(argv)
 
 

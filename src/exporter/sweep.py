@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from hydra.experimental.callback import Callback
 
-from .console import flush_stdout, say
+from .console import flush_stdout, note_lost, say
 
 log = logging.getLogger("exporter")
 
@@ -293,9 +293,10 @@ class SweepSummary(Callback):
             if missing:
                 print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
                       f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
-        except OSError:
+        except OSError as exc:
             # stdout closed (| head) or full: the summary files hold it all, and the exit status
             # below must not be lost with the table (Hydra turns a callback's error into a warning).
+            note_lost(exc)
             flush_stdout()
         if failed or missing:
             say(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})", 1)
