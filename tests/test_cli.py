@@ -76,7 +76,8 @@ def test_help_lists_every_group_option_and_answers_without_torch(tmp_path):
         assert option in r.stdout, option
 
 
-@pytest.mark.parametrize("args", [["--cfg", "job"], ["format.onnx.opsett=1"], ["quantization=int4"]])
+@pytest.mark.parametrize("args", [["--cfg", "job"], ["format.onnx.opsett=1"], ["quantization=int4"],
+                                  ["format.onnx.backend=dynamo"]])
 def test_cfg_and_config_errors_do_not_import_torch(tmp_path, args):
     r, imported = run_cli_noting_imports(*args, cwd=tmp_path)
     assert "hydra" in imported and not imported & HEAVY, sorted(imported & HEAVY)

@@ -61,6 +61,10 @@ def test_every_hf_option_in_every_format(tmp_path, saved, option, folder, inputs
     for name, record in md["artifacts"].items():
         labels = [c["label"] for c in record["validation"]["checks"]]
         assert "second example" in labels and record["dynamic_axes_verified"], name
+    if option == "hf_causal_lm":  # the card says where the weights came from
+        card = run_cli("card", str(build), cwd=tmp_path)
+        assert f"- Weights: from the model folder `{saved / folder}` (config.json, " in card.stdout, \
+            card.stdout
 
 
 def test_a_transformers_checkpoint_with_tied_weights_loads_and_stays_tied(tmp_path, saved):

@@ -95,6 +95,32 @@ def test_a_run_that_builds_nothing_ends_at_once_with_its_standby_process(tmp_pat
     assert gone(mark)
 
 
+def in_group(pgid: int) -> list[str]:
+    """Every process of a process group, a dead one not yet reaped included: 'pid state'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            found.append(f"{stat.parent.name} {fields[0]}")
+    return found
+
+
+@pytest.mark.parametrize("when", ["a config error", "Ctrl-C while it loads"])
+def test_the_command_line_reaps_its_standby_before_it_ends(tmp_path, when):
+    """Not left dead to whichever process adopts it (some containers' first process never reaps)."""
+    args = ("+validate.atoll=1",) if when == "a config error" else ("format=pytorch", SMALL)
+    proc = start(*args, cwd=tmp_path, start_new_session=True)
+    if when.startswith("Ctrl-C"):
+        time.sleep(0.5)  # Hydra composes; the standby imports torch
+        os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == (2 if when == "a config error" else 130)
+    assert in_group(proc.pid) == []
+
+
 def test_a_job_process_that_is_killed_fails_the_run_with_its_reason(tmp_path):
     (tmp_path / "jobs.py").write_text(JOBS)
     r = run_cli("model._target_=jobs.killed", "format=pytorch", SMALL, cwd=tmp_path)

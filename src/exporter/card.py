@@ -100,6 +100,19 @@ def render_card(build: Build) -> str:
                               f"({type(exc).__name__}: {exc})") from None
 
 
+def _weights_line(checkpoint: Any, config: Mapping[str, Any], key_inputs: Mapping[str, Any]) -> str:
+    """Where the weights came from: a checkpoint, the model's folder (``model.path``, its files as
+    hashed into the build key), or the model as its constructor built it."""
+    if checkpoint:
+        return f"{checkpoint['path']} (sha256 {checkpoint['sha256'][:16]}...)"
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    folder = model.get("path") or model.get("pretrained_model_name_or_path")
+    if folder:
+        files = sorted(((key_inputs.get("model_files") or {}).get("files") or {}))
+        return f"from the model folder `{folder}`" + (f" ({', '.join(files)})" if files else "")
+    return "as built (no checkpoint)"
+
+
 def _card(build: Build) -> str:
     md = build.metadata
     env = md.get("environment") or {}
@@ -113,7 +126,7 @@ def _card(build: Build) -> str:
         *([f"> WARNING: {problem}" for problem in problems] + [""] if problems else []),
         f"- Task: {md.get('task_type')} ({md.get('modality')})",
         f"- Model: `{md.get('model_class')}`, {md.get('parameters', 0):,} parameters",
-        f"- Weights: {checkpoint['path'] + ' (sha256 ' + checkpoint['sha256'][:16] + '...)' if checkpoint else 'as built (no checkpoint)'}",
+        f"- Weights: {_weights_line(checkpoint, build.config, md.get('build_key_inputs') or {})}",
         f"- Quantization: {_quantization_line(md)}",
         f"- Built: {md.get('exported_at')} with torch {env.get('torch')}, onnx {env.get('onnx')}, "
         f"onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}",

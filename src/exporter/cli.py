@@ -112,9 +112,14 @@ def build_identity(cfg: DictConfig) -> dict[str, Any]:
 def _checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
     from .schema import check_config
 
+    from .formats.registry import format_class
+
     with _config_errors():
-        # Unknown keys (however added) and out-of-range values, before the model is even built.
+        # Unknown keys (however added), out-of-range values and format options that contradict each
+        # other, before the model is even built.
         check_config(cfg)
+        for name in selected_formats(cfg.format):
+            format_class(name).check_options(OmegaConf.to_object(cfg.format[name]))
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return resolved, OmegaConf.select(cfg, "model._target_")
 
@@ -609,6 +614,10 @@ def _end_process(code: Any) -> NoReturn:
     import atexit
     import threading
 
+    from .standby import dismiss
+
+    dismiss()  # a run that built nothing (an error, up to date) does not wait for its imports
+
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1, as Python does
@@ -630,6 +639,9 @@ def _end_process(code: Any) -> NoReturn:
 
 
 def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
+    from .standby import dismiss
+
+    dismiss()
     flush_stdout()
     say(_interrupted_message(), 0)
     logging.shutdown()

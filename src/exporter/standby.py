@@ -90,6 +90,19 @@ def take() -> Optional["Standby"]:
     return standby if standby is not None and standby.waiting() else None
 
 
+def dismiss() -> None:
+    """The run ends without a job for its standby process: kill it and reap it here, rather than
+    leave a dead child to whichever process adopts it (some containers' first process never reaps)."""
+    global _standby
+    standby, _standby = _standby, None
+    if standby is not None:
+        try:
+            os.kill(standby.pid, signal.SIGKILL)
+            os.waitpid(standby.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
 class Standby:
     """The forked process and the two unlinked files shared with it: the job handed to it, and its
     report (exporter.isolation). A pipe carries one byte, "go"; its end of file, "never"."""

@@ -44,6 +44,9 @@ def run() -> NoReturn:
 
 
 def _stopped_while_loading(signum: int, _frame: Any) -> NoReturn:
+    from .standby import dismiss
+
+    dismiss()
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     say(f"interrupted: exporter {command} did not finish" if command in _READERS else INTERRUPTED_MESSAGE, 0)
     os._exit(128 + signum)

@@ -197,8 +197,15 @@ class FormatExporter(ABC):
         """The weight types ``quantization.weight_type=auto`` tries for ``mode``."""
         return list(self.quantization.get(mode, ()))
 
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        """Refuse option combinations this format cannot build whatever the model (raise
+        ConfigError). The command line checks them with the config, before the model is built."""
+
     def check(self, ctx: ExportContext) -> None:
-        """Refuse option combinations this format cannot build (raise ConfigError), before any work."""
+        """Refuse option combinations this format cannot build (raise ConfigError), before any work
+        (check_options first, then what depends on the model)."""
+        self.check_options(self.options)
 
     @abstractmethod
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:

@@ -98,14 +98,19 @@ class OnnxExporter(FormatExporter):
         details = record.get("details") or {}
         return {"opset": details.get("opset", self.opset), "onnx_backend": details.get("backend")}
 
-    def check(self, ctx: ExportContext) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"format.onnx.backend: unknown backend {self.backend!r}; valid values: {list(BACKENDS)}")
-        if self.backend == "dynamo" and self.opset < DYNAMO_MIN_OPSET:
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        backend = option_value(options.backend)
+        if backend not in BACKENDS:
+            raise ConfigError(f"format.onnx.backend: unknown backend {backend!r}; valid values: {list(BACKENDS)}")
+        if backend == "dynamo" and int(options.opset) < DYNAMO_MIN_OPSET:
             raise ConfigError(
                 f"format.onnx.backend=dynamo exports opset {DYNAMO_MIN_OPSET} or newer, but format.onnx.opset="
-                f"{self.opset}; set format.onnx.opset>={DYNAMO_MIN_OPSET} or format.onnx.backend=legacy (or auto)"
+                f"{options.opset}; set format.onnx.opset>={DYNAMO_MIN_OPSET} or format.onnx.backend=legacy (or auto)"
             )
+
+    def check(self, ctx: ExportContext) -> None:
+        self.check_options(self.options)
         if self.options.external_data is False and external_data.weight_bytes(ctx.model) > external_data.INLINE_LIMIT:
             raise ConfigError(
                 f"format.onnx.external_data=false: {external_data.weight_bytes(ctx.model) / 2**30:.2f} GiB of weights "
