@@ -17,10 +17,12 @@ from typing import Any, Callable, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .console import INTERRUPTED_MESSAGE, LOST_BY_THE_JOB, OUTPUT_LOST, flush_stdout, flush_streams, say
+from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, note_lost, say
 from .errors import ExportError, first_line
 from .interrupts import INTERRUPTED, PUBLISHED, Interrupted, raise_interrupted
 from .schema import option_value, register_configs, selected_formats
+from .standby import MODE_KEYS
+from .startup import READERS
 
 log = logging.getLogger("exporter")
 
@@ -461,8 +463,8 @@ def _build_in_standby(standby: Any, cfg: DictConfig, checked: tuple[dict[str, An
     if result is None:
         return None
     PUBLISHED.extend(Path(p) for p in result.published)
-    if result.output_lost:
-        LOST_BY_THE_JOB.append(result.output_lost)
+    if result.output_lost:  # this process's exit reports it, as if its own output were lost
+        note_lost(OSError(result.output_lost))
     if result.interrupted:  # the job's process alone was signalled: this run stops as if it had been
         raise Interrupted(result.interrupted)
     if result.value is not None:
@@ -545,7 +547,7 @@ def main() -> None:
     HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
     locked and wait=false, 130 Ctrl-C, 143 SIGTERM. docs/errors.md lists the messages.
     """
-    if len(sys.argv) > 1 and sys.argv[1] in ("card", "diff", "verify"):
+    if len(sys.argv) > 1 and sys.argv[1] in READERS:
         # An exception instead of exporter.startup's immediate end: verify's rebuild removes its
         # temporary folder on the way out.
         signal.signal(signal.SIGINT, raise_interrupted)
@@ -632,9 +634,8 @@ def _end_process(code: Any) -> NoReturn:
     threading._shutdown()
     atexit._run_exitfuncs()
     lost = flush_streams()
-    reason = (lost.strerror or str(lost)) if lost is not None else next(iter(LOST_BY_THE_JOB), None)
-    if reason is not None and code == 0:
-        code = say(f"error: cannot write the output: {reason}", OUTPUT_LOST)
+    if lost is not None and code == 0:
+        code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
     os._exit(code)
 
 
@@ -652,7 +653,6 @@ def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
 # shipped configs' (null): another primary config or config folder, a search path, the key itself.
 _MODE_OPTIONS = ("--config-path", "--config-name", "--config-dir", "--experimental-rerun")
 _MODE_SHORT_OPTIONS = ("-cp", "-cn", "-cd")
-_MODE_KEYS = ("hydra.mode", "hydra.searchpath")
 
 
 def mode_is_default(args: list[str]) -> bool:
@@ -667,7 +667,7 @@ def mode_is_default(args: list[str]) -> bool:
         name = arg.split("=", 1)[0]
         if name.startswith("--") and len(name) > 2 and any(option.startswith(name) for option in _MODE_OPTIONS):
             return False
-        if arg.startswith(_MODE_SHORT_OPTIONS) or name.lstrip("+~") in _MODE_KEYS:
+        if arg.startswith(_MODE_SHORT_OPTIONS) or name.lstrip("+~") in MODE_KEYS:
             return False
     return True
 

@@ -13,8 +13,6 @@ from typing import Optional
 OUTPUT_LOST = 120
 # What a signal before the publish leaves: the folder as it was (exit 128 + the signal's number).
 INTERRUPTED_MESSAGE = "interrupted; the previous build is intact"
-# Output the job's own process could not write (exporter.standby): this process's exit reports it.
-LOST_BY_THE_JOB: list[str] = []
 # Output that could not be written where it was written (unbuffered output, PYTHONUNBUFFERED=1,
 # fails at each write, not at the flush at exit): the exit reports the first error.
 LOST: list[OSError] = []

@@ -48,7 +48,7 @@ WARM_PACKAGES = frozenset({
     "transformers", "tokenizers", "safetensors", "huggingface_hub", "sympy", "mpmath", "ml_dtypes", "networkx",
     "jinja2", "markupsafe", "filelock", "fsspec", "packaging", "google", "yaml", "regex", "tqdm",
 })
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
@@ -97,12 +97,12 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
         # Held back until each process has the handlers it needs: a signal in between must neither
         # run this process's handler in the child (its exception would carry the child into the
         # sweep's code) nor be lost.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         sweep = os.getpid()
         try:
             pid = os.fork()
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             raise
         if pid == 0:
             try:
@@ -120,10 +120,10 @@ def supervise(pid: int, report_file: Any) -> ChildResult:
     status = None
     try:
         # A signal that came while they were blocked is delivered here, inside the try.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         status = os.waitpid(pid, 0)[1]
     except BaseException as exc:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         _pass_on(pid, getattr(exc, "signum", signal.SIGINT))
         _wait_for(pid)
         exc.child_result = _result(_read(report_file), None)
@@ -182,7 +182,7 @@ def run_and_report(job: Callable[[], Any], on_start: Optional[Callable[[], None]
     try:
         if on_start is not None:
             on_start()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         report["value"] = job()
     except KeyboardInterrupt:
         report["interrupted"], code = int(signal.SIGINT), 130
@@ -200,7 +200,7 @@ def run_and_report(job: Callable[[], Any], on_start: Optional[Callable[[], None]
     # The job is over: a signal now must not raise into the report; the sweep's process has it too.
     # (Ignored, not blocked: the runtimes' own threads do not block signals, and the Python handler
     # of a signal one of them receives would still run here.)
-    for signum in _STOP_SIGNALS:
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     from .interrupts import PUBLISHED
 
@@ -231,9 +231,9 @@ def _exit_status(code: Any) -> int:
 def _end(code: int) -> NoReturn:
     """End as the interpreter ends a single run, then ``os._exit``. The report is written: a
     signal from here on ends the process at once."""
-    for signum in _STOP_SIGNALS:
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     threading._shutdown()  # type: ignore[attr-defined] # what Python's exit does first: non-daemon threads
     atexit._run_exitfuncs()
     logging.shutdown()  # its exit hook was the sweep's: the job's log files are flushed and closed here

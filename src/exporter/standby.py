@@ -28,13 +28,13 @@ import os
 import pickle
 import signal
 import sys
-import threading
 from typing import Any, Callable, NoReturn, Optional
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-# Override keys through which a run could become a sweep or read other configs.
-_MODE_KEYS = ("hydra.mode", "hydra.searchpath")
-_READERS = ("card", "diff", "verify")
+from .isolation import STOP_SIGNALS, available
+from .startup import READERS
+
+# Override keys through which a run could get another hydra.mode (a sweep) or read other configs.
+MODE_KEYS = ("hydra.mode", "hydra.searchpath")
 # What the standby process imports while it waits: the command line's job code (Hydra, omegaconf
 # and the tool) and torch, which every build needs. The rest (onnx, transformers) depends on the job.
 _AHEAD = ("exporter.cli", "torch")
@@ -52,9 +52,7 @@ def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     setting = environ.get("EXPORTER_STANDBY", "")
     if setting == "0" or environ.get("PYTHONPROFILEIMPORTTIME"):
         return False
-    if not sys.platform.startswith("linux") or not hasattr(os, "fork") or "importtime" in sys._xoptions:
-        return False
-    if sys.gettrace() is not None or sys.getprofile() is not None or threading.active_count() != 1:
+    if not available() or "importtime" in sys._xoptions:  # Linux, one thread, no tracer or profiler
         return False
     cores = len(os.sched_getaffinity(0))
     # On a busy machine the standby's imports would take the core the command line's own work
@@ -70,9 +68,9 @@ def single_build(argv: list[str]) -> bool:
     (True, False)
     """
     args = argv[1:]
-    if args and args[0] in _READERS:
+    if args and args[0] in READERS:
         return False
-    return not any(arg.startswith("-") or arg.lstrip("+~").split("=", 1)[0] in _MODE_KEYS for arg in args)
+    return not any(arg.startswith("-") or arg.lstrip("+~").split("=", 1)[0] in MODE_KEYS for arg in args)
 
 
 def start(argv: list[str]) -> None:
@@ -116,11 +114,11 @@ class Standby:
         parent = os.getpid()
         # SIGINT and SIGTERM stay blocked in the child until it has the job and the handlers to stop
         # it: nothing it does before needs stopping (it dies with this process).
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             self.pid = os.fork()
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             raise
         if self.pid == 0:
             try:
@@ -129,7 +127,7 @@ class Standby:
             finally:
                 os._exit(1)
         os.close(go_read)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def waiting(self) -> bool:
         try:
@@ -149,11 +147,11 @@ class Standby:
         self.job_file.write(data)
         self.job_file.flush()
         flush_streams()  # what this process said so far comes before what the job says
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             os.write(self.go, b"g")
         except OSError:  # it died (its imports crashed it): the job runs here
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             return None
         finally:
             os.close(self.go)

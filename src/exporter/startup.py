@@ -26,7 +26,8 @@ from .console import INTERRUPTED_MESSAGE, say
 # Top-level packages whose import runs native start-up code a raised exception must not cross.
 NATIVE_PACKAGES = frozenset({"torch", "numpy", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "ml_dtypes",
                              "transformers", "tokenizers", "safetensors"})
-_READERS = ("card", "diff", "verify")
+# Subcommands that read finished builds (exporter.card); anything else is the Hydra app.
+READERS = ("card", "diff", "verify")
 
 
 def run() -> NoReturn:
@@ -48,7 +49,7 @@ def _stopped_while_loading(signum: int, _frame: Any) -> NoReturn:
 
     dismiss()
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    say(f"interrupted: exporter {command} did not finish" if command in _READERS else INTERRUPTED_MESSAGE, 0)
+    say(f"interrupted: exporter {command} did not finish" if command in READERS else INTERRUPTED_MESSAGE, 0)
     os._exit(128 + signum)
 
 
