@@ -10,7 +10,7 @@ MODULES = ["exporter", "exporter.api", "exporter.inputs", "exporter.adapters", "
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build_folder",
            "exporter.build_key", "exporter.settings", "exporter.background", "exporter.cli",
            "exporter.quantization.report", "exporter.quantization.selection", "exporter.verify",
-           "exporter.isolation", "exporter.standby"]
+           "exporter.isolation", "exporter.standby", "exporter.job_process", "exporter.resolvers"]
 
 
 @pytest.mark.parametrize("name", MODULES)

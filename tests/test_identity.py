@@ -229,19 +229,19 @@ def test_safetensors_rebuild_to_the_same_bytes_in_a_fresh_process(tmp_path, cli)
 
 def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hydra_config_module, monkeypatch):
     """A job with nothing to be up to date with hashes the model's files on another thread while the
-    model is built (exporter.cli._identity_in_background): the same key as computed first, and a
-    failure there is raised where the key is needed, not lost with the thread."""
+    model is built (exporter.job_process.identity_in_background): the same key as computed first,
+    and a failure there is raised where the key is needed, not lost with the thread."""
     from hydra import compose
 
-    from exporter import cli
+    from exporter import cli, job_process
 
     cfg = compose("config", overrides=[SMALL, "export_dir=out"])  # no Hydra run: no job folder to name
-    assert cli._identity_in_background(cli._checked_config(cfg))() == cli.build_identity(cfg)
+    assert job_process.identity_in_background(cli.checked_config(cfg))() == cli.build_identity(cfg)
 
     def unreadable(*_args, **_kwargs):
         raise PermissionError("model.safetensors: permission denied")
 
-    monkeypatch.setattr(cli, "_identity_of", unreadable)
-    identity = cli._identity_in_background(cli._checked_config(cfg))
+    monkeypatch.setattr(job_process, "identity_of", unreadable)
+    identity = job_process.identity_in_background(cli.checked_config(cfg))
     with pytest.raises(PermissionError, match="permission denied"):
         identity()

@@ -30,6 +30,15 @@ def raising(**kwargs):
     raise RuntimeError("disk on fire")
 
 
+def modules_noted(**kwargs):
+    \"\"\"SimpleCNN, noting which of the command line's own modules the building process imported.\"\"\"
+    import sys
+
+    with open("modules.txt", "a") as f:
+        f.write(" ".join(m for m in ("exporter.cli", "exporter.sweep", "exporter.card") if m in sys.modules) + "\\n")
+    return SimpleCNN(**kwargs)
+
+
 class KilledWhileValidated(SimpleCNN):
     \"\"\"Killed as the artifact is checked against it, with the build staged.\"\"\"
 
@@ -80,6 +89,19 @@ def test_the_job_builds_in_the_standby_process_as_it_would_in_the_command_lines_
         assert sha256(tmp_path / "standby" / name) == sha256(tmp_path / "alone" / name), name
     assert out.splitlines()[-1] == f"build: {tmp_path / 'standby'} (ok)"
     assert err == alone.stderr == ""
+
+
+def test_the_standby_process_does_not_import_the_command_line(tmp_path):
+    """The command line's module (Hydra's app, the tool's config store) and the sweep's stay in the
+    command line's process: the standby imports only what builds the job, before torch."""
+    (tmp_path / "mine.py").write_text(MINE)
+    for mode in ("1", "0"):
+        done = run_cli("model._target_=mine.modules_noted", "format=pytorch", SMALL, f"hydra.run.dir=s{mode}",
+                       cwd=tmp_path, env={"EXPORTER_STANDBY": mode})
+        assert done.returncode == 0, done.stdout + done.stderr
+    standby, alone = (tmp_path / "modules.txt").read_text().splitlines()
+    assert standby == ""
+    assert alone == "exporter.cli exporter.sweep"  # one process: the command line's modules are there
 
 
 def test_a_run_that_builds_nothing_ends_at_once_with_its_standby_process(tmp_path):

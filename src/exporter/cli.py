@@ -1,4 +1,5 @@
-"""The command-line door: a Hydra app that composes a job and hands it to the runner.
+"""The command-line door: a Hydra app that composes a job, checks it, describes it
+(``describe``) and has it built (exporter.job_process, in this process or its standby one).
 
 Only the job itself imports torch, onnx and onnxruntime, so ``--help``, ``--cfg job`` and
 config errors answer quickly. ``exporter card DIR`` and ``exporter diff A B`` read finished builds.
@@ -19,8 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, note_lost, say
 from .errors import ExportError, first_line
-from .interrupts import INTERRUPTED, PUBLISHED, Interrupted, raise_interrupted
-from .schema import option_value, register_configs, selected_formats
+from .interrupts import (INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted,
+                         stop_once_on_signals)
+from .job_process import (SHOW_TRACEBACKS, JobDescription, config_errors, identity_of, job_outcome, stop)
+from .resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
+from .schema import register_configs, selected_formats
 from .standby import MODE_KEYS
 from .startup import READERS
 
@@ -28,95 +32,20 @@ log = logging.getLogger("exporter")
 
 register_configs()
 
-# HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown (main() sets the variable itself
-# so that Hydra hands every exception to us instead of printing its own partial traceback).
-_SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-def build_name(formats: Any, quantization: Any) -> str:
-    """Folder name of a build from its choices, e.g. ``onnx-dynamic`` or ``onnx+torchscript-none``
-    (each format names itself: ``format=safetensors`` builds into ``safetensors-none``)."""
-    from .formats.registry import folder_label
-
-    names = [folder_label(name, formats[name]) for name in selected_formats(formats)]
-    return f"{'+'.join(names) or 'none'}-{option_value(quantization)}"
-
-
-def _format_help() -> str:
-    from .formats.registry import help_lines
-
-    return help_lines()
-
-
-def _format_option_help() -> str:
-    from .formats.registry import option_help_lines
-
-    return option_help_lines()
-
-
-def model_name(choice: Any, target: Any, path: Any = None) -> str:
-    """The build folder's model part: the folder name of a model loaded from a folder
-    (``model=hf_causal_lm model.path=~/models/gpt2-tiny`` -> ``gpt2-tiny``), else the model option's
-    name, else the class (or factory) name of a model given only by ``_target_``."""
-    if path not in (None, "", "???"):
-        name = Path(str(path).rstrip("/")).name
-        if name:
-            return name
-    return str(choice) if choice else str(target).rsplit(".", 1)[-1]
-
-
-def _hf_config(path: Any, keys: Any, default: Any = None) -> Any:
-    from .hf_config import config_value
-
-    return config_value(path, keys, default)
-
-
-def _hf_max_seq_len(path: Any, wanted: Any = 128) -> Any:
-    from .hf_config import max_seq_len
-
-    return max_seq_len(path, int(wanted))
-
-
-def _sweep_suffix(overrides: Any) -> str:
-    from .sweep import sweep_suffix
-
-    return sweep_suffix(list(overrides or []))
-
-
-for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name),
-                         ("exporter.sweep_suffix", _sweep_suffix), ("exporter.format_help", _format_help),
-                         ("exporter.format_option_help", _format_option_help),
-                         ("exporter.hf_config", _hf_config), ("exporter.hf_max_seq_len", _hf_max_seq_len)):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _resolver)
-
-
-@contextmanager
-def _config_errors():
-    """A value the config leaves missing (``???``) or cannot resolve becomes one ConfigError naming its key."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .errors import ConfigError
-
-    try:
-        yield
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        message = first_line(exc)
-        raise ConfigError(f"{key}: {message}" if key else message) from None
-
 
 def build_identity(cfg: DictConfig) -> dict[str, Any]:
     """Check the composed config (unknown keys, bounds) and compute its build key, without torch."""
-    return _identity_of(*_checked_config(cfg))
+    return identity_of(*checked_config(cfg))
 
 
-def _checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
+def checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
+    """Check the composed config (unknown keys, bounds, format options); the config resolved and
+    the model's ``_target_``, what its build key is computed from (exporter.job_process.identity_of)."""
     from .schema import check_config
 
     from .formats.registry import format_class
 
-    with _config_errors():
+    with config_errors():
         # Unknown keys (however added), out-of-range values and format options that contradict each
         # other, before the model is even built.
         check_config(cfg)
@@ -124,24 +53,6 @@ def _checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
             format_class(name).check_options(OmegaConf.to_object(cfg.format[name]))
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return resolved, OmegaConf.select(cfg, "model._target_")
-
-
-def _identity_of(resolved: dict[str, Any], model_target: Optional[str]) -> dict[str, Any]:
-    from .build_key import build_key, key_inputs
-
-    inputs = key_inputs(resolved, model_target=model_target)
-    return {"build_key": build_key(inputs), "build_key_inputs": inputs}
-
-
-def _identity_in_background(checked: tuple[dict[str, Any], Optional[str]]) -> Callable[[], dict[str, Any]]:
-    """The build key of a checked config (_checked_config), computed on another thread while the
-    model is built, returned by the function this gives. The key hashes the model's files (a 124M
-    GPT-2 folder: 0.6 s, a 7B one: tens of seconds), and hashlib lets the other core do that while
-    this one imports torch and transformers."""
-    from . import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
-    from .background import in_background
-
-    return in_background(_identity_of, *checked)
 
 
 def up_to_date(folder: Path, identity: dict[str, Any]) -> bool:
@@ -163,94 +74,46 @@ def job_from_config(cfg: DictConfig, identity: "dict[str, Any] | Callable[[], di
                     origin: Optional[dict[str, Any]] = None):
     """Turn a composed config into an ExportJob (builds the model, loads the checkpoint).
     ``identity``: the build key, or a function that gives it once the model is built; None: computed
-    here first."""
+    here first. ``origin``: where the config came from (choices, overrides); None: this Hydra job."""
+    from .job_process import build_job
+
     identity = identity or build_identity(cfg)
-    with _config_errors():
-        job = _job_from_config(cfg, origin)
-    job.provenance.update(identity() if callable(identity) else identity)
-    return job
+    return build_job(describe(cfg, origin), identity)
 
 
-def _job_from_config(cfg: DictConfig, origin: Optional[dict[str, Any]] = None):
-    """``origin``: where the config came from (choices, overrides); None: this Hydra job."""
-    import torch
-    from hydra.errors import InstantiationException
-
-    from .checkpoint import load_checkpoint
+def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDescription:
+    """What the job's process needs of the composed config, derived here with Hydra and omegaconf
+    (exporter.job_process): the task spec and options as the tool's types, the snapshot, and for a
+    Hydra job (``origin`` None) its choices, overrides, ``.hydra/`` records and place in a sweep."""
     from .errors import ConfigError
-    from .runner import ExportJob
+    from .sweep import sweep_identity
     from .task_spec import TaskSpec
 
-    # Random weights (no checkpoint) come from the seed too, so a rebuild gives the same bytes.
-    torch.manual_seed(cfg.seed)
-    try:
-        model = hydra.utils.instantiate(cfg.model)
-    except InstantiationException as exc:
-        _traceback_if_asked(exc)
-        raise ConfigError(f"model: cannot build {cfg.model.get('_target_')}: {_flat(exc)}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise ConfigError(f"model: {cfg.model.get('_target_')} built a {type(model).__name__}, not a torch.nn.Module")
-    checkpoint = load_checkpoint(model, cfg.checkpoint) if cfg.checkpoint else None
-    spec_data = OmegaConf.to_container(cfg.task_spec, resolve=True, enum_to_str=True)
-    try:
-        task_spec = TaskSpec.from_mapping(spec_data)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    adapter = _adapter_from(cfg)
-    formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
-    calibration = OmegaConf.to_object(cfg.calibration)
-    dataset = None
-    needs_samples = option_value(calibration.source) == "dataset" and cfg.quantization.mode != "none"
-    if needs_samples:
+    with config_errors():
         try:
-            dataset = hydra.utils.instantiate(cfg.calibration.dataset)
-        except InstantiationException as exc:
-            _traceback_if_asked(exc)
-            raise ConfigError(f"calibration.dataset: cannot build {cfg.calibration.dataset.get('_target_')}: "
-                              f"{_flat(exc)}") from None
-    hydra_records: dict[str, str] = {}
-    if origin is None:
-        origin, hydra_records = _hydra_origin(cfg, formats)
-    return ExportJob(
-        model=model,
-        task_spec=task_spec,
-        export_dir=Path(cfg.export_dir),
-        formats=formats,
-        adapter=adapter,
-        quantization=OmegaConf.to_object(cfg.quantization),
-        validate=OmegaConf.to_object(cfg.validate),
-        calibration=calibration,
-        calibration_dataset=dataset,
-        seed=cfg.seed,
-        snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        provenance={"config": origin, "checkpoint": checkpoint},
-        extra_files=hydra_records,
-        wait=bool(cfg.wait),
-    )
+            task_spec = TaskSpec.from_mapping(OmegaConf.to_container(cfg.task_spec, resolve=True, enum_to_str=True))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        adapter = cfg.get("adapter")
+        if adapter is not None and (not isinstance(adapter, DictConfig) or "_target_" not in adapter):
+            raise ConfigError(f"adapter: expected null or a node with _target_, got {adapter!r}; "
+                              "e.g. +adapter._target_=pkg.MyAdapter")
+        formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
+        records: dict[str, str] = {}
+        provenance: dict[str, Any] = {}
+        notes: list[str] = []
+        if origin is None:
+            from hydra.core.hydra_config import HydraConfig
 
-
-def _adapter_from(cfg: DictConfig):
-    """The job's adapter: built from ``adapter._target_`` when the config gives one, else None (the
-    runner picks the shipped adapter of the task type)."""
-    from hydra.errors import InstantiationException
-
-    from .adapters import ModelAdapter
-    from .errors import ConfigError
-
-    node = cfg.get("adapter")
-    if node is None:
-        return None
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        raise ConfigError(f"adapter: expected null or a node with _target_, got {node!r}; e.g. +adapter._target_=pkg.MyAdapter")
-    try:
-        adapter = hydra.utils.instantiate(node)
-    except InstantiationException as exc:
-        _traceback_if_asked(exc)
-        raise ConfigError(f"adapter: cannot build {node.get('_target_')}: {_flat(exc)}") from None
-    if not isinstance(adapter, ModelAdapter):
-        raise ConfigError(f"adapter: {node.get('_target_')} built a {type(adapter).__name__}, not an "
-                          "exporter.adapters.ModelAdapter")
-    return adapter
+            origin, records = _hydra_origin(cfg, formats)
+            provenance["sweep"] = sweep_identity()
+            notes = _ignored_format_options(HydraConfig.get().overrides.task, formats)
+        return JobDescription(
+            config=cfg, task_spec=task_spec, formats=formats,
+            quantization=OmegaConf.to_object(cfg.quantization), validate=OmegaConf.to_object(cfg.validate),
+            calibration=OmegaConf.to_object(cfg.calibration), export_dir=Path(cfg.export_dir), seed=cfg.seed,
+            checkpoint=cfg.checkpoint, wait=bool(cfg.wait), snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+            origin=origin, records=records, provenance=provenance, notes=notes)
 
 
 def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -260,7 +123,6 @@ def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, A
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    _say_ignored_format_options(hydra_cfg.overrides.task, formats)
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
     choices["format"] = list(formats)
     origin = {"source": "cli", "choices": choices, "overrides": list(hydra_cfg.overrides.task), "cwd": os.getcwd()}
@@ -298,14 +160,16 @@ def _refuse_one_format_twice(overrides: Any) -> None:
         seen[name] = option
 
 
-def _say_ignored_format_options(overrides: Any, formats: dict[str, Any]) -> None:
+def _ignored_format_options(overrides: Any, formats: dict[str, Any]) -> list[str]:
     """``format=onnx,torchscript format.onnx.opset=17``: the torchscript job ignores the ONNX option
-    (a typo in an option name still fails composition for every job)."""
+    (a typo in an option name still fails composition for every job), and says so."""
+    notes = []
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         parts = key.split(".")
         if len(parts) >= 3 and parts[0] == "format" and parts[1] not in formats and parts[2] != "enabled":
-            log.info("%s ignored: this job does not build %s (format=[%s])", override, parts[1], ",".join(formats))
+            notes.append(f"{override} ignored: this job does not build {parts[1]} (format=[{','.join(formats)}])")
+    return notes
 
 
 @hydra.main(config_path="pkg://exporter.conf", config_name="config", version_base="1.3")
@@ -323,7 +187,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
     forked = multirun and _fork_for_each_job(hydra_cfg)
     try:
-        outcome = _job_in_own_process(cfg) if forked else _job_outcome(cfg, multirun)
+        outcome = _job_in_own_process(cfg) if forked else job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun)
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
@@ -337,29 +201,10 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
                          for name, error in (outcome.get("errors") or {}).items() if error)
     if outcome["status"] == "failed":
-        _stop(1, f"error: the build is published, but a format failed: {problems}")
+        stop(1, f"error: the build is published, but a format failed: {problems}")
     if outcome["status"] in ("mismatch", "unchecked"):
         print(f"warning: build status {outcome['status']}: {problems}", file=sys.stderr, flush=True)
     return outcome
-
-
-def _job_outcome(cfg: DictConfig, multirun: bool,
-                 work: Optional[Callable[[DictConfig], dict[str, Any]]] = None) -> dict[str, Any]:
-    """``work(cfg)`` (default: _run_job) with its errors turned into the run's end or the sweep job's outcome."""
-    try:
-        return (work or _run_job)(cfg)
-    except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
-        if INTERRUPTED:
-            raise Interrupted(INTERRUPTED[-1]) from None  # a signal that a library turned into an error
-        if not isinstance(exc, ExportError):
-            if _SHOW_TRACEBACKS:
-                raise
-            # Not the user's input as far as the tool can tell (e.g. a bug in their dataset code).
-            exc = ExportError(f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)")
-        if not multirun:
-            _stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
-        log.error("error: %s", exc)
-        return {"status": "error", "error": str(exc), "export_dir": str(cfg.export_dir)}
 
 
 def _fork_for_each_job(hydra_cfg: Any) -> bool:
@@ -378,7 +223,8 @@ def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
     # A job that will build imports torch: imported here first, it is imported once per sweep.
     builds = cfg.force or not (Path(cfg.export_dir) / "metadata.json").is_file()
     try:
-        result = run_forked(lambda: _job_outcome(cfg, multirun=True), on_start=_stop_once_on_signals,
+        result = run_forked(lambda: job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun=True),
+                            on_start=stop_once_on_signals,
                             preload=("torch",) if builds else ())
     except (Interrupted, KeyboardInterrupt) as exc:
         PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
@@ -393,70 +239,41 @@ def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
     return {"status": "error", "error": reason, "export_dir": str(cfg.export_dir)}
 
 
-def _stop_once_on_signals() -> None:
-    """In a job's own process: the first SIGINT or SIGTERM stops the job; later ones (Ctrl-C reaches
-    it from the terminal and again from the sweep's process) must not break the cleanup it runs."""
-
-    stopping: list[int] = []
-
-    def stop_once(signum: int, frame: Any) -> None:
-        if not stopping:
-            stopping.append(signum)
-            raise_interrupted(signum, frame)
-
-    signal.signal(signal.SIGTERM, stop_once)
-    signal.signal(signal.SIGINT, stop_once)
-
-
 def _run_job(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
+    from .job_process import build
     from .standby import take
     from .sweep import claim_folder
 
     _refuse_one_format_twice(HydraConfig.get().overrides.task)
     folder = Path(cfg.export_dir)
-    checked = _checked_config(cfg)  # config errors end the job here, before torch is imported
+    checked = checked_config(cfg)  # config errors end the job here, before torch is imported
     # Nothing to be up to date with: the key is computed beside the model's build, not before it.
-    identity = None if cfg.force or not (folder / "metadata.json").is_file() else _identity_of(*checked)
+    identity = None if cfg.force or not (folder / "metadata.json").is_file() else identity_of(*checked)
     claim_folder(folder)
     if identity is not None and up_to_date(folder, identity):
         log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
+    description = describe(cfg)
     standby = take()
     if standby is not None:
-        outcome = _build_in_standby(standby, cfg, checked, identity)
+        outcome = _build_in_standby(standby, description, checked, identity)
         if outcome is not None:
             return outcome
-    return _build(cfg, checked, identity)
+    return build(description, checked, identity)
 
 
-def _build(cfg: DictConfig, checked: tuple[dict[str, Any], Optional[str]],
-           identity: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """Build the model and export it. ``checked``: the config as _checked_config gave it;
-    ``identity``: the build key, or None to compute it beside the model's build."""
-    from .runner import held_back, run_export
-    from .sweep import sweep_identity
-
-    with held_back():  # what is logged while the job is built goes into its export.log too
-        job = job_from_config(cfg, identity or _identity_in_background(checked))
-        job.provenance["sweep"] = sweep_identity()
-        result = run_export(job)
-    log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
-    return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
-            "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}
-
-
-def _build_in_standby(standby: Any, cfg: DictConfig, checked: tuple[dict[str, Any], Optional[str]],
+def _build_in_standby(standby: Any, description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
                       identity: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """_build in the standby process (exporter.standby), which imported torch while this process
-    composed the config. Its outcome, or None if it was gone before it took the job. It printed its
-    own errors: this process ends with its exit status."""
+    """exporter.job_process.build in the standby process (exporter.standby), which imported torch
+    while this process composed the config. Its outcome, or None if it was gone before it took the
+    job. It printed its own errors: this process ends with its exit status."""
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        result = standby.run("_take_over", cfg, HydraConfig.instance().cfg, dict(os.environ), os.getcwd(),
-                             checked, identity)
+        result = standby.run("take_over", description, HydraConfig.instance().cfg, dict(os.environ), os.getcwd(),
+                             SHOW_TRACEBACKS, checked, identity)
     except (Interrupted, KeyboardInterrupt) as exc:
         PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
         raise
@@ -472,8 +289,8 @@ def _build_in_standby(standby: Any, cfg: DictConfig, checked: tuple[dict[str, An
     if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
         flush_stdout()
         sys.exit(result.exit if result.exit is not None else 1)
-    _remove_what_it_left(Path(cfg.export_dir))
-    _stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
+    _remove_what_it_left(description.export_dir)
+    stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
 
 
 def _remove_what_it_left(folder: Path) -> None:
@@ -487,27 +304,6 @@ def _remove_what_it_left(folder: Path) -> None:
             remove_leftovers(folder.parent)
     except OSError as exc:
         log.warning("could not remove what the job left in %s: %s", folder.parent, exc)
-
-
-def _take_over(cfg: DictConfig, hydra_cfg: DictConfig, environ: dict[str, str], cwd: str,
-               checked: tuple[dict[str, Any], Optional[str]],
-               identity: Optional[dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    """In the standby process: take on the command line's state as Hydra left it for the job
-    (environment, working directory, Hydra's config, the job's logging) and its signal handling;
-    the job to run is returned."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import configure_log, setup_globals
-
-    os.environ.clear()
-    os.environ.update(environ)
-    os.chdir(cwd)
-    setup_globals()  # Hydra's resolvers (${hydra:...}), registered by its main in the other process
-    HydraConfig.instance().cfg = hydra_cfg
-    configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
-    logging.raiseExceptions = False
-    os.register_at_fork(after_in_child=_python_signal_handlers)
-    _stop_once_on_signals()
-    return lambda: _job_outcome(cfg, multirun=False, work=lambda c: _build(c, checked, identity))
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -524,19 +320,6 @@ def _remove_if_empty(folder: Path) -> None:
         if cwd not in folder.parents:
             return
         folder = folder.parent
-
-
-def _traceback_if_asked(exc: BaseException) -> None:
-    """With HYDRA_FULL_ERROR=1, an error raised by the user's own constructor (model, adapter,
-    dataset) goes on as it is, so that its traceback is shown; else it becomes one line."""
-    if _SHOW_TRACEBACKS and exc.__cause__ is not None:
-        raise exc
-
-
-def _flat(exc: BaseException) -> str:
-    """Hydra's instantiation errors span lines (message, the cause, ``full_key``): one line of them."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("full_key:")]
-    return " ".join(lines) or type(exc).__name__
 
 
 def main() -> None:
@@ -557,11 +340,11 @@ def main() -> None:
         try:
             sys.exit(card_main(sys.argv[1:]))
         except (Interrupted, KeyboardInterrupt) as exc:
-            _stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
+            stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     # A process the job forks (a multiprocessing helper of the user's code) gets Python's own
     # handlers, not these: terminating it at exit must not print an Interrupted traceback.
-    os.register_at_fork(after_in_child=_python_signal_handlers)
+    os.register_at_fork(after_in_child=python_signal_handlers)
     signal.signal(signal.SIGTERM, raise_interrupted)
     # Ctrl-C: the same handler, so a KeyboardInterrupt a library wraps still ends as an interruption.
     signal.signal(signal.SIGINT, raise_interrupted)
@@ -573,28 +356,23 @@ def main() -> None:
             export_job()
     except KeyboardInterrupt:
         _drop_sweep_records()
-        _stop(130, _interrupted_message())
+        stop(130, _interrupted_message())
     except Interrupted as exc:
         _drop_sweep_records()
-        _stop(128 + exc.signum, _interrupted_message())
+        stop(128 + exc.signum, _interrupted_message())
     except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
         if INTERRUPTED:
             _drop_sweep_records()
-            _stop(128 + INTERRUPTED[-1], _interrupted_message())
+            stop(128 + INTERRUPTED[-1], _interrupted_message())
         _undo_sweep_start()
-        if _SHOW_TRACEBACKS:
+        if SHOW_TRACEBACKS:
             raise
-        _stop(2, "error: " + describe_error(exc, sys.argv[1:]))
+        stop(2, "error: " + describe_error(exc, sys.argv[1:]))
     finally:
         # The job is over: a signal from here on must not raise into interpreter shutdown (torch's
         # and Hydra's exit handlers would print a traceback) but end the process at once, saying so.
         signal.signal(signal.SIGTERM, _signal_after_the_job)
         signal.signal(signal.SIGINT, _signal_after_the_job)
-
-
-def _python_signal_handlers() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def entry() -> NoReturn:
@@ -695,11 +473,6 @@ def _interrupted_message() -> str:
     if PUBLISHED:
         return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
     return INTERRUPTED_MESSAGE
-
-
-def _stop(code: int, message: str) -> NoReturn:
-    flush_stdout()
-    sys.exit(say(message, code))
 
 
 def _refuse_unsupported_overrides(args: list[str]) -> None:

@@ -36,6 +36,28 @@ def raise_interrupted(signum: int, _frame: Any) -> NoReturn:
     raise Interrupted(signum)
 
 
+def stop_once_on_signals() -> None:
+    """In a job's own process: the first SIGINT or SIGTERM stops the job; later ones (Ctrl-C reaches
+    it from the terminal and again from the command line's or the sweep's process) must not break
+    the cleanup it runs."""
+    stopping: list[int] = []
+
+    def stop_once(signum: int, frame: Any) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise_interrupted(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop_once)
+    signal.signal(signal.SIGINT, stop_once)
+
+
+def python_signal_handlers() -> None:
+    """Python's own handlers, for a process the job forks (a multiprocessing helper of the user's
+    code): terminating it at exit must not print an Interrupted traceback."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM until the block ends, then deliver them (main thread only; elsewhere

@@ -4,10 +4,10 @@ command line's own process loads Hydra and composes the config, then builds the 
 Before, one process did it all in turn: Hydra and the tool (about 0.2 s), the composition and
 checks (about 0.2 s), torch (1.2-1.8 s), then the job. Now the config's half runs beside torch's
 import, on the machine's second core, and the build starts as soon as both are done. What the job
-needs of the command line's state travels with it (the composed config, Hydra's own config, the
-environment, the working directory); the command line's process then waits for the job, passes a
-Ctrl-C or SIGTERM on to it, and ends with its exit status (exporter.isolation, as for a sweep's
-jobs).
+needs of the command line's work travels with it: the job as the command line described it
+(exporter.job_process.JobDescription), Hydra's own config, the environment and the working
+directory. The command line's process then waits for the job, passes a Ctrl-C or SIGTERM on to
+it, and ends with its exit status (exporter.isolation, as for a sweep's jobs).
 
 A command line that builds nothing (a config error, an up-to-date build) ends without waiting: the
 standby process is killed with it (``PR_SET_PDEATHSIG``), wherever its imports are. Once it holds
@@ -35,9 +35,10 @@ from .startup import READERS
 
 # Override keys through which a run could get another hydra.mode (a sweep) or read other configs.
 MODE_KEYS = ("hydra.mode", "hydra.searchpath")
-# What the standby process imports while it waits: the command line's job code (Hydra, omegaconf
-# and the tool) and torch, which every build needs. The rest (onnx, transformers) depends on the job.
-_AHEAD = ("exporter.cli", "torch")
+# What the standby process imports while it waits, what every build needs: the tool's job code,
+# Hydra's instantiate (with omegaconf), torch. The rest (onnx, transformers) depends on the job.
+# Not the command line's module: its config store and the job's description are the other process's.
+_AHEAD = ("exporter.job_process", "hydra.utils", "torch", "exporter.runner")
 
 _standby: Optional["Standby"] = None
 
@@ -136,8 +137,8 @@ class Standby:
             return False
 
     def run(self, handler: str, *args: Any) -> Any:
-        """Have the standby process call ``exporter.cli.<handler>(*args)`` as its job, and return its
-        report (exporter.isolation.ChildResult); None if it is gone before it took the job (then
+        """Have the standby process call ``exporter.job_process.<handler>(*args)`` as its job, and
+        return its report (exporter.isolation.ChildResult); None if it is gone before it took the job (then
         the caller runs the job itself). ``handler`` prepares the process from ``args`` (it runs
         with SIGINT and SIGTERM blocked) and returns the job to run."""
         from .console import flush_streams
@@ -171,9 +172,9 @@ def _wait_for_a_job(go_read: int, job_fd: int, report_fd: int, parent: int) -> N
     prepared: list[Callable[[], Any]] = []
 
     def prepare() -> None:
-        from . import cli
+        from . import job_process
 
-        prepared.append(getattr(cli, handler)(*args))
+        prepared.append(getattr(job_process, handler)(*args))
 
     run_and_report(lambda: prepared[0](), prepare, report_fd)
 

@@ -1,0 +1,260 @@
+"""A command-line job in the process that builds it: the job described (``JobDescription``) turned
+into an ``ExportJob`` and run, its errors turned into the run's end or a sweep job's outcome.
+
+The command line composes and checks the config with Hydra and derives from it everything that
+needs no torch (``exporter.cli.describe``: the task spec, the options, the snapshot and the
+records of ``.hydra/``). What is left needs the job's process: building the model, its adapter
+and its calibration dataset with Hydra's ``instantiate`` (its policy on which targets a config may
+name included), loading the checkpoint, the export. That process is the command line's own, a
+sweep job's forked one (exporter.isolation), or the standby process of a single run
+(exporter.standby). The standby imports this module, Hydra's ``instantiate`` and torch before it
+has a job; it does not import the command line, Hydra's composition or the tool's config store:
+they would come before torch on the build's critical path, and the command line has used them
+already.
+
+    >>> job_outcome(lambda: {"status": "ok"}, lambda: "exports/x", multirun=True)
+    {'status': 'ok'}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional, Union
+
+from .console import flush_stdout, say
+from .errors import ExportError, first_line
+from .interrupts import INTERRUPTED, Interrupted, python_signal_handlers, stop_once_on_signals
+
+log = logging.getLogger("exporter")
+
+# HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown (the command line sets the
+# variable itself so that Hydra hands every exception to it instead of printing a partial traceback).
+SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+Identity = Union[dict[str, Any], Callable[[], dict[str, Any]]]
+
+
+@dataclass
+class JobDescription:
+    """One job as the command line describes it from the composed config (``exporter.cli.describe``):
+    plain values and the tool's dataclasses, and the composed config itself for what is built from
+    it (``model``, ``adapter``, ``calibration.dataset``). Picklable: it goes to the standby process."""
+
+    config: Any  # the composed DictConfig
+    task_spec: Any  # exporter.task_spec.TaskSpec
+    formats: dict[str, Any]  # name -> the format's options dataclass
+    quantization: Any
+    validate: Any
+    calibration: Any
+    export_dir: Path
+    seed: int
+    checkpoint: Optional[str]
+    wait: bool
+    snapshot_yaml: str
+    origin: dict[str, Any]  # where the config came from (choices, overrides)
+    records: dict[str, str] = field(default_factory=dict)  # .hydra/ files, written into the staged build
+    provenance: dict[str, Any] = field(default_factory=dict)  # more for metadata.json (the sweep's identity)
+    notes: list[str] = field(default_factory=list)  # said as the job starts, into its export.log too
+
+    @property
+    def needs_samples(self) -> bool:
+        from .schema import option_value
+
+        return (option_value(self.calibration.source) == "dataset"
+                and option_value(self.quantization.mode) != "none")
+
+
+def identity_of(resolved: dict[str, Any], model_target: Optional[str]) -> dict[str, Any]:
+    """The build key of a resolved config and the inputs it hashes."""
+    from .build_key import build_key, key_inputs
+
+    inputs = key_inputs(resolved, model_target=model_target)
+    return {"build_key": build_key(inputs), "build_key_inputs": inputs}
+
+
+def identity_in_background(checked: tuple[dict[str, Any], Optional[str]]) -> Callable[[], dict[str, Any]]:
+    """The build key of a checked config (``exporter.cli.checked_config``), computed on another
+    thread while the model is built, returned by the function this gives. The key hashes the
+    model's files (a 124M GPT-2 folder: 0.6 s, a 7B one: tens of seconds), and hashlib lets the other
+    core do that while this one imports torch and transformers."""
+    from . import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
+    from .background import in_background
+
+    return in_background(identity_of, *checked)
+
+
+def build_job(description: JobDescription, identity: Identity) -> Any:
+    """The ExportJob of a description (builds the model, loads the checkpoint). ``identity``: the
+    build key, or a function that gives it once the model is built."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .errors import ConfigError
+    from .job import ExportJob
+
+    cfg = description.config
+    with config_errors():
+        # Random weights (no checkpoint) come from the seed too, so a rebuild gives the same bytes.
+        torch.manual_seed(description.seed)
+        model = _built("model", cfg.model)
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"model: {cfg.model.get('_target_')} built a {type(model).__name__}, "
+                              "not a torch.nn.Module")
+        checkpoint = load_checkpoint(model, description.checkpoint) if description.checkpoint else None
+        adapter = _adapter_from(cfg)
+        dataset = _built("calibration.dataset", cfg.calibration.dataset) if description.needs_samples else None
+    job = ExportJob(
+        model=model,
+        task_spec=description.task_spec,
+        export_dir=description.export_dir,
+        formats=description.formats,
+        adapter=adapter,
+        quantization=description.quantization,
+        validate=description.validate,
+        calibration=description.calibration,
+        calibration_dataset=dataset,
+        seed=description.seed,
+        snapshot_yaml=description.snapshot_yaml,
+        provenance={"config": description.origin, "checkpoint": checkpoint},
+        extra_files=description.records,
+        wait=description.wait,
+    )
+    job.provenance.update(identity() if callable(identity) else identity)
+    job.provenance.update(description.provenance)
+    return job
+
+
+def build(description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
+          identity: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Build the job and export it; its outcome. ``checked``: the config as the command line checked
+    it; ``identity``: the build key, or None to compute it beside the model's build."""
+    from .runner import held_back, run_export
+
+    with held_back():  # what is logged while the job is built goes into its export.log too
+        for note in description.notes:
+            log.info("%s", note)
+        job = build_job(description, identity or identity_in_background(checked))
+        result = run_export(job)
+    log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
+    return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
+            "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}
+
+
+def job_outcome(work: Callable[[], dict[str, Any]], export_dir: Callable[[], str], multirun: bool) -> dict[str, Any]:
+    """``work()`` with its errors turned into the run's end (one line, exit 2; 75 for a locked
+    folder) or, in a sweep, into the job's outcome. ``export_dir()``: the job's folder, for that outcome."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - the command line reports, it does not dump stacks
+        if INTERRUPTED:
+            raise Interrupted(INTERRUPTED[-1]) from None  # a signal that a library turned into an error
+        if not isinstance(exc, ExportError):
+            if SHOW_TRACEBACKS:
+                raise
+            # Not the user's input as far as the tool can tell (e.g. a bug in their dataset code).
+            exc = ExportError(f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)")
+        if not multirun:
+            stop(75 if type(exc).__name__ == "BuildLocked" else 2, f"error: {exc}")
+        log.error("error: %s", exc)
+        return {"status": "error", "error": str(exc), "export_dir": export_dir()}
+
+
+def stop(code: int, message: str) -> NoReturn:
+    """End the run: stdout flushed first, then ``message`` on stderr, exit status ``code``."""
+    flush_stdout()
+    sys.exit(say(message, code))
+
+
+def take_over(description: JobDescription, hydra_cfg: Any, environ: dict[str, str], cwd: str,
+              show_tracebacks: bool, checked: tuple[dict[str, Any], Optional[str]],
+              identity: Optional[dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """In the standby process: take on the command line's state as Hydra left it for the job
+    (environment, working directory, Hydra's config for its resolvers, the job's logging) and its
+    signal handling; the job to run is returned."""
+    global SHOW_TRACEBACKS
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log, setup_globals
+
+    from . import resolvers  # noqa: F401 (the model's node may use the tool's resolvers)
+
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    SHOW_TRACEBACKS = show_tracebacks  # this process's own environment says HYDRA_FULL_ERROR=1 now
+    setup_globals()  # Hydra's resolvers (${hydra:...}), registered by its main in the other process
+    HydraConfig.instance().cfg = hydra_cfg
+    configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
+    logging.raiseExceptions = False
+    os.register_at_fork(after_in_child=python_signal_handlers)
+    stop_once_on_signals()
+    return lambda: job_outcome(lambda: build(description, checked, identity),
+                               lambda: str(description.export_dir), multirun=False)
+
+
+@contextmanager
+def config_errors():
+    """A value the config leaves missing (``???``) or cannot resolve becomes one ConfigError naming its key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .errors import ConfigError
+
+    try:
+        yield
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        message = first_line(exc)
+        raise ConfigError(f"{key}: {message}" if key else message) from None
+
+
+def _built(where: str, node: Any) -> Any:
+    """What Hydra's instantiate builds from ``node``; its errors as one ConfigError naming ``where``."""
+    import hydra.utils
+    from hydra.errors import InstantiationException
+
+    from .errors import ConfigError
+
+    try:
+        return hydra.utils.instantiate(node)
+    except InstantiationException as exc:
+        _traceback_if_asked(exc)
+        raise ConfigError(f"{where}: cannot build {node.get('_target_')}: {_flat(exc)}") from None
+
+
+def _adapter_from(cfg: Any) -> Any:
+    """The job's adapter: built from ``adapter._target_`` when the config gives one, else None (the
+    runner picks the shipped adapter of the task type)."""
+    from omegaconf import DictConfig
+
+    from .adapters import ModelAdapter
+    from .errors import ConfigError
+
+    node = cfg.get("adapter")
+    if node is None:
+        return None
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"adapter: expected null or a node with _target_, got {node!r}; "
+                          "e.g. +adapter._target_=pkg.MyAdapter")
+    adapter = _built("adapter", node)
+    if not isinstance(adapter, ModelAdapter):
+        raise ConfigError(f"adapter: {node.get('_target_')} built a {type(adapter).__name__}, not an "
+                          "exporter.adapters.ModelAdapter")
+    return adapter
+
+
+def _traceback_if_asked(exc: BaseException) -> None:
+    """With HYDRA_FULL_ERROR=1, an error raised by the user's own constructor (model, adapter,
+    dataset) goes on as it is, so that its traceback is shown; else it becomes one line."""
+    if SHOW_TRACEBACKS and exc.__cause__ is not None:
+        raise exc
+
+
+def _flat(exc: BaseException) -> str:
+    """Hydra's instantiation errors span lines (message, the cause, ``full_key``): one line of them."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("full_key:")]
+    return " ".join(lines) or type(exc).__name__
