@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,10 @@ from exporter.models import SimpleCNN
 
 def raising(**kwargs):
     raise RuntimeError("disk on fire")
+
+
+def same_cnn(**kwargs):
+    return SimpleCNN(**kwargs)
 
 
 def modules_noted(**kwargs):
@@ -102,6 +107,87 @@ def test_the_standby_process_does_not_import_the_command_line(tmp_path):
     standby, alone = (tmp_path / "modules.txt").read_text().splitlines()
     assert standby == ""
     assert alone == "exporter.cli exporter.sweep"  # one process: the command line's modules are there
+
+
+# Notes which process imports what, whatever imports it (a statement, importlib, pickle).
+NOTING = """
+import os
+import sys
+
+
+class Noted:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "hydra", "omegaconf"):
+            with open(os.environ["IMPORTS_NOTED"], "a") as f:
+                f.write(f"{os.getpid()} {name}\\n")
+        return None
+
+
+sys.meta_path.insert(0, Noted())
+"""
+
+
+def imports_by_process(tmp_path: Path, *args: str) -> tuple[Any, dict[int, set[str]]]:
+    (tmp_path / "noting").mkdir(exist_ok=True)
+    (tmp_path / "noting" / "sitecustomize.py").write_text(NOTING)
+    noted = tmp_path / f"imports-{uuid.uuid4().hex}.txt"
+    done = run_cli(*args, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "noting"), "IMPORTS_NOTED": str(noted)})
+    by_pid: dict[int, set[str]] = {}
+    for line in noted.read_text().splitlines():
+        pid, name = line.split()
+        by_pid.setdefault(int(pid), set()).add(name)
+    return done, by_pid
+
+
+@pytest.mark.parametrize("args, hydra_in_job", [
+    (("model=lm_stub",), False),  # the tool's own model, plain arguments: called directly
+    (("model=lm_stub", "model._target_=mine.same_cnn", "model=simple_cnn"), True),  # your own: Hydra builds it
+    (("model=lm_stub", "hydra.verbose=true"), True),  # not the shipped logging: Hydra sets it up
+])
+def test_the_job_imports_hydra_only_when_it_needs_it(tmp_path, args, hydra_in_job):
+    """Hydra and omegaconf stay in the command line's process, off the build's critical path, unless
+    the job's process needs them: a model of your own (Hydra's instantiate and its policy), a
+    logging config other than the tool's own."""
+    (tmp_path / "mine.py").write_text(MINE)
+    done, by_pid = imports_by_process(tmp_path, *args, "format=pytorch")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (job,) = [pid for pid, names in by_pid.items() if "torch" in names]
+    (command_line,) = [pid for pid, names in by_pid.items() if "torch" not in names]
+    assert by_pid[command_line] == {"hydra", "omegaconf"}
+    assert by_pid[job] == ({"torch", "hydra", "omegaconf"} if hydra_in_job else {"torch"})
+
+
+def test_the_tools_own_model_called_directly_builds_what_hydra_builds(tmp_path):
+    """model=simple_cnn is called without Hydra in the job's process; the same class through your own
+    _target_ goes through Hydra's instantiate: the same artifacts, byte for byte."""
+    (tmp_path / "mine.py").write_text(MINE)
+    for name, extra in (("own", ()), ("hydra", ("model._target_=mine.same_cnn",))):
+        done = run_cli("model=simple_cnn", *extra, "format=[onnx,pytorch]", SMALL, f"hydra.run.dir={name}",
+                       cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    for artifact in ("model.onnx", "model.pth"):
+        assert sha256(tmp_path / "own" / artifact) == sha256(tmp_path / "hydra" / artifact), artifact
+
+
+def test_a_logging_config_of_your_own_is_set_up_by_hydra_in_the_job(tmp_path):
+    done = run_cli("model=simple_cnn", "format=pytorch", SMALL,
+                   "hydra.job_logging.formatters.console.format='[job] %(message)s'", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("[job] pytorch ")  # the first line the job logs
+
+
+def test_the_tools_own_model_fails_as_hydra_would_say_it(tmp_path):
+    """The one line of a constructor's error is Hydra's wording, whichever process built it."""
+    lines = []
+    for mode in ("1", "0"):
+        done = run_cli("model=simple_cnn", "+model.bogus=1", "format=pytorch", cwd=tmp_path,
+                       env={"EXPORTER_STANDBY": mode})
+        assert done.returncode == 2
+        lines.append(done.stderr.strip())
+    assert lines[0] == lines[1] == (
+        "error: model: cannot build exporter.models.SimpleCNN: Error in call to target "
+        "'exporter.models.simple_cnn.SimpleCNN': TypeError(\"SimpleCNN.__init__() got an unexpected keyword "
+        "argument 'bogus'\")")
 
 
 def test_a_run_that_builds_nothing_ends_at_once_with_its_standby_process(tmp_path):

@@ -22,7 +22,7 @@ from .console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_strea
 from .errors import ExportError, first_line
 from .interrupts import (INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted,
                          stop_once_on_signals)
-from .job_process import (SHOW_TRACEBACKS, JobDescription, config_errors, identity_of, job_outcome, stop)
+from .job_process import SHOW_TRACEBACKS, Deferred, JobDescription, config_errors, identity_of, job_outcome, stop
 from .resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from .schema import register_configs, selected_formats
 from .standby import MODE_KEYS
@@ -109,11 +109,52 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             provenance["sweep"] = sweep_identity()
             notes = _ignored_format_options(HydraConfig.get().overrides.task, formats)
         return JobDescription(
-            config=cfg, task_spec=task_spec, formats=formats,
+            config=Deferred(cfg), model_call=own_model_call(cfg), has_adapter=adapter is not None,
+            task_spec=task_spec, formats=formats,
             quantization=OmegaConf.to_object(cfg.quantization), validate=OmegaConf.to_object(cfg.validate),
             calibration=OmegaConf.to_object(cfg.calibration), export_dir=Path(cfg.export_dir), seed=cfg.seed,
             checkpoint=cfg.checkpoint, wait=bool(cfg.wait), snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
             origin=origin, records=records, provenance=provenance, notes=notes)
+
+
+def own_model_call(cfg: DictConfig) -> Optional[tuple[str, dict[str, Any]]]:
+    """The model when it is the tool's own (a ``_target_`` in ``exporter.models``) with plain keyword
+    arguments only (numbers, strings, booleans, null): its target and arguments, for the job's
+    process to call directly (exporter.job_process), as Hydra's instantiate would. None: Hydra
+    builds it (your own class, nested nodes, ``_partial_`` and the like).
+
+    >>> from omegaconf import OmegaConf
+    >>> own_model_call(OmegaConf.create({"model": {"_target_": "exporter.models.SimpleCNN", "width": 8}}))
+    ('exporter.models.SimpleCNN', {'width': 8})
+    >>> own_model_call(OmegaConf.create({"model": {"_target_": "mine.Net", "width": 8}})) is None
+    True
+    """
+    node = OmegaConf.to_container(cfg.model, resolve=True) if isinstance(cfg.get("model"), DictConfig) else None
+    if not isinstance(node, dict):
+        return None
+    target = node.pop("_target_", None)
+    if not isinstance(target, str) or not target.startswith("exporter.models."):
+        return None
+    if any(str(key).startswith("_") or not (value is None or isinstance(value, (bool, int, float, str)))
+           for key, value in node.items()):
+        return None
+    return target, node
+
+
+def job_logging_without_hydra(hydra_cfg: DictConfig) -> Optional[dict[str, Any]]:
+    """The job's logging config when it is the tool's own (``conf/hydra/job_logging/exporter.yaml``
+    as shipped) and ``hydra.verbose`` is off: the standby process sets it up with ``logging.config``
+    and need not import Hydra for it. None: Hydra's ``configure_log`` sets it up there, with its
+    checks of what a logging config names."""
+    from importlib.resources import files
+
+    import yaml
+
+    if hydra_cfg.hydra.verbose:
+        return None
+    shipped = yaml.safe_load(files("exporter.conf.hydra.job_logging").joinpath("exporter.yaml").read_text())
+    job_logging = OmegaConf.to_container(hydra_cfg.hydra.job_logging, resolve=True)
+    return job_logging if job_logging == shipped else None
 
 
 def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -271,9 +312,10 @@ def _build_in_standby(standby: Any, description: JobDescription, checked: tuple[
     job. It printed its own errors: this process ends with its exit status."""
     from hydra.core.hydra_config import HydraConfig
 
+    hydra_cfg = HydraConfig.instance().cfg
     try:
-        result = standby.run("take_over", description, HydraConfig.instance().cfg, dict(os.environ), os.getcwd(),
-                             SHOW_TRACEBACKS, checked, identity)
+        result = standby.run("take_over", description, Deferred(hydra_cfg), job_logging_without_hydra(hydra_cfg),
+                             dict(os.environ), os.getcwd(), SHOW_TRACEBACKS, checked, identity)
     except (Interrupted, KeyboardInterrupt) as exc:
         PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
         raise

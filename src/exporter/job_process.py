@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,13 +40,35 @@ SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
 Identity = Union[dict[str, Any], Callable[[], dict[str, Any]]]
 
 
+class Deferred:
+    """A value that pickles into bytes and is unpickled on first use (``get``): the composed config
+    travels to the standby process without importing omegaconf there until something reads it."""
+
+    _UNSET = object()
+
+    def __init__(self, value: Any):
+        self._value, self._data = value, b""
+
+    def __getstate__(self) -> bytes:
+        return pickle.dumps(self.get(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __setstate__(self, data: bytes) -> None:
+        self._value, self._data = self._UNSET, data
+
+    def get(self) -> Any:
+        if self._value is self._UNSET:
+            self._value, self._data = pickle.loads(self._data), b""
+        return self._value
+
+
 @dataclass
 class JobDescription:
     """One job as the command line describes it from the composed config (``exporter.cli.describe``):
-    plain values and the tool's dataclasses, and the composed config itself for what is built from
-    it (``model``, ``adapter``, ``calibration.dataset``). Picklable: it goes to the standby process."""
+    plain values and the tool's dataclasses, and the composed config itself for what Hydra builds
+    from it (``model``, ``adapter``, ``calibration.dataset``). Picklable: it goes to the standby process."""
 
-    config: Any  # the composed DictConfig
+    config: Deferred  # the composed DictConfig
+    model_call: Optional[tuple[str, dict[str, Any]]]  # the tool's own model and its plain arguments (cli.own_model_call)
     task_spec: Any  # exporter.task_spec.TaskSpec
     formats: dict[str, Any]  # name -> the format's options dataclass
     quantization: Any
@@ -60,6 +83,7 @@ class JobDescription:
     records: dict[str, str] = field(default_factory=dict)  # .hydra/ files, written into the staged build
     provenance: dict[str, Any] = field(default_factory=dict)  # more for metadata.json (the sweep's identity)
     notes: list[str] = field(default_factory=list)  # said as the job starts, into its export.log too
+    has_adapter: bool = False  # the config names one (``adapter._target_``)
 
     @property
     def needs_samples(self) -> bool:
@@ -97,17 +121,17 @@ def build_job(description: JobDescription, identity: Identity) -> Any:
     from .errors import ConfigError
     from .job import ExportJob
 
-    cfg = description.config
     with config_errors():
         # Random weights (no checkpoint) come from the seed too, so a rebuild gives the same bytes.
         torch.manual_seed(description.seed)
-        model = _built("model", cfg.model)
+        model = _model_of(description)
         if not isinstance(model, torch.nn.Module):
-            raise ConfigError(f"model: {cfg.model.get('_target_')} built a {type(model).__name__}, "
-                              "not a torch.nn.Module")
+            target = description.model_call[0] if description.model_call else description.config.get().model.get("_target_")
+            raise ConfigError(f"model: {target} built a {type(model).__name__}, not a torch.nn.Module")
         checkpoint = load_checkpoint(model, description.checkpoint) if description.checkpoint else None
-        adapter = _adapter_from(cfg)
-        dataset = _built("calibration.dataset", cfg.calibration.dataset) if description.needs_samples else None
+        adapter = _adapter_of(description)
+        dataset = (_built("calibration.dataset", description.config.get().calibration.dataset)
+                   if description.needs_samples else None)
     job = ExportJob(
         model=model,
         task_spec=description.task_spec,
@@ -170,26 +194,35 @@ def stop(code: int, message: str) -> NoReturn:
     sys.exit(say(message, code))
 
 
-def take_over(description: JobDescription, hydra_cfg: Any, environ: dict[str, str], cwd: str,
-              show_tracebacks: bool, checked: tuple[dict[str, Any], Optional[str]],
+# In the standby process: Hydra's config of the run, set up in this process when the job first
+# needs Hydra (_hydra_ready); empty in a process where Hydra's own main set it up.
+_HYDRA_PENDING: list[Deferred] = []
+
+
+def take_over(description: JobDescription, hydra_cfg: Deferred, job_logging: Optional[dict[str, Any]],
+              environ: dict[str, str], cwd: str, show_tracebacks: bool,
+              checked: tuple[dict[str, Any], Optional[str]],
               identity: Optional[dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     """In the standby process: take on the command line's state as Hydra left it for the job
     (environment, working directory, Hydra's config for its resolvers, the job's logging) and its
-    signal handling; the job to run is returned."""
+    signal handling; the job to run is returned. ``job_logging``: the tool's own logging config,
+    set up here without Hydra; None: Hydra's ``configure_log`` sets up the run's."""
     global SHOW_TRACEBACKS
-
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import configure_log, setup_globals
-
-    from . import resolvers  # noqa: F401 (the model's node may use the tool's resolvers)
 
     os.environ.clear()
     os.environ.update(environ)
     os.chdir(cwd)
     SHOW_TRACEBACKS = show_tracebacks  # this process's own environment says HYDRA_FULL_ERROR=1 now
-    setup_globals()  # Hydra's resolvers (${hydra:...}), registered by its main in the other process
-    HydraConfig.instance().cfg = hydra_cfg
-    configure_log(hydra_cfg.hydra.job_logging, hydra_cfg.hydra.verbose)
+    _HYDRA_PENDING.append(hydra_cfg)
+    if job_logging is not None:
+        from logging.config import dictConfig
+
+        dictConfig(job_logging)
+    else:
+        from hydra.core.utils import configure_log
+
+        run = _hydra_ready()
+        configure_log(run.hydra.job_logging, run.hydra.verbose)
     logging.raiseExceptions = False
     os.register_at_fork(after_in_child=python_signal_handlers)
     stop_once_on_signals()
@@ -197,23 +230,76 @@ def take_over(description: JobDescription, hydra_cfg: Any, environ: dict[str, st
                                lambda: str(description.export_dir), multirun=False)
 
 
+def _hydra_ready() -> Any:
+    """Hydra's config of the run, set up in the standby process for the job's first use of Hydra:
+    its resolvers (``${hydra:...}``, registered by Hydra's main in the other process) and the tool's."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if _HYDRA_PENDING:
+        from hydra.core.utils import setup_globals
+
+        from . import resolvers  # noqa: F401 (a model's node may use the tool's resolvers)
+
+        setup_globals()
+        HydraConfig.instance().cfg = _HYDRA_PENDING.pop().get()
+    return HydraConfig.instance().cfg
+
+
 @contextmanager
 def config_errors():
     """A value the config leaves missing (``???``) or cannot resolve becomes one ConfigError naming its key."""
-    from omegaconf.errors import OmegaConfBaseException
-
     from .errors import ConfigError
 
     try:
         yield
-    except OmegaConfBaseException as exc:
+    except Exception as exc:
+        errors = sys.modules.get("omegaconf.errors")  # none to catch where omegaconf is not imported
+        if errors is None or not isinstance(exc, errors.OmegaConfBaseException):
+            raise
         key = getattr(exc, "full_key", None)
         message = first_line(exc)
         raise ConfigError(f"{key}: {message}" if key else message) from None
 
 
+def _model_of(description: JobDescription) -> Any:
+    """The job's model: the tool's own called directly (``model_call``), else built by Hydra."""
+    if description.model_call is not None:
+        target, kwargs = description.model_call
+        found = _located(target)
+        if found is not None:
+            return _called("model", target, found, kwargs)
+    # Anything else, and a name of the tool's that does not resolve: Hydra's instantiate, and its message.
+    return _built("model", description.config.get().model)
+
+
+def _located(target: str) -> Any:
+    """The class or function ``module.name`` names; None if it names none (Hydra then says why)."""
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _called(where: str, target: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``function(**kwargs)`` (``target`` names it) as Hydra's instantiate calls a node's target,
+    its error worded as Hydra words it; HYDRA_FULL_ERROR=1: the error itself, with its traceback."""
+    from .errors import ConfigError
+
+    try:
+        return function(**kwargs)
+    except Exception as exc:
+        if SHOW_TRACEBACKS:
+            raise
+        name = f"{function.__module__}.{function.__qualname__}"
+        raise ConfigError(f"{where}: cannot build {target}: Error in call to target '{name}': {exc!r}") from None
+
+
 def _built(where: str, node: Any) -> Any:
     """What Hydra's instantiate builds from ``node``; its errors as one ConfigError naming ``where``."""
+    _hydra_ready()
     import hydra.utils
     from hydra.errors import InstantiationException
 
@@ -226,20 +312,15 @@ def _built(where: str, node: Any) -> Any:
         raise ConfigError(f"{where}: cannot build {node.get('_target_')}: {_flat(exc)}") from None
 
 
-def _adapter_from(cfg: Any) -> Any:
-    """The job's adapter: built from ``adapter._target_`` when the config gives one, else None (the
-    runner picks the shipped adapter of the task type)."""
-    from omegaconf import DictConfig
-
+def _adapter_of(description: JobDescription) -> Any:
+    """The job's adapter: built from ``adapter._target_`` when the config gives one (checked by the
+    command line), else None (the runner picks the shipped adapter of the task type)."""
     from .adapters import ModelAdapter
     from .errors import ConfigError
 
-    node = cfg.get("adapter")
-    if node is None:
+    if not description.has_adapter:
         return None
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        raise ConfigError(f"adapter: expected null or a node with _target_, got {node!r}; "
-                          "e.g. +adapter._target_=pkg.MyAdapter")
+    node = description.config.get().adapter
     adapter = _built("adapter", node)
     if not isinstance(adapter, ModelAdapter):
         raise ConfigError(f"adapter: {node.get('_target_')} built a {type(adapter).__name__}, not an "

@@ -15,15 +15,28 @@ and checked by ``check_values``, and keys added with ``+`` that no schema knows
 from __future__ import annotations
 
 import functools
+import sys
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any, Dict, Iterator, List, Optional
-
-from omegaconf import MISSING, DictConfig, OmegaConf
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# omegaconf.MISSING, a value the config must give. Spelt here so that the job's process, which
+# reads these dataclasses but no config, does not import omegaconf for it (exporter.job_process).
+MISSING = "???"
+
+
+def _is_config(obj: Any) -> bool:
+    """Whether ``obj`` is a DictConfig, without importing omegaconf: only a process that imported it
+    can hold one."""
+    omegaconf = sys.modules.get("omegaconf")
+    return omegaconf is not None and isinstance(obj, omegaconf.DictConfig)
 
 
 def option_value(option: Any) -> Any:
@@ -263,7 +276,7 @@ def _value_problems(obj: Any, schema: type, prefix: str) -> Iterator[str]:
         nested, element = _schema_of(types[spec.name]), _element_schema(types[spec.name])
         if not (nested or element or spec.metadata):
             continue
-        if isinstance(obj, DictConfig) and OmegaConf.is_missing(obj, spec.name):
+        if _is_config(obj) and sys.modules["omegaconf"].OmegaConf.is_missing(obj, spec.name):
             continue  # ``???``: the job names the key when it reads it
         key, value = f"{prefix}{spec.name}", getattr(obj, spec.name)
         if isinstance(value, Sequence) and not isinstance(value, str):
@@ -276,7 +289,7 @@ def _value_problems(obj: Any, schema: type, prefix: str) -> Iterator[str]:
 def _item_problems(key: str, value: Any, schema: Optional[type], metadata: Mapping[str, Any]) -> Iterator[str]:
     """A value's problems: walked when its field is schema-typed, else checked against the field's bounds."""
     if schema is not None:
-        if is_dataclass(value) or isinstance(value, DictConfig):  # not None (an unselected format) or ``???``
+        if is_dataclass(value) or _is_config(value):  # not None (an unselected format) or ``???``
             yield from _value_problems(value, schema, f"{key}.")
         return
     problem = _bound_problem(key, value, metadata)
@@ -293,12 +306,20 @@ def check_values(obj: Any, prefix: str = "") -> None:
     ``validate.atol: -1.0 is out of range; valid values: >= 0``. Raises ConfigError listing every
     value out of range, joined by " | " (the command line prints one line).
     """
-    schema = type(obj) if is_dataclass(obj) else OmegaConf.get_type(obj)
+    schema = type(obj) if is_dataclass(obj) else _config_type(obj)
     if not (isinstance(schema, type) and is_dataclass(schema)):
         raise TypeError(f"check_values: expected a schema dataclass or structured config, got {type(obj).__name__}")
     problems = list(_value_problems(obj, schema, prefix))
     if problems:
         raise ConfigError(" | ".join(problems))
+
+
+def _config_type(obj: Any) -> Any:
+    if not _is_config(obj):
+        return type(obj)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.get_type(obj)
 
 
 def check_field(schema: type, name: str, value: Any, key: str) -> None:
@@ -331,7 +352,9 @@ def _unknown_in(cfg: Any) -> list[tuple[str, type]]:
     (``ExportConfig`` with its ``format`` node typed by the format registry)."""
     from .formats.registry import export_schema
 
-    if isinstance(cfg, DictConfig):
+    if _is_config(cfg):
+        from omegaconf import OmegaConf
+
         # Unresolved: only keys are compared, and ${hydra:...} cannot resolve outside a job.
         cfg = OmegaConf.to_container(cfg, resolve=False)
     # Hydra's own node (compose(..., return_hydra_config=True)) is Hydra's to check.

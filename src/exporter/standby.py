@@ -35,10 +35,11 @@ from .startup import READERS
 
 # Override keys through which a run could get another hydra.mode (a sweep) or read other configs.
 MODE_KEYS = ("hydra.mode", "hydra.searchpath")
-# What the standby process imports while it waits, what every build needs: the tool's job code,
-# Hydra's instantiate (with omegaconf), torch. The rest (onnx, transformers) depends on the job.
-# Not the command line's module: its config store and the job's description are the other process's.
-_AHEAD = ("exporter.job_process", "hydra.utils", "torch", "exporter.runner")
+# What the standby process imports while it waits, what every build needs: the tool's job code and
+# torch. The rest (onnx, transformers; Hydra's instantiate where the job needs it,
+# exporter.job_process) depends on the job. Not the command line (Hydra, omegaconf, the config
+# store): its process has done that work.
+_AHEAD = ("exporter.job_process", "torch", "exporter.runner")
 
 _standby: Optional["Standby"] = None
 
