@@ -228,7 +228,10 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
     forked = multirun and _fork_for_each_job(hydra_cfg)
     try:
-        outcome = _job_in_own_process(cfg) if forked else job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun)
+        if forked:
+            outcome = _job_in_own_process(cfg)
+        else:
+            outcome = job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun)
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:

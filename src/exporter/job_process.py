@@ -85,6 +85,15 @@ class JobDescription:
     notes: list[str] = field(default_factory=list)  # said as the job starts, into its export.log too
     has_adapter: bool = False  # the config names one (``adapter._target_``)
 
+    def composed(self) -> Any:
+        """The composed config, with Hydra ready in this process to resolve it (``${hydra:...}``)."""
+        _hydra_ready()
+        return self.config.get()
+
+    @property
+    def model_target(self) -> Any:
+        return self.model_call[0] if self.model_call else self.composed().model.get("_target_")
+
     @property
     def needs_samples(self) -> bool:
         from .schema import option_value
@@ -126,11 +135,11 @@ def build_job(description: JobDescription, identity: Identity) -> Any:
         torch.manual_seed(description.seed)
         model = _model_of(description)
         if not isinstance(model, torch.nn.Module):
-            target = description.model_call[0] if description.model_call else description.config.get().model.get("_target_")
-            raise ConfigError(f"model: {target} built a {type(model).__name__}, not a torch.nn.Module")
+            raise ConfigError(f"model: {description.model_target} built a {type(model).__name__}, "
+                              "not a torch.nn.Module")
         checkpoint = load_checkpoint(model, description.checkpoint) if description.checkpoint else None
         adapter = _adapter_of(description)
-        dataset = (_built("calibration.dataset", description.config.get().calibration.dataset)
+        dataset = (_built("calibration.dataset", description.composed().calibration.dataset)
                    if description.needs_samples else None)
     job = ExportJob(
         model=model,
@@ -269,7 +278,7 @@ def _model_of(description: JobDescription) -> Any:
         if found is not None:
             return _called("model", target, found, kwargs)
     # Anything else, and a name of the tool's that does not resolve: Hydra's instantiate, and its message.
-    return _built("model", description.config.get().model)
+    return _built("model", description.composed().model)
 
 
 def _located(target: str) -> Any:
@@ -298,8 +307,8 @@ def _called(where: str, target: str, function: Callable[..., Any], kwargs: dict[
 
 
 def _built(where: str, node: Any) -> Any:
-    """What Hydra's instantiate builds from ``node``; its errors as one ConfigError naming ``where``."""
-    _hydra_ready()
+    """What Hydra's instantiate builds from ``node`` (of ``JobDescription.composed``); its errors as
+    one ConfigError naming ``where``."""
     import hydra.utils
     from hydra.errors import InstantiationException
 
@@ -320,7 +329,7 @@ def _adapter_of(description: JobDescription) -> Any:
 
     if not description.has_adapter:
         return None
-    node = description.config.get().adapter
+    node = description.composed().adapter
     adapter = _built("adapter", node)
     if not isinstance(adapter, ModelAdapter):
         raise ConfigError(f"adapter: {node.get('_target_')} built a {type(adapter).__name__}, not an "
