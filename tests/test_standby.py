@@ -117,7 +117,7 @@ import sys
 
 class Noted:
     def find_spec(self, name, path=None, target=None):
-        if name in ("torch", "hydra", "omegaconf"):
+        if name in ("torch", "hydra", "omegaconf", "onnx", "onnxruntime", "onnxscript", "transformers"):
             with open(os.environ["IMPORTS_NOTED"], "a") as f:
                 f.write(f"{os.getpid()} {name}\\n")
         return None
@@ -139,22 +139,27 @@ def imports_by_process(tmp_path: Path, *args: str) -> tuple[Any, dict[int, set[s
     return done, by_pid
 
 
-@pytest.mark.parametrize("args, hydra_in_job", [
-    (("model=lm_stub",), False),  # the tool's own model, plain arguments: called directly
-    (("model=lm_stub", "model._target_=mine.same_cnn", "model=simple_cnn"), True),  # your own: Hydra builds it
-    (("model=lm_stub", "hydra.verbose=true"), True),  # not the shipped logging: Hydra sets it up
+@pytest.mark.parametrize("args, job_imports", [
+    # The tool's own model, plain arguments: called directly; each backend imports what it needs.
+    (("model=lm_stub", "format=pytorch"), {"torch"}),
+    (("model=lm_stub", "format=torchscript"), {"torch"}),
+    (("model=lm_stub", "format=onnx"), {"torch", "onnx", "onnxruntime"}),  # legacy: no onnxscript
+    # Your own model: Hydra's instantiate builds it; not the shipped logging: Hydra sets it up.
+    (("model=simple_cnn", "model._target_=mine.same_cnn", "format=pytorch"), {"torch", "hydra", "omegaconf"}),
+    (("model=lm_stub", "hydra.verbose=true", "format=pytorch"), {"torch", "hydra", "omegaconf"}),
 ])
-def test_the_job_imports_hydra_only_when_it_needs_it(tmp_path, args, hydra_in_job):
-    """Hydra and omegaconf stay in the command line's process, off the build's critical path, unless
-    the job's process needs them: a model of your own (Hydra's instantiate and its policy), a
-    logging config other than the tool's own."""
+def test_the_job_imports_only_what_it_needs(tmp_path, args, job_imports):
+    """Hydra, omegaconf and the tool's command line stay in the command line's process, off the
+    build's critical path, unless the job needs them (a model of your own: Hydra's instantiate and
+    its policy; a logging config other than the tool's own); onnxscript and the libraries of the
+    formats the job does not build are not imported at all."""
     (tmp_path / "mine.py").write_text(MINE)
-    done, by_pid = imports_by_process(tmp_path, *args, "format=pytorch")
+    done, by_pid = imports_by_process(tmp_path, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     (job,) = [pid for pid, names in by_pid.items() if "torch" in names]
     (command_line,) = [pid for pid, names in by_pid.items() if "torch" not in names]
     assert by_pid[command_line] == {"hydra", "omegaconf"}
-    assert by_pid[job] == ({"torch", "hydra", "omegaconf"} if hydra_in_job else {"torch"})
+    assert by_pid[job] == job_imports
 
 
 def test_the_tools_own_model_called_directly_builds_what_hydra_builds(tmp_path):
