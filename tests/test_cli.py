@@ -95,6 +95,10 @@ def test_cfg_and_config_errors_do_not_import_torch(tmp_path, args):
     (["quantization=static", "calibration=npz", "calibration.path=/nope.npz"], "calibration.path: file not found"),
     (["format.onnx.backend=dynamo"], "format.onnx.backend=dynamo exports opset 18 or newer"),
     (["model._target_=exporter.models.Nope"], "model: cannot build exporter.models.Nope"),
+    (["model.num_classes=???"], "model.num_classes: Missing mandatory value"),
+    (["model._target_=exporter.models.hf.TASKS"], "cannot build exporter.models.hf.TASKS: Expected a callable target"),
+    (["+model.bogus=1"], "cannot build exporter.models.SimpleCNN: Error in call to target "
+                         "'exporter.models.simple_cnn.SimpleCNN': TypeError("),
     (["model=lm_stub", "task_spec.input_schema.vocab_size=5000"], "the model failed on its example input"),
 ])
 def test_errors_are_one_clear_message_with_no_traceback(tmp_path, cli, args, message):

@@ -35,6 +35,14 @@ def same_cnn(**kwargs):
     return SimpleCNN(**kwargs)
 
 
+def threads_noted(**kwargs):
+    import torch
+
+    with open("threads.txt", "w") as f:
+        f.write(str(torch.get_num_threads()))
+    return SimpleCNN(**kwargs)
+
+
 def modules_noted(**kwargs):
     \"\"\"SimpleCNN, noting which of the command line's own modules the building process imported.\"\"\"
     import sys
@@ -299,6 +307,34 @@ def test_hydra_full_error_shows_the_users_constructors_traceback(tmp_path, stand
                                "RuntimeError('disk on fire')", r.stderr
 
 
+@pytest.mark.parametrize("standby", ["1", "0"])
+def test_hydra_full_error_shows_the_tools_own_models_traceback(tmp_path, standby):
+    """The tool's own model is called without Hydra: its constructor's error still comes with its
+    traceback and exit 1, as through Hydra's instantiate."""
+    r = run_cli("+model.bogus=1", "format=pytorch", SMALL, cwd=tmp_path,
+                env={"HYDRA_FULL_ERROR": "1", "EXPORTER_STANDBY": standby})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "TypeError: SimpleCNN.__init__() got an unexpected keyword argument 'bogus'" in r.stderr
+    assert r.stderr.count("ConstructorError: Error in call to target 'exporter.models.simple_cnn.SimpleCNN'") == 1
+
+
+def test_variables_set_for_the_job_reach_torch(tmp_path):
+    """hydra.job.env_set sets variables torch reads as it is imported (OMP_NUM_THREADS): the standby
+    imported torch without them, so the job is built in the command line's own process instead."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    (tmp_path / "mine.py").write_text(MINE)
+    proc = start("model._target_=jobs.noted", "+hydra.job.env_set.OMP_NUM_THREADS=1", "format=pytorch", SMALL,
+                 "hydra.run.dir=set", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    builder, _parent = map(int, (tmp_path / "pids.txt").read_text().split())
+    assert builder == proc.pid  # not its standby child
+    done = run_cli("model._target_=mine.threads_noted", "+hydra.job.env_set.OMP_NUM_THREADS=1", "format=pytorch",
+                   SMALL, "hydra.run.dir=threads", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "threads.txt").read_text() == "1"
+
+
 def test_hydra_full_error_shows_the_jobs_traceback_once(tmp_path):
     (tmp_path / "jobs.py").write_text(JOBS)
     args = ("format=pytorch", "quantization=dynamic", "calibration=dataset",
@@ -326,3 +362,17 @@ def test_hydra_full_error_shows_the_jobs_traceback_once(tmp_path):
 def test_which_command_lines_get_a_standby_process(argv, expected):
     assert single_build(argv) is expected
     assert wanted(argv, environ={"EXPORTER_STANDBY": "0"}) is False
+
+
+@pytest.mark.parametrize("setting", ["0", "false", "No", " off "])
+def test_exporter_standby_off_in_its_usual_spellings(setting):
+    assert wanted(["exporter"], environ={"EXPORTER_STANDBY": setting}) is False
+
+
+@pytest.mark.parametrize("setting", ["1", "true", "YES", "on"])
+def test_exporter_standby_on_in_its_usual_spellings(setting):
+    from exporter.isolation import available
+
+    if len(os.sched_getaffinity(0)) < 2 or not available():
+        pytest.skip("no standby on one core, under a tracer or beside other threads")
+    assert wanted(["exporter"], environ={"EXPORTER_STANDBY": setting}) is True

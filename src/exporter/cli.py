@@ -121,7 +121,7 @@ def own_model_call(cfg: DictConfig) -> Optional[tuple[str, dict[str, Any]]]:
     """The model when it is the tool's own (a ``_target_`` in ``exporter.models``) with plain keyword
     arguments only (numbers, strings, booleans, null): its target and arguments, for the job's
     process to call directly (exporter.job_process), as Hydra's instantiate would. None: Hydra
-    builds it (your own class, nested nodes, ``_partial_`` and the like).
+    builds it (your own class, nested nodes, ``_partial_``, a value left ``???`` and the like).
 
     >>> from omegaconf import OmegaConf
     >>> own_model_call(OmegaConf.create({"model": {"_target_": "exporter.models.SimpleCNN", "width": 8}}))
@@ -129,9 +129,9 @@ def own_model_call(cfg: DictConfig) -> Optional[tuple[str, dict[str, Any]]]:
     >>> own_model_call(OmegaConf.create({"model": {"_target_": "mine.Net", "width": 8}})) is None
     True
     """
-    node = OmegaConf.to_container(cfg.model, resolve=True) if isinstance(cfg.get("model"), DictConfig) else None
-    if not isinstance(node, dict):
-        return None
+    if not isinstance(cfg.get("model"), DictConfig) or OmegaConf.missing_keys(cfg.model):
+        return None  # ``???`` left in it: Hydra names the key, as it would for any model
+    node = OmegaConf.to_container(cfg.model, resolve=True)
     target = node.pop("_target_", None)
     if not isinstance(target, str) or not target.startswith("exporter.models."):
         return None

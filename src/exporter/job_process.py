@@ -282,14 +282,21 @@ def _model_of(description: JobDescription) -> Any:
 
 
 def _located(target: str) -> Any:
-    """The class or function ``module.name`` names; None if it names none (Hydra then says why)."""
+    """The class or function ``module.name`` names; None if it names none, or nothing callable
+    (Hydra then says why)."""
     import importlib
 
     module, _, name = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        found = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return None
+    return found if callable(found) else None
+
+
+class ConstructorError(Exception):
+    """A model's constructor failed (``_called``): raised with HYDRA_FULL_ERROR=1, the constructor's
+    own error chained to it, so that its traceback is shown, as for Hydra's InstantiationException."""
 
 
 def _called(where: str, target: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -300,10 +307,11 @@ def _called(where: str, target: str, function: Callable[..., Any], kwargs: dict[
     try:
         return function(**kwargs)
     except Exception as exc:
+        name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', target)}"
+        message = f"Error in call to target '{name}': {exc!r}"
         if SHOW_TRACEBACKS:
-            raise
-        name = f"{function.__module__}.{function.__qualname__}"
-        raise ConfigError(f"{where}: cannot build {target}: Error in call to target '{name}': {exc!r}") from None
+            raise ConstructorError(message) from exc
+        raise ConfigError(f"{where}: cannot build {target}: {message}") from None
 
 
 def _built(where: str, node: Any) -> Any:

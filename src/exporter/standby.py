@@ -35,6 +35,10 @@ from .startup import READERS
 
 # Override keys through which a run could get another hydra.mode (a sweep) or read other configs.
 MODE_KEYS = ("hydra.mode", "hydra.searchpath")
+# Variables the command line sets for itself (exporter.cli.main); no library reads them on import.
+_OWN_VARIABLES = ("HYDRA_FULL_ERROR",)
+# EXPORTER_STANDBY's spellings.
+_NEVER, _ALWAYS = ("0", "false", "no", "off"), ("1", "true", "yes", "on")
 # What the standby process imports while it waits, what every build needs: the tool's job code and
 # torch. The rest (onnx, transformers; Hydra's instantiate where the job needs it,
 # exporter.job_process) depends on the job. Not the command line (Hydra, omegaconf, the config
@@ -47,19 +51,20 @@ _standby: Optional["Standby"] = None
 def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     """Whether a standby process would help this command line: a single build (``single_build``)
     on a Linux machine with two cores or more, nothing tracing this process, one thread in it,
-    and CPU time to spare (``EXPORTER_STANDBY``: ``0`` never, ``1`` whatever the load, unset: while
-    the load average of the last minute is below the number of cores). Builds run one after
-    another keep it near 1; a test suite or other builds beside keep it above 2 on two cores."""
+    and CPU time to spare. ``EXPORTER_STANDBY``: ``0`` (``false``, ``no``, ``off``) never; ``1``
+    (``true``, ``yes``, ``on``) whatever the load; unset: while the load average of the last
+    minute is below the number of cores. Builds run one after another keep it near 1; a test
+    suite or other builds beside keep it above 2 on two cores."""
     environ = os.environ if environ is None else environ
-    setting = environ.get("EXPORTER_STANDBY", "")
-    if setting == "0" or environ.get("PYTHONPROFILEIMPORTTIME"):
+    setting = environ.get("EXPORTER_STANDBY", "").strip().lower()
+    if setting in _NEVER or environ.get("PYTHONPROFILEIMPORTTIME"):
         return False
     if not available() or "importtime" in sys._xoptions:  # Linux, one thread, no tracer or profiler
         return False
     cores = len(os.sched_getaffinity(0))
     # On a busy machine the standby's imports would take the core the command line's own work
     # needs: a config error or an up-to-date build would answer later, and the build gain nothing.
-    spare = setting == "1" or os.getloadavg()[0] < cores
+    spare = setting in _ALWAYS or os.getloadavg()[0] < cores
     return cores >= 2 and spare and single_build(argv)
 
 
@@ -84,10 +89,30 @@ def start(argv: list[str]) -> None:
 
 def take() -> Optional["Standby"]:
     """The standby process, still waiting for its job, for the caller to hand it one; None when
-    there is none (then the job runs here). Given out once."""
+    there is none (then the job runs here). Given out once. Also None, the standby dismissed, when
+    the environment has changed since it was forked (``hydra.job.env_set``): torch read variables
+    such as ``OMP_NUM_THREADS`` or ``PYTORCH_JIT`` as the standby imported it, so the job must run
+    in this process, where torch is yet to be imported with them."""
     global _standby
     standby, _standby = _standby, None
-    return standby if standby is not None and standby.waiting() else None
+    if standby is None or not standby.waiting():
+        return None
+    if _variables_changed(standby.environ, os.environ):
+        _standby = standby
+        dismiss()
+        return None
+    return standby
+
+
+def _variables_changed(before: Any, now: Any) -> bool:
+    """Whether a variable other than those the command line sets for itself was set, changed or
+    removed.
+
+    >>> _variables_changed({"A": "1"}, {"A": "1", "HYDRA_FULL_ERROR": "1"}), _variables_changed({}, {"B": ""})
+    (False, True)
+    """
+    return {k: v for k, v in before.items() if k not in _OWN_VARIABLES} != \
+        {k: v for k, v in now.items() if k not in _OWN_VARIABLES}
 
 
 def dismiss() -> None:
@@ -114,6 +139,7 @@ class Standby:
         self.report_file = tempfile.TemporaryFile()
         go_read, self.go = os.pipe()
         parent = os.getpid()
+        self.environ = dict(os.environ)  # what the libraries it imports read (take)
         # SIGINT and SIGTERM stay blocked in the child until it has the job and the handlers to stop
         # it: nothing it does before needs stopping (it dies with this process).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
