@@ -3,14 +3,20 @@ into an ``ExportJob`` and run, its errors turned into the run's end or a sweep j
 
 The command line composes and checks the config with Hydra and derives from it everything that
 needs no torch (``exporter.cli.describe``: the task spec, the options, the snapshot and the
-records of ``.hydra/``). What is left needs the job's process: building the model, its adapter
-and its calibration dataset with Hydra's ``instantiate`` (its policy on which targets a config may
-name included), loading the checkpoint, the export. That process is the command line's own, a
-sweep job's forked one (exporter.isolation), or the standby process of a single run
-(exporter.standby). The standby imports this module, Hydra's ``instantiate`` and torch before it
-has a job; it does not import the command line, Hydra's composition or the tool's config store:
-they would come before torch on the build's critical path, and the command line has used them
-already.
+records of ``.hydra/``). What is left needs the job's process: building the model (and an
+adapter, a calibration dataset), loading the checkpoint, the export. That process is the command
+line's own, a sweep job's forked one (exporter.isolation), or the standby process of a single run
+(exporter.standby), which imports this module and torch before it has a job.
+
+Hydra stays out of the standby process unless the job needs it there. A model of the tool's own
+(a ``_target_`` in ``exporter.models``: ``model=simple_cnn``, ``lm_stub``, every ``hf_*``) with
+plain arguments is built by calling its class or factory, which is all Hydra's ``instantiate``
+would do with such a node. Anything else (your own ``_target_``, an adapter, a calibration
+dataset) goes through ``instantiate`` and its policy on what a config may name: the standby then
+imports Hydra and omegaconf as it takes the job. So does a job logging config other than the
+tool's own. Either way Hydra's composition, the config store and the command line stay in the
+command line's process, which has used them already: imported in the standby, they would sit
+before torch on the build's critical path.
 
     >>> job_outcome(lambda: {"status": "ok"}, lambda: "exports/x", multirun=True)
     {'status': 'ok'}

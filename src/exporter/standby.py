@@ -40,9 +40,9 @@ _OWN_VARIABLES = ("HYDRA_FULL_ERROR",)
 # EXPORTER_STANDBY's spellings.
 _NEVER, _ALWAYS = ("0", "false", "no", "off"), ("1", "true", "yes", "on")
 # What the standby process imports while it waits, what every build needs: the tool's job code and
-# torch. The rest (onnx, transformers; Hydra's instantiate where the job needs it,
-# exporter.job_process) depends on the job. Not the command line (Hydra, omegaconf, the config
-# store): its process has done that work.
+# torch. The rest depends on the job: onnx, transformers, and Hydra where the job needs it
+# (exporter.job_process). Not the command line, Hydra's composition, omegaconf or the config store:
+# the command line's process has done that work.
 _AHEAD = ("exporter.job_process", "torch", "exporter.runner")
 
 _standby: Optional["Standby"] = None
@@ -52,8 +52,8 @@ def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     """Whether a standby process would help this command line: a single build (``single_build``)
     on a Linux machine with two cores or more, nothing tracing this process, one thread in it,
     and CPU time to spare. ``EXPORTER_STANDBY``: ``0`` (``false``, ``no``, ``off``) never; ``1``
-    (``true``, ``yes``, ``on``) whatever the load; unset: while the load average of the last
-    minute is below the number of cores. Builds run one after another keep it near 1; a test
+    (``true``, ``yes``, ``on``) whatever the load; unset (or anything else): while the load average
+    of the last minute is below the number of cores. Builds run one after another keep it near 1; a test
     suite or other builds beside keep it above 2 on two cores."""
     environ = os.environ if environ is None else environ
     setting = environ.get("EXPORTER_STANDBY", "").strip().lower()
