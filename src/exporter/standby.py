@@ -56,16 +56,26 @@ def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     of the last minute is below the number of cores. Builds run one after another keep it near 1; a test
     suite or other builds beside keep it above 2 on two cores."""
     environ = os.environ if environ is None else environ
-    setting = environ.get("EXPORTER_STANDBY", "").strip().lower()
-    if setting in _NEVER or environ.get("PYTHONPROFILEIMPORTTIME"):
+    setting = forced(environ)
+    if setting is False or environ.get("PYTHONPROFILEIMPORTTIME"):
         return False
     if not available() or "importtime" in sys._xoptions:  # Linux, one thread, no tracer or profiler
         return False
     cores = len(os.sched_getaffinity(0))
     # On a busy machine the standby's imports would take the core the command line's own work
     # needs: a config error or an up-to-date build would answer later, and the build gain nothing.
-    spare = setting in _ALWAYS or os.getloadavg()[0] < cores
+    spare = setting is True or os.getloadavg()[0] < cores
     return cores >= 2 and spare and single_build(argv)
+
+
+def forced(environ: Any) -> Optional[bool]:
+    """``EXPORTER_STANDBY`` read: False never, True whatever the load, None by the load.
+
+    >>> forced({"EXPORTER_STANDBY": " Off"}), forced({"EXPORTER_STANDBY": "yes"}), forced({})
+    (False, True, None)
+    """
+    setting = environ.get("EXPORTER_STANDBY", "").strip().lower()
+    return False if setting in _NEVER else True if setting in _ALWAYS else None
 
 
 def single_build(argv: list[str]) -> bool:
