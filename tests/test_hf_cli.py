@@ -147,3 +147,16 @@ def test_every_hf_yaml_of_the_models_page_exports_as_written(tmp_path, saved):
                     f"export_dir=out-{path.stem}", cwd=tmp_path)
         assert r.returncode == 0, (target, r.stderr[-2000:])
         assert json.loads((tmp_path / f"out-{path.stem}" / "metadata.json").read_text())["status"] == "ok", target
+
+
+def test_a_model_folder_named_with_a_dollar_brace_builds(tmp_path, saved):
+    """The build folder is named after the model folder, and Hydra keeps it in its config, where
+    ``${`` would be read as an interpolation: it builds into ``esc_{x}`` instead of failing after
+    the build with Hydra's own error and leaving empty folders."""
+    import shutil
+
+    shutil.copytree(saved / "gpt2-tiny", tmp_path / "esc${x}")
+    r = run_cli("model=hf_causal_lm", "model.path=" + str(tmp_path / "esc\\${x}"), "format=pytorch", cwd=tmp_path)
+    assert r.returncode == 0 and "rror" not in r.stderr, r.stdout + r.stderr  # transformers prints progress there
+    assert (tmp_path / "exports" / "esc_{x}" / "pytorch-none" / "metadata.json").is_file()
+    assert [p.name for p in (tmp_path / "exports").iterdir()] == ["esc_{x}"]

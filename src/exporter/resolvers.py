@@ -6,6 +6,8 @@ which builds the model from it (exporter.job_process), where a model node may us
 
     >>> build_name({"onnx": {"enabled": True}, "torchscript": None}, "dynamic")
     'onnx-dynamic'
+    >>> model_name("hf_causal_lm", "exporter.models.hf.from_pretrained", "~/models/gpt2-${x}/")
+    'gpt2-_{x}'
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ def model_name(choice: Any, target: Any, path: Any = None) -> str:
     """The build folder's model part: the folder name of a model loaded from a folder
     (``model=hf_causal_lm model.path=~/models/gpt2-tiny`` -> ``gpt2-tiny``), else the model option's
     name, else the class (or factory) name of a model given only by ``_target_``."""
-    if path not in (None, "", "???"):
-        name = Path(str(path).rstrip("/")).name
-        if name:
-            return name
-    return str(choice) if choice else str(target).rsplit(".", 1)[-1]
+    name = Path(str(path).rstrip("/")).name if path not in (None, "", "???") else ""
+    name = name or (str(choice) if choice else str(target).rsplit(".", 1)[-1])
+    # Hydra keeps the folder in its own config (hydra.runtime.output_dir), where a ``${`` would be
+    # read as an interpolation whenever it is read again: ``models/esc${x}`` builds into ``esc_{x}``.
+    return name.replace("$", "_")
 
 
 def _format_help() -> str:
