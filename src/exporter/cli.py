@@ -266,18 +266,13 @@ def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
 
     # A job that will build imports torch: imported here first, it is imported once per sweep.
     builds = cfg.force or not (Path(cfg.export_dir) / "metadata.json").is_file()
-    try:
+    with _publishes_of_the_jobs_process():
         result = run_forked(lambda: job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun=True),
                             on_start=stop_once_on_signals,
                             preload=("torch",) if builds else ())
-    except (Interrupted, KeyboardInterrupt) as exc:
-        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
-        raise
-    PUBLISHED.extend(Path(p) for p in result.published)
-    if result.interrupted:  # the job's process alone was signalled: the sweep stops as a run would
-        raise Interrupted(result.interrupted)
-    if result.value is not None:
-        return result.value
+    outcome = _outcome_of(result)
+    if outcome is not None:
+        return outcome
     reason = result.error or result.crash or f"SystemExit: {result.exit}"
     log.error("error: %s", reason)
     return {"status": "error", "error": reason, "export_dir": str(cfg.export_dir)}
@@ -316,26 +311,42 @@ def _build_in_standby(standby: Any, description: JobDescription, checked: tuple[
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.instance().cfg
-    try:
+    with _publishes_of_the_jobs_process():
         result = standby.run("take_over", description, Deferred(hydra_cfg), job_logging_without_hydra(hydra_cfg),
                              dict(os.environ), os.getcwd(), SHOW_TRACEBACKS, checked, identity)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
-        raise
     if result is None:
         return None
-    PUBLISHED.extend(Path(p) for p in result.published)
     if result.output_lost:  # this process's exit reports it, as if its own output were lost
         note_lost(OSError(result.output_lost))
-    if result.interrupted:  # the job's process alone was signalled: this run stops as if it had been
-        raise Interrupted(result.interrupted)
-    if result.value is not None:
-        return result.value
+    outcome = _outcome_of(result)
+    if outcome is not None:
+        return outcome
     if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
         flush_stdout()
         sys.exit(result.exit if result.exit is not None else 1)
     _remove_what_it_left(description.export_dir)
     stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
+
+
+@contextmanager
+def _publishes_of_the_jobs_process():
+    """A signal that stops this process while a job's own process runs (exporter.isolation): what
+    that process published counts as published here (the interruption message names it)."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
+        raise
+
+
+def _outcome_of(result: Any) -> Optional[dict[str, Any]]:
+    """The outcome a job's own process reported (exporter.isolation.ChildResult), what it published
+    counted here; None if it reported none (it failed). A signal to that process alone stops this
+    one too, as if it had been signalled."""
+    PUBLISHED.extend(Path(p) for p in result.published)
+    if result.interrupted:
+        raise Interrupted(result.interrupted)
+    return result.value
 
 
 def _remove_what_it_left(folder: Path) -> None:

@@ -276,7 +276,7 @@ def _value_problems(obj: Any, schema: type, prefix: str) -> Iterator[str]:
         nested, element = _schema_of(types[spec.name]), _element_schema(types[spec.name])
         if not (nested or element or spec.metadata):
             continue
-        if _is_config(obj) and sys.modules["omegaconf"].OmegaConf.is_missing(obj, spec.name):
+        if _is_config(obj) and _missing(obj, spec.name):
             continue  # ``???``: the job names the key when it reads it
         key, value = f"{prefix}{spec.name}", getattr(obj, spec.name)
         if isinstance(value, Sequence) and not isinstance(value, str):
@@ -320,6 +320,12 @@ def _config_type(obj: Any) -> Any:
     from omegaconf import OmegaConf
 
     return OmegaConf.get_type(obj)
+
+
+def _missing(cfg: Any, key: str) -> bool:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.is_missing(cfg, key)
 
 
 def check_field(schema: type, name: str, value: Any, key: str) -> None:

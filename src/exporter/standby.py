@@ -52,9 +52,9 @@ def wanted(argv: list[str], environ: Optional[dict[str, str]] = None) -> bool:
     """Whether a standby process would help this command line: a single build (``single_build``)
     on a Linux machine with two cores or more, nothing tracing this process, one thread in it,
     and CPU time to spare. ``EXPORTER_STANDBY``: ``0`` (``false``, ``no``, ``off``) never; ``1``
-    (``true``, ``yes``, ``on``) whatever the load; unset (or anything else): while the load average
-    of the last minute is below the number of cores. Builds run one after another keep it near 1; a test
-    suite or other builds beside keep it above 2 on two cores."""
+    (``true``, ``yes``, ``on``) whatever the load; unset (or anything else): while the load
+    average of the last minute is below the number of cores. Builds run one after another keep it
+    near 1; a test suite or other builds beside keep it above 2 on two cores."""
     environ = os.environ if environ is None else environ
     setting = forced(environ)
     if setting is False or environ.get("PYTHONPROFILEIMPORTTIME"):
@@ -108,8 +108,7 @@ def take() -> Optional["Standby"]:
     if standby is None or not standby.waiting():
         return None
     if _variables_changed(standby.environ, os.environ):
-        _standby = standby
-        dismiss()
+        standby.end()
         return None
     return standby
 
@@ -131,11 +130,7 @@ def dismiss() -> None:
     global _standby
     standby, _standby = _standby, None
     if standby is not None:
-        try:
-            os.kill(standby.pid, signal.SIGKILL)
-            os.waitpid(standby.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        standby.end()
 
 
 class Standby:
@@ -167,6 +162,14 @@ class Standby:
         os.close(go_read)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
+    def end(self) -> None:
+        """Kill it, wherever it is, and reap it."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
     def waiting(self) -> bool:
         try:
             return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
@@ -175,9 +178,9 @@ class Standby:
 
     def run(self, handler: str, *args: Any) -> Any:
         """Have the standby process call ``exporter.job_process.<handler>(*args)`` as its job, and
-        return its report (exporter.isolation.ChildResult); None if it is gone before it took the job (then
-        the caller runs the job itself). ``handler`` prepares the process from ``args`` (it runs
-        with SIGINT and SIGTERM blocked) and returns the job to run."""
+        return its report (exporter.isolation.ChildResult); None if it is gone before it took the
+        job (then the caller runs the job itself). ``handler`` prepares the process from ``args``
+        (it runs with SIGINT and SIGTERM blocked) and returns the job to run."""
         from .console import flush_streams
         from .isolation import supervise
 

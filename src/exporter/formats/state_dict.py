@@ -68,6 +68,7 @@ class StateDictExporter(FormatExporter):
         return f"{self.stem}.safetensors" if self.serialization == "safetensors" else f"{self.stem}.pth"
 
     def check(self, ctx: ExportContext) -> None:
+        super().check(ctx)
         if ctx.quantized and self.serialization == "safetensors":
             raise ConfigError(
                 "model.safetensors (format=safetensors, or format.pytorch.serialization=safetensors) cannot hold "

@@ -110,7 +110,7 @@ class OnnxExporter(FormatExporter):
             )
 
     def check(self, ctx: ExportContext) -> None:
-        self.check_options(self.options)
+        super().check(ctx)
         if self.options.external_data is False and external_data.weight_bytes(ctx.model) > external_data.INLINE_LIMIT:
             raise ConfigError(
                 f"format.onnx.external_data=false: {external_data.weight_bytes(ctx.model) / 2**30:.2f} GiB of weights "
