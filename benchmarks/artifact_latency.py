@@ -88,7 +88,7 @@ def main() -> None:
 
     from exporter import export_model
     from exporter.adapters import adapter_for_task
-    from exporter.report import markdown_table
+    from exporter.records.tables import markdown_table
 
     torch.manual_seed(0)
     rows = []

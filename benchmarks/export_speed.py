@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     from exporter import export_model
-    from exporter.report import markdown_table
+    from exporter.records.tables import markdown_table
 
     torch.manual_seed(0)
     rows = []

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from exporter.report import markdown_table
+from exporter.records.tables import markdown_table
 
 MODELS = {
     "simple_cnn": ["model=simple_cnn"],

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from measure import bare, gib, last_line, make_gpt2, run, tool
 
-from exporter.report import markdown_table
+from exporter.records.tables import markdown_table
 
 # name: (n_layer, n_embd, n_head); GPT-2's vocabulary (50257) throughout
 SIZES = {

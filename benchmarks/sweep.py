@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.report import markdown_table
+from exporter.records.tables import markdown_table
 
 SWEEP = ["-m", "format=onnx,torchscript,pytorch", "quantization=none,dynamic", "seed=0,1",
          "task_spec.input_schema.image_size=[3,32,32]", "quantization.latency_runs=5"]

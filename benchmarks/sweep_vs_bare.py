@@ -19,7 +19,7 @@ from pathlib import Path
 
 from measure import bare, gib, last_line, median, run
 
-from exporter.report import markdown_table
+from exporter.records.tables import markdown_table
 
 MODELS = ["simple_cnn", "lm_stub"]
 FORMATS = {"onnx": "onnx-legacy", "torchscript": "torchscript", "pytorch": "pytorch"}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from measure import bare, gib, last_line, median, run, tool
 
-from exporter.report import markdown_table
+from exporter.records.tables import markdown_table
 
 FORMAT_ARGS = {
     "onnx-legacy": ["format=onnx", "format.onnx.backend=legacy"],

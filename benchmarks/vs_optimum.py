@@ -27,7 +27,7 @@ from pathlib import Path
 
 from measure import gib, last_line, make_bert, make_gpt2, median, run, tool
 
-from exporter.report import markdown_table
+from exporter.records.tables import markdown_table
 
 MODELS = {
     # name: (the tool's model option, Optimum's --task)

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from exporter import (ConfigError, LanguageModelingAdapter, TaskSpec, VisionClassificationAdapter,
-                      export_model)
+from exporter import ConfigError, LanguageModelingAdapter, TaskSpec, VisionClassificationAdapter, export_model
 
 SPEC_METADATA_KEYS = {"task_type", "modality", "input_shape", "output_shape", "exported_at", "torch_version",
                       "formats"}

@@ -10,15 +10,15 @@ import pytest
 import torch
 from hydra import compose
 
-import exporter.cli  # noqa: F401 - registers the schemas and the folder-name resolvers
+import exporter.cli.app  # noqa: F401 - registers the schemas and the folder-name resolvers
 from exporter import export_model
-from exporter.checkpoint import load_checkpoint
+from exporter.build.checkpoint import load_checkpoint
 from exporter.errors import ConfigError, first_line
 from exporter.formats import export_schema, formats_schema
 from exporter.formats.onnx import OnnxFormatConfig
-from exporter.schema import (CalibrationConfig, ExportConfig, QuantizationConfig,
-                             ValidateConfig, check_config, check_known_keys, check_values, unknown_keys,
-                             valid_range)
+from exporter.cli.config_store import check_config, check_known_keys, unknown_keys
+from exporter.config.checks import check_values, valid_range
+from exporter.config.schema import CalibrationConfig, ExportConfig, QuantizationConfig, ValidateConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -248,6 +248,6 @@ def test_first_line_of_an_exception():
 
 
 def test_schema_module_stays_free_of_torch():
-    code = "import sys, exporter.schema; bad = {'torch', 'onnx', 'onnxruntime'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, exporter.config.schema; bad = {'torch', 'onnx', 'onnxruntime'} & set(sys.modules); assert not bad, bad"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from exporter.checkpoint import load_checkpoint
+from exporter.build.checkpoint import load_checkpoint
 from exporter.errors import ConfigError
 from exporter.models import SimpleCNN
 

@@ -244,7 +244,7 @@ def test_hydra_mode_is_read_without_a_composition_only_where_it_is_null(hydra_co
     hydra.mode: then the shipped configs' null is what Hydra itself would read."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from exporter.cli import mode_is_default
+    from exporter.cli.app import mode_is_default
 
     assert mode_is_default(overrides + ["-m"])
     assert GlobalHydra.instance().hydra.get_mode(config_name="config", overrides=overrides) is None
@@ -300,7 +300,7 @@ def test_a_signal_while_the_tool_is_still_loading_is_an_interruption_not_a_trace
 
 
 def test_signals_wait_while_a_native_library_is_imported_and_arrive_after(tmp_path):
-    """exporter.startup's hold: a SIGTERM during the import is delivered once the import is done."""
+    """exporter.cli.startup's hold: a SIGTERM during the import is delivered once the import is done."""
     (tmp_path / "native_lib.py").write_text("import os, pathlib, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
                                             "time.sleep(0.2)\npathlib.Path('import-done').touch()\n")
     code = ("import pathlib, signal\nfrom exporter import interrupts, startup\n"
@@ -370,7 +370,7 @@ def test_between_sweep_jobs_freed_heap_memory_goes_back_to_the_system(tmp_path):
     """release_memory (run after each job of a sweep that shares a process) returns what the last
     job freed: here 190 MB of 64 KB heap blocks, freed below three that stay, which the allocator
     would otherwise keep."""
-    code = ("import numpy\nfrom exporter.sweep import release_memory\n"
+    code = ("import numpy\nfrom exporter.cli.sweep import release_memory\n"
             "def rss():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
             "blocks = [numpy.ones(8000) for _ in range(3000)]\nkeep = [numpy.ones(8000) for _ in range(3)]\n"
             "del blocks\nbefore = rss()\nrelease_memory()\nprint(before, rss())\n")

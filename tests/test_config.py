@@ -7,9 +7,9 @@ import pytest
 from hydra import compose
 from omegaconf import OmegaConf
 
-import exporter.cli  # noqa: F401 - registers the schemas and the folder-name resolver
+import exporter.cli.app  # noqa: F401 - registers the schemas and the folder-name resolver
 from exporter.formats.registry import format_aliases, registered_formats
-from exporter.schema import selected_formats
+from exporter.config.schema import selected_formats
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -103,7 +103,7 @@ def test_every_model_node_instantiates():
 
 
 def test_folder_names_follow_the_choices():
-    from exporter.cli import build_name
+    from exporter.cli.app import build_name
 
     cfg = compose("config", overrides=["format=[onnx,torchscript]", "quantization=dynamic"])
     assert build_name(cfg.format, cfg.quantization.mode) == "onnx+torchscript-dynamic"
@@ -134,7 +134,7 @@ def test_hf_options_read_sizes_from_the_saved_config(tmp_path):
     assert cfg.task_spec.output_schema.num_classes == 3 and cfg.task_spec.input_schema.max_seq_len == 16
     cfg = compose("config", overrides=["model=hf_image_classification", f"model.path={tmp_path}"])
     assert list(cfg.task_spec.input_schema.image_size) == [1, 48, 48]
-    from exporter.cli import model_name
+    from exporter.cli.app import model_name
 
     assert model_name("hf_causal_lm", "exporter.models.hf.from_pretrained", str(tmp_path) + "/") == tmp_path.name
     assert model_name(None, "transformers.AutoModel.from_pretrained", "/m/bert-base") == "bert-base"

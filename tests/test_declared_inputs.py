@@ -177,7 +177,7 @@ def test_a_declared_name_the_forward_does_not_take_is_refused_not_fed_by_positio
 
 
 def test_a_bool_input_draws_both_values():
-    from exporter.declared import parse_inputs
+    from exporter.adapters.declared import parse_inputs
 
     [flag] = parse_inputs([{"name": "flag", "dtype": "bool", "shape": [64]}])
     import torch

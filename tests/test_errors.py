@@ -140,7 +140,7 @@ def test_an_all_nan_output_fails_unless_allowed(tmp_path, cli):
 def test_non_finite_artifact_outputs_fail_the_check():
     import numpy as np
 
-    from exporter.validate import Tolerance, compare
+    from exporter.build.compare import Tolerance, compare
 
     eager = np.ones((1, 4), dtype=np.float32)
     artifact = eager.copy()

@@ -75,7 +75,7 @@ def test_quantized_safetensors_is_refused(tmp_path, lm_model, lm_spec):
 
 
 def test_quint8_is_for_onnx_only(tmp_path, lm_model, lm_spec):
-    from exporter.schema import QuantizationConfig, QuantizationMode, WeightType
+    from exporter.config.schema import QuantizationConfig, QuantizationMode, WeightType
 
     q = QuantizationConfig(mode=QuantizationMode.dynamic, weight_type=WeightType.quint8)
     out = export_model(lm_model, None, lm_spec, tmp_path / "onnx", formats=["onnx"], quantization=q)
@@ -154,7 +154,7 @@ def test_artifacts_carry_their_tags_in_their_own_format(tmp_path, lm_model, lm_s
                        format_options={"pytorch": {"serialization": "safetensors"}})
     meta = ort.InferenceSession(str(out["onnx"]), providers=["CPUExecutionProvider"]).get_modelmeta()
     assert meta.custom_metadata_map["exporter.task_type"] == "language_modeling"
-    assert json.loads(meta.custom_metadata_map["exporter.inputs"]) == {"input_ids": ["int64", [1, 32]]}
+    assert json.loads(meta.custom_metadata_map["exporter.adapters.example_inputs"]) == {"input_ids": ["int64", [1, 32]]}
     extra = {"exporter.json": ""}
     torch.jit.load(str(out["torchscript"]), _extra_files=extra)
     assert json.loads(extra["exporter.json"])["exporter.task_name"] == "lm_export_test"

@@ -70,7 +70,7 @@ def test_every_hf_option_in_every_format(tmp_path, saved, option, folder, inputs
 def test_a_transformers_checkpoint_with_tied_weights_loads_and_stays_tied(tmp_path, saved):
     import torch
 
-    from exporter.checkpoint import load_checkpoint
+    from exporter.build.checkpoint import load_checkpoint
 
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config.from_pretrained(saved / "gpt2-tiny"))
     assert model.lm_head.weight is model.transformer.wte.weight

@@ -229,11 +229,12 @@ def test_safetensors_rebuild_to_the_same_bytes_in_a_fresh_process(tmp_path, cli)
 
 def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hydra_config_module, monkeypatch):
     """A job with nothing to be up to date with hashes the model's files on another thread while the
-    model is built (exporter.job_process.identity_in_background): the same key as computed first,
+    model is built (exporter.process.child.identity_in_background): the same key as computed first,
     and a failure there is raised where the key is needed, not lost with the thread."""
     from hydra import compose
 
-    from exporter import cli, job_process
+    from exporter.cli.app import app as cli
+    from exporter.process import child as job_process
 
     cfg = compose("config", overrides=[SMALL, "export_dir=out"])  # no Hydra run: no job folder to name
     assert job_process.identity_in_background(cli.checked_config(cfg))() == cli.build_identity(cfg)

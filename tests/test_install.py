@@ -46,7 +46,7 @@ def test_wheel_ships_every_config(wheel_install):
 def test_installed_package_runs_from_anywhere(wheel_install, tmp_path):
     code = ("import exporter, hydra; from hydra.core.global_hydra import GlobalHydra\n"
             "from hydra import initialize_config_module, compose\n"
-            "import exporter.cli\n"
+            "import exporter.cli.app\n"
             "with initialize_config_module(config_module='exporter.conf', version_base='1.3'):\n"
             "    cfg = compose('config', return_hydra_config=True)\n"
             "    print('FILE', exporter.__file__)\n"

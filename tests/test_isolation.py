@@ -1,4 +1,4 @@
-"""Under Hydra's basic launcher each job of a sweep runs in a process of its own (exporter.isolation):
+"""Under Hydra's basic launcher each job of a sweep runs in a process of its own (exporter.process.forked_jobs):
 what one job leaves behind (library state, memory, a crash) never reaches the next, and a signal to
 the sweep stops the running job the way it stops a single run."""
 

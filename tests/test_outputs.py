@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from exporter import ConfigError, TaskSpec, export_model
-from exporter.outputs import flatten_outputs
+from exporter.adapters.outputs import flatten_outputs
 
 FORMATS = ["onnx", "torchscript", "pytorch", "exported_program"]
 

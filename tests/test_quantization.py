@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from exporter import ConfigError, TaskSpec, export_model
-from exporter.schema import QuantizationConfig, QuantizationMode, WeightType
+from exporter.config.schema import QuantizationConfig, QuantizationMode, WeightType
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -197,8 +197,8 @@ def test_weight_type_auto_measures_both_and_records_why(tmp_path, cnn_model, vis
         "not told apart by speed" in selection["reason"])
     torchscript = md["artifacts"]["torchscript"]["quantization_report"]["weight_type_selection"]
     assert set(torchscript["candidates"]) == {"qint8"} and torchscript["reason"] == "the only weight type this format takes"
-    from exporter.card import render_card
-    from exporter.records import read_build
+    from exporter.cli.card import render_card
+    from exporter.records.read import read_build
 
     card = render_card(read_build(out["metadata"].parent))
     assert f"- onnx: weight_type=auto kept {selection['chosen']}: {selection['reason']}" in card
@@ -209,7 +209,7 @@ def test_eager_references_past_the_cache_bound_are_computed_again_with_the_same_
     """Eager outputs of the calibration and held-out samples are kept for the next candidate only up
     to plan.REFERENCE_CACHE_BYTES (a language model's logits on them can outweigh its weights); past
     it they are computed again, once per sample, and every figure is the same."""
-    from exporter import plan
+    from exporter.build import plan
 
     q = QuantizationConfig(mode=QuantizationMode.dynamic, weight_type=WeightType.auto, latency_runs=3)
     calls, agreements = [], []
@@ -320,7 +320,7 @@ def _candidate(latency_ms, spread=0.02, agreement=0.9, size=100, failures=()):
 
 
 def test_weight_type_choice_tells_candidates_apart_by_speed_only_beyond_the_noise():
-    from exporter.quantization.selection import choose_weight_type
+    from exporter.build.quantize import choose_weight_type
 
     # clearly faster: the fastest, whatever the agreement
     assert choose_weight_type({"qint8": _candidate(1.0, agreement=0.8), "quint8": _candidate(1.5)}) == (

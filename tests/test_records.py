@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import records
-from exporter.records import MISSING, NOT_RECORDED, OK, BuildUnreadable, files_problems, read_build
-from exporter.report import closing_table
+from exporter.records.read import read as records
+from exporter.records.read import MISSING, NOT_RECORDED, OK, BuildUnreadable, files_problems, read_build
+from exporter.records.tables import closing_table
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 

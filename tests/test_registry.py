@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import exporter.cli  # noqa: F401 - registers the schemas
+import exporter.cli.app  # noqa: F401 - registers the schemas
 from exporter import ConfigError, TaskSpec, export_model
 from exporter.adapters import ModelAdapter
 from exporter.formats import FormatExporter, register_format, registered_formats, unregister_format
 from exporter.formats.registry import format_aliases
-from exporter.schema import QuantizationMode
+from exporter.config.schema import QuantizationMode
 
 from conftest import REPO, run_cli
 
@@ -151,7 +151,7 @@ def test_a_format_registered_in_a_test_builds_and_refuses_quantization(pickle_fo
 
 
 def test_a_weight_type_the_format_does_not_declare_is_refused(tmp_path):
-    from exporter.schema import QuantizationConfig, WeightType
+    from exporter.config.schema import QuantizationConfig, WeightType
 
     q = QuantizationConfig(mode=QuantizationMode.dynamic, weight_type=WeightType.quint8)
     with pytest.raises(ConfigError, match=r"weight_type=quint8: format pytorch takes \['qint8'\] for "
@@ -332,7 +332,7 @@ def test_the_runner_and_the_schema_name_no_format():
 
 def test_onnx_quantization_exports_the_model_once(tmp_path, monkeypatch):
     """weight_type=auto builds two quantized candidates from the one fp32 graph the job exported."""
-    from exporter.schema import QuantizationConfig, WeightType
+    from exporter.config.schema import QuantizationConfig, WeightType
 
     calls = []
     real_export = torch.onnx.export

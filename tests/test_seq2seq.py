@@ -81,7 +81,7 @@ def test_the_greedy_check_catches_parts_that_disagree_with_the_model(tmp_path):
     import onnxruntime as ort
 
     from exporter import export_model
-    from exporter.seq2seq import Seq2SeqLMAdapter
+    from exporter.adapters.seq2seq import Seq2SeqLMAdapter
 
     export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx"])
     runs = {}
@@ -138,7 +138,7 @@ def test_dynamic_quantization_of_both_parts_reports_the_greedy_check(tmp_path):
 
 def _mismatched_adapter():
     """Parts that each match their own module but not the model: the decoder comes from another model."""
-    from exporter.seq2seq import Seq2SeqLMAdapter
+    from exporter.adapters.seq2seq import Seq2SeqLMAdapter
 
     class OtherDecoder(Seq2SeqLMAdapter):
         def parts(self, model):

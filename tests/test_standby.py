@@ -1,4 +1,4 @@
-"""A single run builds in a process forked as the command line starts (exporter.standby), which
+"""A single run builds in a process forked as the command line starts (exporter.process.standby), which
 imports torch while the command line composes the config: the same build as in one process, the
 same messages and exit statuses, and no process left behind, whatever ends the run."""
 
@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli
 from test_isolation import JOBS, ended, job_started, sha256, start
 
-from exporter.standby import forced, single_build, wanted
+from exporter.process.standby import forced, single_build, wanted
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
@@ -48,7 +48,7 @@ def modules_noted(**kwargs):
     import sys
 
     with open("modules.txt", "a") as f:
-        f.write(" ".join(m for m in ("exporter.cli", "exporter.sweep", "exporter.card") if m in sys.modules) + "\\n")
+        f.write(" ".join(m for m in ("exporter.cli.app", "exporter.cli.sweep", "exporter.cli.card") if m in sys.modules) + "\\n")
     return SimpleCNN(**kwargs)
 
 
@@ -114,7 +114,7 @@ def test_the_standby_process_does_not_import_the_command_line(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
     standby, alone = (tmp_path / "modules.txt").read_text().splitlines()
     assert standby == ""
-    assert alone == "exporter.cli exporter.sweep"  # one process: the command line's modules are there
+    assert alone == "exporter.cli.app exporter.cli.sweep"  # one process: the command line's modules are there
 
 
 # Notes which process imports what, whatever imports it (a statement, importlib, pickle).

@@ -28,7 +28,7 @@ NO_ONNX_ARGS = ["~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_s
 def assert_consistent(folder: Path) -> dict:
     """Every file in the folder is a record or an artifact that metadata.json lists with the same
     sha256, and every listed artifact is there: the promise of a build folder."""
-    from exporter.records import files_problems, read_build
+    from exporter.records.read import files_problems, read_build
 
     build = read_build(folder)
     assert files_problems(build) == [], files_problems(build)
@@ -58,7 +58,7 @@ def resume(proc: subprocess.Popen) -> None:
 
 
 def builder_of(proc: subprocess.Popen) -> set[int]:
-    """The pids that may hold a run's lock: its own, or its build's process (exporter.standby)."""
+    """The pids that may hold a run's lock: its own, or its build's process (exporter.process.standby)."""
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     return {proc.pid, *(int(pid) for pid in children.read_text().split())} if children.exists() else {proc.pid}
 

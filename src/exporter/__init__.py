@@ -19,14 +19,14 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "export_model": "exporter.api",
-    "generate_dummy_input": "exporter.inputs",
-    "TaskSpec": "exporter.task_spec",
+    "generate_dummy_input": "exporter.adapters.example_inputs",
+    "TaskSpec": "exporter.config.task_spec",
     "ModelAdapter": "exporter.adapters",
     "VisionClassificationAdapter": "exporter.adapters",
     "LanguageModelingAdapter": "exporter.adapters",
     "TextClassificationAdapter": "exporter.adapters",
-    "export_onnx": "exporter.helpers",
-    "export_torchscript": "exporter.helpers",
+    "export_onnx": "exporter.api",
+    "export_torchscript": "exporter.api",
     "ExportError": "exporter.errors",
     "ConfigError": "exporter.errors",
 }

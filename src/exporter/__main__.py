@@ -1,6 +1,6 @@
 """``python -m exporter``: the same entry point as the ``exporter`` console script."""
 
-from exporter.startup import run
+from exporter.cli.startup import run
 
 if __name__ == "__main__":
     run()

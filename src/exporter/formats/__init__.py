@@ -8,8 +8,7 @@ The runner and the config schema only ever go through the registry.
 from __future__ import annotations
 
 from .base import ExportContext, ExportOutcome, FormatExporter
-from .registry import (check_formats, export_schema, format_class, formats_schema, register_format,
-                       registered_formats, unregister_format)
+from .registry import (check_formats, export_schema, format_class, formats_schema, register_format, registered_formats, unregister_format)
 
 # Build order of a job follows the config; registration order is the order of --help and the docs.
 from . import onnx, torchscript, state_dict, exported_program  # noqa: E402,F401  (registers them)

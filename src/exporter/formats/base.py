@@ -10,18 +10,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
 
+from ..adapters.outputs import as_output_list  # noqa: F401 (formats read results through it)
 from ..errors import ExportError
-from ..schema import option_value
+from ..config.schema import option_value
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from ..adapters import ModelAdapter
-    from ..outputs import OutputChoice
+    from ..adapters.outputs import OutputChoice
     from ..quantization.calibration import CalibrationSet
-    from ..schema import QuantizationConfig
-    from ..task_spec import TaskSpec
+    from ..config.schema import QuantizationConfig
+    from ..config.task_spec import TaskSpec
 
 # Runs a loaded artifact on named inputs and returns its outputs as numpy arrays, in the job's
 # output order (``ExportContext.output_names``); a single array is taken as the only output.
@@ -41,12 +42,6 @@ def quiet_torch() -> Iterator[io.StringIO]:
             yield noise
     finally:
         logging.disable(previous)
-
-
-def as_output_list(result: Any) -> list:
-    """A runnable's result as a list of outputs: one array (a single-output format's shortcut) or a
-    sequence of arrays in the job's output order."""
-    return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 def as_arrays(result: Any) -> "list[np.ndarray]":
@@ -113,14 +108,14 @@ class ExportContext:
             "exporter.version": __version__,
             "exporter.task_name": self.task_spec.task_name,
             "exporter.task_type": self.task_spec.task_type,
-            "exporter.inputs": json.dumps({n: [str(t.dtype).replace("torch.", ""), list(t.shape)]
+            "exporter.adapters.example_inputs": json.dumps({n: [str(t.dtype).replace("torch.", ""), list(t.shape)]
                                            for n, t in self.example_inputs.items()}),
             "exporter.quantization": self.mode,
         }
 
     def fp32(self) -> "ExportContext":
         """The same job without quantization: the fp32 twin a quantized artifact is measured against."""
-        from ..schema import QuantizationConfig
+        from ..config.schema import QuantizationConfig
 
         return replace(self, quantization=QuantizationConfig())
 

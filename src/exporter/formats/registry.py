@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..schema import QuantizationConfig
+    from ..config.schema import QuantizationConfig
     from .base import FormatExporter
 
 log = logging.getLogger("exporter")
@@ -177,7 +177,7 @@ def export_schema() -> type:
 
 @functools.lru_cache(maxsize=None)
 def _export_schema(formats_cls: type) -> type:
-    from ..schema import ExportConfig
+    from ..config.schema import ExportConfig
 
     cls = make_dataclass("ExportConfig", [("format", formats_cls, field(default_factory=formats_cls))],
                          bases=(ExportConfig,))
@@ -186,7 +186,7 @@ def _export_schema(formats_cls: type) -> type:
 
 
 # The two schemas made above, by the names they carry: a composed config holding them can be
-# pickled (the command line hands its config to the job's process, exporter.standby) and finds
+# pickled (the command line hands its config to the job's process, exporter.process.standby) and finds
 # the same classes by name in the other process.
 _BUILT_HERE = {"FormatsConfig": formats_schema, "ExportConfig": export_schema}
 
@@ -221,7 +221,7 @@ def option_help_lines(width: int = 30) -> str:
     every registered format, with the option's ``help`` metadata (the first line unindented)."""
     from dataclasses import MISSING as NO_DEFAULT
 
-    from ..schema import option_value
+    from ..config.schema import option_value
 
     lines = []
     for name, cls in registered_formats().items():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from ..schema import option_value
+from ..config.schema import option_value
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 from .registry import register_format
 from .torch_quantize import TORCH_DYNAMIC, TORCH_DYNAMIC_RECIPE, torch_dynamic_quantize
@@ -107,7 +107,7 @@ class StateDictExporter(FormatExporter):
             load = f"model.load_state_dict(torch.load('{self.filename}', weights_only=True))"
             if ctx.quantized and quantization["recipe"] != TORCH_DYNAMIC_RECIPE:
                 # Tied layers kept fp32 or converted Conv1D layers: the same function rebuilds the same modules.
-                build += ("from exporter.formats.torch_quantize import torch_dynamic_quantize\nfrom exporter.schema import "
+                build += ("from exporter.formats.torch_quantize import torch_dynamic_quantize\nfrom exporter.config.schema import "
                           "QuantizationConfig\nmodel, _ = torch_dynamic_quantize(model, QuantizationConfig(mode='dynamic'))\n")
             elif ctx.quantized:
                 build += f"model = {TORCH_DYNAMIC_RECIPE}\n"

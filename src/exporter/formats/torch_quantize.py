@@ -16,7 +16,7 @@ from ..quantization import quiet
 if TYPE_CHECKING:
     import torch
 
-    from ..schema import QuantizationConfig
+    from ..config.schema import QuantizationConfig
 
 TORCH_DYNAMIC_RECIPE = "torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)"
 # What these mechanisms take (the formats' ``quantization`` declarations use it): dynamic int8

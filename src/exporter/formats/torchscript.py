@@ -67,7 +67,7 @@ def in_fresh_thread(fn: Callable[[], None]) -> None:
     finish, then propagates. Not ``Thread.join``: on Python 3.11 a join that an exception
     interrupts marks the thread stopped while it still runs, and a second join returns at once.
     """
-    from ..build_folder import signals_deferred
+    from ..interrupts import signals_deferred
 
     failure: list[BaseException] = []
     done = threading.Event()

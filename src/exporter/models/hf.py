@@ -1,7 +1,7 @@
 """Hugging Face models from a local folder saved with ``save_pretrained`` (``model=hf_*``).
 
 Only local folders: ``local_files_only=True``, so a job never reaches for the hub. The task spec's
-sizes come from the folder's ``config.json`` (``exporter.hf_config``, read without torch).
+sizes come from the folder's ``config.json`` (``exporter.config.hf_folder``, read without torch).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..hf_config import read_config
+from ..config.hf_folder import read_config
 
 # model option -> the transformers Auto class that loads it
 TASKS = {

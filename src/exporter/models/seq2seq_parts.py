@@ -1,4 +1,4 @@
-"""The two modules an encoder-decoder model is exported as (``exporter.seq2seq``).
+"""The two modules an encoder-decoder model is exported as (``exporter.adapters.seq2seq``).
 
 Each wraps the Hugging Face model it is built from, so a state dict saved from a part loads into
 the same part built around a fresh model: ``DecoderPart(AutoModelForSeq2SeqLM.from_pretrained(DIR))``.

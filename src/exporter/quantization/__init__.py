@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..schema import QuantizationMode, WeightType, option_value
+from ..config.schema import QuantizationMode, WeightType, option_value
 
 if TYPE_CHECKING:
-    from ..schema import QuantizationConfig
+    from ..config.schema import QuantizationConfig
 
 log = logging.getLogger("exporter")
 
@@ -70,7 +70,7 @@ def check_support(q: "QuantizationConfig", declarations: Mapping[str, Mapping[st
     why, possibly empty).
 
     Example:
-        >>> from exporter.schema import QuantizationConfig
+        >>> from exporter.config.schema import QuantizationConfig
         >>> declared = {"onnx": {"dynamic": ("qint8", "quint8")}, "plain": {}}
         >>> check_support(QuantizationConfig(mode="dynamic"), declared, {"plain": {}})
         Traceback (most recent call last):

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 from ..errors import ConfigError
-from ..schema import option_value
+from ..config.schema import option_value
 
 if TYPE_CHECKING:
     import torch
 
     from ..adapters import ModelAdapter
-    from ..schema import CalibrationConfig
-    from ..task_spec import TaskSpec
+    from ..config.schema import CalibrationConfig
+    from ..config.task_spec import TaskSpec
 
 log = logging.getLogger("exporter")
 

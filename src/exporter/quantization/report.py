@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..schema import ValidateConfig
+    from ..config.schema import ValidateConfig
 
 WARMUP_RUNS = 3
 # Medians of a few dozen runs on a shared CPU move by a few percent; slower than this is a finding.
@@ -43,7 +43,7 @@ def fidelity(run: Callable, samples: Sequence[dict], references: Iterable[Sequen
     first output, the task's prediction) with the eager fp32 outputs."""
     import numpy as np
 
-    from ..formats.base import as_output_list
+    from ..adapters.outputs import as_output_list
 
     if not samples:
         return {"samples": 0, "max_abs_diff": None, "agreement": None}
@@ -64,7 +64,7 @@ def _max_abs_diff(out: "np.ndarray", ref: "np.ndarray") -> float:
     reason: an LM's logits are tens of MB, and each float64 temporary would be twice that)."""
     import numpy as np
 
-    from ..validate import COMPARE_CHUNK
+    from ..adapters.outputs import COMPARE_CHUNK
 
     if not out.size:
         return 0.0

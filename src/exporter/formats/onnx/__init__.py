@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
 from ...errors import ConfigError, ExportError, first_line
-from ...schema import option_value
+from ...config.schema import option_value
 from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ... import settings
+from ...config import environment as settings
 
 THRESHOLD_ENV = settings.ONNX_EXTERNAL_DATA_BYTES
 DEFAULT_THRESHOLD = 256 * 2**20

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ExportError
 from ...quantization import quiet, weight_type_of
-from ...schema import option_value
+from ...config.schema import option_value
 from .external import data_file, into_one_data_file, save
 
 if TYPE_CHECKING:
-    from ...schema import QuantizationConfig
+    from ...config.schema import QuantizationConfig
 
 # Quantizing every operator type quantizes causal masks too (infinite scales): restrict by default.
 STATIC_DEFAULT_OP_TYPES = ["MatMul", "Gemm", "Conv"]

@@ -1,0 +1,137 @@
+"""The shipped adapters of the single-graph task types: images in, class scores or boxes out;
+token ids (and their mask) in, logits or hidden states out."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..config.task_spec import TaskSpec
+from .base import ModelAdapter
+from .example_inputs import padded_mask
+from .registry import register_adapter
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _forward_parameters(model: Any) -> set[str]:
+    try:
+        return set(inspect.signature(getattr(model, "forward", model)).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+@register_adapter("vision_classification")
+class VisionClassificationAdapter(ModelAdapter):
+    """Images in (``pixel_values``, float32 ``[batch, C, H, W]``), class logits out."""
+
+    input_names = ("pixel_values",)
+
+
+@register_adapter("object_detection")
+class ObjectDetectionAdapter(ModelAdapter):
+    """Images in (``pixel_values``), several heads out: ``logits`` (class scores per query) and
+    ``pred_boxes`` (boxes per query), as Hugging Face detection models name them. A plain module
+    returning a tuple of two tensors gets these names in order; other heads are named with
+    ``task_spec.outputs=[...]``."""
+
+    input_names = ("pixel_values",)
+    output_names = ("logits", "pred_boxes")
+
+
+class TextAdapter(ModelAdapter):
+    """Token ids in, and the companions a text model takes: ``attention_mask`` and, where the task
+    uses them, ``token_type_ids`` (sentence pairs) or ``position_ids`` (causal LMs), each included
+    when the model's ``forward`` takes it (``bind``) or the task spec forces it
+    (``input_schema.attention_mask: true``).
+
+    Example values: ``input_ids`` uniform in ``[0, vocab_size)``; ``attention_mask`` all ones on the
+    example and, on larger batches (the second-shape check), padding at the end of every row after
+    the first, so the mask is proven live; ``token_type_ids`` zeros (valid for every vocabulary of
+    types); ``position_ids`` ``0..n-1``.
+    """
+
+    input_names = ("input_ids",)
+    without_cache = True
+    # The optional inputs this task feeds when the model takes them, in call order.
+    companions: tuple[str, ...] = ("attention_mask", "token_type_ids")
+
+    def __init__(self, attention_mask: bool = False):
+        self.forced = ("attention_mask",) if attention_mask else ()
+        self.input_names = ("input_ids", *self.forced)
+
+    @property
+    def sequence_axes(self) -> Mapping[str, int]:  # type: ignore[override]
+        return {name: 1 for name in (*self.input_names, *self.sequence_outputs)}
+
+    # Outputs with a sequence axis (axis 1).
+    sequence_outputs: tuple[str, ...] = ()
+
+    @classmethod
+    def for_task(cls, task_spec: TaskSpec) -> "TextAdapter":
+        return cls(attention_mask=bool(task_spec.input_schema.get("attention_mask", False)))
+
+    def bind(self, model: Any) -> None:
+        taken = _forward_parameters(model)
+        self.input_names = ("input_ids", *(n for n in self.companions if n in taken or n in self.forced))
+
+    def example_inputs(
+        self, task_spec: TaskSpec, batch_size: int = 1, seed: int | None = 0, seq_len: int | None = None
+    ) -> "dict[str, torch.Tensor]":
+        import torch
+
+        ids = super().example_inputs(task_spec, batch_size, seed, seq_len)[self.input_names[0]]
+        batch, length = ids.shape
+        inputs = {"input_ids": ids}
+        for name in self.input_names[1:]:
+            if name == "attention_mask":
+                inputs[name] = padded_mask(ids.shape, ids.dtype)
+            elif name == "token_type_ids":
+                inputs[name] = torch.zeros_like(ids)
+            elif name == "position_ids":
+                inputs[name] = torch.arange(length).unsqueeze(0).expand(batch, length).contiguous()
+        return inputs
+
+
+@register_adapter("language_modeling")
+class LanguageModelingAdapter(TextAdapter):
+    """Token ids in (``input_ids``, int64 ``[batch, sequence]``, plus ``attention_mask`` and
+    ``position_ids`` when the model takes them), next-token logits out (``[batch, sequence, vocab]``)."""
+
+    companions = ("attention_mask", "position_ids")
+    sequence_outputs = ("logits",)
+
+    def __init__(self, attention_mask: bool = False):
+        super().__init__(attention_mask)
+
+
+@register_adapter("text_classification")
+class TextClassificationAdapter(TextAdapter):
+    """Token ids in (plus ``attention_mask`` and ``token_type_ids`` when the model takes them, or
+    ``input_schema.attention_mask: true``), class logits out."""
+
+
+@register_adapter("question_answering")
+class QuestionAnsweringAdapter(TextAdapter):
+    """Extractive question answering: token ids in, ``start_logits`` and ``end_logits`` out (one
+    score per token each)."""
+
+    output_names = ("start_logits", "end_logits")
+    sequence_outputs = ("start_logits", "end_logits")
+
+
+@register_adapter("token_classification")
+class TokenClassificationAdapter(TextAdapter):
+    """Token classification (NER, tagging): token ids in, ``logits`` ``[batch, sequence, labels]`` out."""
+
+    sequence_outputs = ("logits",)
+
+
+@register_adapter("feature_extraction")
+class FeatureExtractionAdapter(TextAdapter):
+    """Embeddings: token ids in, ``last_hidden_state`` ``[batch, sequence, hidden]`` out (a plain
+    module's single tensor takes that name)."""
+
+    output_names = ("last_hidden_state",)
+    sequence_outputs = ("last_hidden_state",)

@@ -1,0 +1,371 @@
+"""A build folder as one transaction: locked, staged beside the target, published in one step.
+
+Every file of a build (artifacts, ``metadata.json``, ``config.yaml``, ``export.log``, ``.hydra/``) is
+written into a staging folder next to the target and nowhere else; toolchain scratch files go to a
+work folder beside it. Publishing exchanges the staged folder with the target in one ``renameat2``
+call (``RENAME_EXCHANGE``), so at every instant the target path holds one complete build, the old
+one or the new one, never a mix. A lock per target (``filelock``: ``flock`` on Unix, released by the
+kernel when a process dies) keeps two builds of one folder apart; whoever holds it removes what dead
+runs left behind. ``docs/reliability.md`` describes the guarantee.
+
+Layout next to a target ``exports/simple_cnn/onnx-none``::
+
+    exports/simple_cnn/.onnx-none.lock                      the lock (stays; empty)
+    exports/simple_cnn/.onnx-none.staging-<host>-<pid>-<x>/ one run's staging root, removed at exit
+        build/                                              becomes the target on publish
+        work/                                               scratch: per-format builds, toolchain files
+
+Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with BuildTransaction(root / "b") as txn:
+    ...     _ = (txn.build / "metadata.json").write_text("{}")
+    ...     txn.publish()
+    >>> sorted(p.name for p in (root / "b").iterdir())
+    ['metadata.json']
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from ..errors import ConfigError, ExportError
+from ..interrupts import INTERRUPTED, PUBLISHED, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
+from ..records.layout import HYDRA_SUBDIR, LOG_FILE, RECORD_NAMES
+
+log = logging.getLogger("exporter")
+
+# Entries a folder may hold and still count as an earlier build (anything else is the user's).
+_BUILD_ENTRIES = RECORD_NAMES
+_STAGING = ".staging-"
+
+
+class BuildLocked(ExportError):
+    """Another build of the same folder holds the lock and the job was told not to wait."""
+
+
+def lock_path(target: Path) -> Path:
+    """The lock of a build folder: a hidden file beside it (the folder itself is swapped whole)."""
+    return target.parent / f".{target.name}.lock"
+
+
+def staging_prefix(target: Path) -> str:
+    return f".{target.name}{_STAGING}"
+
+
+def _owner_of(name: str, prefix: str) -> str:
+    """'pid 123 on host' from a staging folder name ``.<target>.staging-<host>-<pid>-<random>``."""
+    parts = name[len(prefix):].split("-")
+    # The host name may hold dashes; the pid and mkdtemp's random suffix never do.
+    if len(parts) >= 3 and parts[-2].isdigit():
+        return f"pid {parts[-2]} on {'-'.join(parts[:-2])}"
+    return "another process"
+
+
+# Names the shipped formats give their artifacts: an earlier build of ours may hold one it no longer
+# lists (a build by an older version that did not remove files of dropped formats).
+ARTIFACT_NAMES = {"model.onnx", "model.onnx.data", "model.torchscript", "model.pth", "model.safetensors", "model.pt2"}
+
+
+def _our_metadata(target: Path) -> Optional[dict]:
+    """The folder's metadata.json if this tool wrote it (its shape says so), else None."""
+    try:
+        metadata = json.loads((target / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (isinstance(metadata, dict) and "schema_version" in metadata and isinstance(metadata.get("artifacts"), dict)
+            and "exporter" in (metadata.get("environment") or {})):
+        return metadata
+    return None
+
+
+def check_target(target: Path) -> None:
+    """Refuse a target that is a file, the working directory (or holds it), or holds anything but an
+    earlier build of this tool: publishing replaces the whole folder, so anything else would be lost."""
+    if target.is_symlink() and not target.is_dir():
+        raise ConfigError(f"export_dir: {target} is a broken symbolic link")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"export_dir: {target} is a file, not a folder; choose a folder path")
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:
+        cwd = None
+    resolved = target.resolve()
+    if cwd is not None and (cwd == resolved or resolved in cwd.parents):
+        raise ConfigError(
+            f"export_dir: {target} is the working directory or holds it; a build replaces its whole folder, so it "
+            "must be a folder of its own (e.g. export_dir=exports/run_1; with Hydra, leave hydra.job.chdir false)")
+    if not target.is_dir():
+        return
+    metadata = _our_metadata(target)
+    if metadata is None and (target / METADATA_FILE).exists():
+        raise ConfigError(
+            f"export_dir: {target / METADATA_FILE} cannot be read as a build record of this tool, so {target} is "
+            "not recognisable as an earlier build and will not be replaced; check the folder, remove it if it is "
+            "a damaged build of yours, or choose another export_dir")
+    allowed = {HYDRA_SUBDIR, LOG_FILE}  # what Hydra itself leaves in a job folder
+    if metadata is not None:
+        allowed |= _BUILD_ENTRIES | ARTIFACT_NAMES
+        for record in metadata["artifacts"].values():
+            if isinstance(record, dict):
+                allowed.add(str(record.get("file")))
+                allowed.update(str(extra.get("file")) for extra in record.get("extra_files") or [] if isinstance(extra, dict))
+    foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in target.iterdir()
+                     if entry.name not in allowed and not entry.name.startswith(_STAGING))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" ... (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"export_dir: {target} holds files that are not part of a build of this tool ({shown}); a build "
+            "replaces the whole folder, so export_dir must be a new or empty folder or an earlier build: "
+            "choose another export_dir"
+        )
+
+
+# ----------------------------------------------------------------------------- publishing
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Optional[Callable]:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``). False when the platform or
+    the filesystem cannot; OSError for anything else (e.g. ENOENT when ``b`` vanished)."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the staged files and folders, so a power cut after the swap cannot show empty files."""
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the data files are flushed already
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- the transaction
+
+class BuildTransaction:
+    """Lock ``target``, stage a build beside it, publish it in one step, clean up on every exit.
+
+    ``wait``: when another build of the same folder holds the lock, wait for it (saying for whom)
+    or, with ``wait=False``, raise ``BuildLocked`` at once.
+    """
+
+    def __init__(self, target: Path, wait: bool = True):
+        target = Path(target)
+        # A symbolic link to a build folder: build the folder it points to, keep the link.
+        self.target = Path(os.path.realpath(target)) if target.is_symlink() and target.is_dir() else \
+            Path(os.path.abspath(target))
+        self.parent = self.target.parent
+        self.wait = wait
+        self.root: Optional[Path] = None
+        self.published = False
+        self._lock = None
+
+    @property
+    def build(self) -> Path:
+        """The folder that becomes the target: write every file of the build here."""
+        assert self.root is not None, "not entered"
+        return self.root / "build"
+
+    @property
+    def work(self) -> Path:
+        """Scratch space on the same filesystem, never published."""
+        assert self.root is not None, "not entered"
+        return self.root / "work"
+
+    def __enter__(self) -> "BuildTransaction":
+        check_target(self.target)
+        try:
+            self.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"export_dir: cannot create {self.parent}: {exc.strerror or exc}") from None
+        self._acquire()
+        try:
+            check_target(self.target)  # again under the lock: the folder may have changed while waiting
+            remove_leftovers(self.parent, own=self.target)
+            prefix = f"{staging_prefix(self.target)}{socket.gethostname()}-{os.getpid()}-"
+            self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=self.parent))
+            self.build.mkdir()
+            self.work.mkdir()
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def _acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        path = lock_path(self.target)
+        try:
+            # Create it first: filelock would keep polling a lock file it cannot create.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        except OSError as exc:
+            raise ExportError(f"export_dir: cannot create the lock {path}: {exc.strerror or exc}") from None
+        self._lock = FileLock(str(path))
+        try:
+            self._lock.acquire(timeout=0)
+            return
+        except Timeout:
+            pass
+        holder = self.holder()
+        if not self.wait:
+            raise BuildLocked(f"{self.target} is being built by {holder}; not waiting (wait=false). "
+                              "Run again when it ends, or leave wait=true to queue behind it")
+        log.info("waiting for %s, which is building %s ...", holder, self.target)
+        self._lock.acquire()
+        log.info("lock on %s acquired", self.target)
+
+    def holder(self) -> str:
+        """Who builds the target now, read from the staging folder name of the lock holder."""
+        prefix = staging_prefix(self.target)
+        # Dead runs may have left theirs too: the newest is the lock holder's.
+        roots = sorted(self.parent.glob(f"{prefix}*"), key=lambda p: p.stat().st_mtime)
+        return _owner_of(roots[-1].name, prefix) if roots else "another process"
+
+    def publish(self) -> None:
+        """Make the staged build the target, in one atomic step (see the module docstring)."""
+        _fsync_tree(self.build)
+        with signals_deferred():
+            self._swap()
+            self.published = True
+            PUBLISHED.append(self.target)
+        _fsync_dir(self.parent)
+
+    def _swap(self) -> None:
+        for _ in range(5):
+            try:
+                if self.target.exists() or self.target.is_symlink():
+                    if exchange(self.build, self.target):
+                        return
+                    # No atomic exchange here: two renames, with a moment in which the target is
+                    # absent (never mixed); a run that dies in between is rolled back by the next.
+                    os.rename(self.target, self.root / "previous")
+                os.rename(self.build, self.target)
+                return
+            except FileNotFoundError:
+                continue  # the (empty) target was removed under us: rename instead of exchange
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue  # an empty target appeared (another process's Hydra mkdir): exchange
+                raise
+        raise ExportError(f"could not publish the build into {self.target}: it keeps changing")
+
+    def __exit__(self, *exc_info) -> None:
+        with signals_deferred():
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            if self.root is not None:
+                shutil.rmtree(self.root, ignore_errors=True)
+        finally:
+            if self._lock is not None and self._lock.is_locked:
+                self._lock.release()
+
+
+def remove_leftovers(parent: Path, own: Optional[Path] = None) -> list[Path]:
+    """Remove staging folders of dead runs in ``parent``. Those of ``own`` (whose lock the caller
+    holds) go at once; those of other targets only when their lock can be taken right now.
+    A dead run that had moved its target aside (two-rename fallback) gets it back first."""
+    from filelock import FileLock, Timeout
+
+    removed: list[Path] = []
+    by_target: dict[str, list[Path]] = {}
+    for entry in parent.iterdir():
+        name = entry.name
+        if name.startswith(".") and _STAGING in name and entry.is_dir():
+            by_target.setdefault(name[1:name.index(_STAGING)], []).append(entry)
+    for target_name, roots in by_target.items():
+        target = parent / target_name
+        if own is not None and target == own:
+            removed += _remove_roots(target, roots)
+            continue
+        lock = FileLock(str(lock_path(target)))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue
+        try:
+            removed += _remove_roots(target, roots)
+        finally:
+            lock.release()
+    return removed
+
+
+def _remove_roots(target: Path, roots: list[Path]) -> list[Path]:
+    for root in roots:
+        previous = root / "previous"
+        if previous.is_dir() and not target.exists():
+            os.rename(previous, target)
+            log.warning("restored %s, which a run that died while publishing had moved aside", target)
+        shutil.rmtree(root, ignore_errors=True)
+        log.info("removed %s, left by a run that did not finish", root.name)
+    return roots
+
+
+@contextmanager
+def toolchain_sandbox(work: Path) -> Iterator[Path]:
+    """Run toolchain calls with the working directory and the temporary folder inside ``work``.
+
+    ONNX Runtime's symbolic shape inference writes ``sym_shape_infer_temp.onnx`` and ``<uuid>.data``
+    into the current directory (and leaves them when it gives up); other tools use the temp folder.
+    Both now land in ``work``, which is removed with the staging root. Process-wide state (cwd,
+    ``tempfile.tempdir``, ``TMPDIR``) is restored on every exit.
+    """
+    cwd, tmp = work / "cwd", work / "tmp"
+    cwd.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    saved_cwd, saved_tempdir, saved_env = os.getcwd(), tempfile.tempdir, os.environ.get("TMPDIR")
+    os.chdir(cwd)
+    tempfile.tempdir = str(tmp)
+    os.environ["TMPDIR"] = str(tmp)
+    try:
+        yield cwd
+    finally:
+        os.chdir(saved_cwd)
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env

@@ -1,0 +1,434 @@
+"""The command-line door: a Hydra app that composes a job, checks it, describes it
+(``describe``) and has it built (exporter.process.child, in this process or its standby one).
+
+Only the job itself imports torch, onnx and onnxruntime, so ``--help``, ``--cfg job`` and
+config errors answer quickly. ``exporter card DIR`` and ``exporter diff A B`` read finished builds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import hydra
+from omegaconf import DictConfig
+
+from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, note_lost, say
+from ..errors import ExportError, first_line
+from ..interrupts import (INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted, stop_once_on_signals)
+from ..process.child import (SHOW_TRACEBACKS, Deferred, JobDescription, identity_of, job_outcome, stop)
+from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
+from .config_store import register_configs
+from ..process.standby import MODE_KEYS, READERS
+
+from .describe import (build_identity, checked_config, describe, job_from_config,  # noqa: F401 (tests, verify)
+                       job_logging_without_hydra, own_model_call, up_to_date, _refuse_one_format_twice)
+
+log = logging.getLogger("exporter")
+
+register_configs()
+
+
+@hydra.main(config_path="pkg://exporter.conf", config_name="config", version_base="1.3")
+def export_job(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job. In a single run a failure exits non-zero; in a sweep it is recorded for the
+    summary (exporter.cli.sweep) and the sweep exits non-zero at the end. Under Hydra's basic launcher
+    each job of a sweep runs in a process of its own (exporter.process.forked_jobs)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .sweep import STARTED, release_memory, write_job_record
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    PUBLISHED.clear()  # "published" in an interruption message means: by this job
+    forked = multirun and _fork_for_each_job(hydra_cfg)
+    try:
+        if forked:
+            outcome = _job_in_own_process(cfg)
+        else:
+            outcome = job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun)
+    finally:
+        _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
+    if multirun:
+        if PUBLISHED:  # PUBLISHED is this job's alone: the next job starts it afresh
+            STARTED["published"] = True
+        write_job_record(outcome)
+        if not forked:
+            release_memory()
+        return outcome
+    # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
+    problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
+                         for name, error in (outcome.get("errors") or {}).items() if error)
+    if outcome["status"] == "failed":
+        stop(1, f"error: the build is published, but a format failed: {problems}")
+    if outcome["status"] in ("mismatch", "unchecked"):
+        print(f"warning: build status {outcome['status']}: {problems}", file=sys.stderr, flush=True)
+    return outcome
+
+
+def _fork_for_each_job(hydra_cfg: Any) -> bool:
+    """Hydra's basic launcher would run every job in the sweep's own process (joblib, Submitit and
+    Ray start processes of their own), and this platform can fork safely."""
+    from ..process.forked_jobs import available
+
+    return str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher") and available()
+
+
+def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
+    """The sweep job in a forked process (exporter.process.forked_jobs): its memory and library state end with
+    it, and a crash (a segfault, the out-of-memory killer) fails this job, not the sweep."""
+    from ..process.forked_jobs import run_forked
+
+    # A job that will build imports torch: imported here first, it is imported once per sweep.
+    builds = cfg.force or not (Path(cfg.export_dir) / "metadata.json").is_file()
+    with _publishes_of_the_jobs_process():
+        result = run_forked(lambda: job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun=True),
+                            on_start=stop_once_on_signals,
+                            preload=("torch",) if builds else ())
+    outcome = _outcome_of(result)
+    if outcome is not None:
+        return outcome
+    reason = result.error or result.crash or f"SystemExit: {result.exit}"
+    log.error("error: %s", reason)
+    return {"status": "error", "error": reason, "export_dir": str(cfg.export_dir)}
+
+
+def _run_job(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    from ..process.child import build
+    from ..process.standby import take
+    from .sweep import claim_folder
+
+    _refuse_one_format_twice(HydraConfig.get().overrides.task)
+    folder = Path(cfg.export_dir)
+    checked = checked_config(cfg)  # config errors end the job here, before torch is imported
+    # Nothing to be up to date with: the key is computed beside the model's build, not before it.
+    identity = None if cfg.force or not (folder / "metadata.json").is_file() else identity_of(*checked)
+    claim_folder(folder)
+    if identity is not None and up_to_date(folder, identity):
+        log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
+        return {"status": "up to date", "export_dir": str(folder), "errors": {}}
+    description = describe(cfg)
+    standby = take()
+    if standby is not None:
+        outcome = _build_in_standby(standby, description, checked, identity)
+        if outcome is not None:
+            return outcome
+    return build(description, checked, identity)
+
+
+def _build_in_standby(standby: Any, description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
+                      identity: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """exporter.process.child.build in the standby process (exporter.process.standby), which imported torch
+    while this process composed the config. Its outcome, or None if it was gone before it took the
+    job. It printed its own errors: this process ends with its exit status."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.instance().cfg
+    with _publishes_of_the_jobs_process():
+        result = standby.run("take_over", description, Deferred(hydra_cfg), job_logging_without_hydra(hydra_cfg),
+                             dict(os.environ), os.getcwd(), SHOW_TRACEBACKS, checked, identity)
+    if result is None:
+        return None
+    if result.output_lost:  # this process's exit reports it, as if its own output were lost
+        note_lost(OSError(result.output_lost))
+    outcome = _outcome_of(result)
+    if outcome is not None:
+        return outcome
+    if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
+        flush_stdout()
+        sys.exit(result.exit if result.exit is not None else 1)
+    _remove_what_it_left(description.export_dir)
+    stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
+
+
+@contextmanager
+def _publishes_of_the_jobs_process():
+    """A signal that stops this process while a job's own process runs (exporter.process.forked_jobs): what
+    that process published counts as published here (the interruption message names it)."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
+        raise
+
+
+def _outcome_of(result: Any) -> Optional[dict[str, Any]]:
+    """The outcome a job's own process reported (exporter.process.forked_jobs.ChildResult), what it published
+    counted here; None if it reported none (it failed). A signal to that process alone stops this
+    one too, as if it had been signalled."""
+    PUBLISHED.extend(Path(p) for p in result.published)
+    if result.interrupted:
+        raise Interrupted(result.interrupted)
+    return result.value
+
+
+def _remove_what_it_left(folder: Path) -> None:
+    """A job's process that was killed left its staging folder (and, killed while publishing, the
+    previous build moved aside): put back and removed now, as the next build would (its lock is
+    free: the kernel released it with the process)."""
+    from ..build.folder import remove_leftovers
+
+    try:
+        if folder.parent.is_dir():
+            remove_leftovers(folder.parent)
+    except OSError as exc:
+        log.warning("could not remove what the job left in %s: %s", folder.parent, exc)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Hydra creates its job folder (and its parents) before the job starts; a job that built nothing
+    there (it failed first, or export_dir points elsewhere) leaves no empty folders behind. Parents
+    are removed only inside the working directory, and only while empty."""
+    cwd = Path.cwd().resolve()
+    folder = folder.resolve()
+    while folder != cwd:
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
+        if cwd not in folder.parents:
+            return
+        folder = folder.parent
+
+
+def main() -> None:
+    """The command line (``entry`` runs it for the console script and ``python -m exporter``):
+    subcommands ``card``, ``diff`` and ``verify``, otherwise the Hydra app.
+
+    Every failure ends in one line on stderr and a non-zero exit, never a traceback (unless
+    HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
+    locked and wait=false, 130 Ctrl-C, 143 SIGTERM. docs/errors.md lists the messages.
+    """
+    if len(sys.argv) > 1 and sys.argv[1] in READERS:
+        # An exception instead of exporter.cli.startup's immediate end: verify's rebuild removes its
+        # temporary folder on the way out.
+        signal.signal(signal.SIGINT, raise_interrupted)
+        signal.signal(signal.SIGTERM, raise_interrupted)
+        from .card import main as card_main
+
+        try:
+            sys.exit(card_main(sys.argv[1:]))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    # A process the job forks (a multiprocessing helper of the user's code) gets Python's own
+    # handlers, not these: terminating it at exit must not print an Interrupted traceback.
+    os.register_at_fork(after_in_child=python_signal_handlers)
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    # Ctrl-C: the same handler, so a KeyboardInterrupt a library wraps still ends as an interruption.
+    signal.signal(signal.SIGINT, raise_interrupted)
+    # Output piped into `head` that closes early: no logging tracebacks for the lines that can't go.
+    logging.raiseExceptions = False
+    try:
+        _refuse_unsupported_overrides(sys.argv[1:])
+        with _mode_without_composing(sys.argv[1:]):
+            export_job()
+    except KeyboardInterrupt:
+        _drop_sweep_records()
+        stop(130, _interrupted_message())
+    except Interrupted as exc:
+        _drop_sweep_records()
+        stop(128 + exc.signum, _interrupted_message())
+    except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
+        if INTERRUPTED:
+            _drop_sweep_records()
+            stop(128 + INTERRUPTED[-1], _interrupted_message())
+        _undo_sweep_start()
+        if SHOW_TRACEBACKS:
+            raise
+        stop(2, "error: " + describe_error(exc, sys.argv[1:]))
+    finally:
+        # The job is over: a signal from here on must not raise into interpreter shutdown (torch's
+        # and Hydra's exit handlers would print a traceback) but end the process at once, saying so.
+        signal.signal(signal.SIGTERM, _signal_after_the_job)
+        signal.signal(signal.SIGINT, _signal_after_the_job)
+
+
+def entry() -> NoReturn:
+    """The console script ``exporter`` and ``python -m exporter`` (through exporter.cli.startup, which
+    handles a signal while this module loads): main(), then the process ends
+    without the interpreter's teardown. Freeing torch's modules one by one at exit takes 0.3-0.4 s
+    (docs/performance.md), longer than many small jobs' own work, and nothing the job wrote depends
+    on it: exit handlers still run (log files closed, temporary folders removed) and the standard
+    streams are flushed before the process ends with main()'s exit code."""
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    _end_process(code)
+
+
+def _end_process(code: Any) -> NoReturn:
+    import atexit
+    import threading
+
+    from ..process.standby import dismiss
+
+    dismiss()  # a run that built nothing (an error, up to date) does not wait for its imports
+
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, exit status 1, as Python does
+        code = say(str(code), 1)
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
+        sys.exit(code)
+    # What the interpreter's own exit does first: threading's exit callbacks (executors of a
+    # launcher such as joblib's shut down; joining their threads before would wait forever), then
+    # wait for the threads that are not daemons; then the exit handlers: logging.shutdown, weakref
+    # finalizers (temporary folders), torch's and Hydra's.
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    lost = flush_streams()
+    if lost is not None and code == 0:
+        code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
+    os._exit(code)
+
+
+def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
+    from ..process.standby import dismiss
+
+    dismiss()
+    flush_stdout()
+    say(_interrupted_message(), 0)
+    logging.shutdown()
+    os._exit(128 + signum)
+
+
+# Command-line options and override keys through which a run could get a hydra.mode other than the
+# shipped configs' (null): another primary config or config folder, a search path, the key itself.
+_MODE_OPTIONS = ("--config-path", "--config-name", "--config-dir", "--experimental-rerun")
+_MODE_SHORT_OPTIONS = ("-cp", "-cn", "-cd")
+
+
+def mode_is_default(args: list[str]) -> bool:
+    """Whether hydra.mode is bound to be the shipped configs' null for this command line (then ``-m``
+    alone decides between a run and a sweep). Hydra's argparse takes abbreviated long options
+    (``--config-na``) and short ones with their value attached (``-cnsweepy``): both count.
+
+    >>> mode_is_default(["format=onnx", "-m"]), mode_is_default(["--config-na", "mine"])
+    (True, False)
+    """
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and len(name) > 2 and any(option.startswith(name) for option in _MODE_OPTIONS):
+            return False
+        if arg.startswith(_MODE_SHORT_OPTIONS) or name.lstrip("+~") in MODE_KEYS:
+            return False
+    return True
+
+
+@contextmanager
+def _mode_without_composing(args: list[str]):
+    """Hydra composes the whole config once only to read hydra.mode, then again for the job (about
+    0.15-0.25 s each, most of the tool's own startup). Where the mode is bound to be null
+    (mode_is_default), its first composition is skipped: Hydra then runs, or sweeps with -m, exactly
+    as it would have with the null it read."""
+    from hydra._internal.hydra import Hydra
+
+    if not mode_is_default(args):
+        yield
+        return
+    get_mode = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None  # what it returns for hydra.mode: null
+    try:
+        yield
+    finally:
+        Hydra.get_mode = get_mode
+
+
+def _interrupted_message() -> str:
+    if PUBLISHED:
+        return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
+    return INTERRUPTED_MESSAGE
+
+
+def _refuse_unsupported_overrides(args: list[str]) -> None:
+    from ..errors import ConfigError
+
+    for arg in args:
+        if arg.startswith("=") or arg.startswith("+=") or arg.startswith("~="):
+            raise ConfigError(f"override {arg!r} has no key; write key=value, e.g. seed{arg.lstrip('+~')}")
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hydra.output_subdir" and value not in ("null", ""):
+            raise ConfigError("hydra.output_subdir: the build writes .hydra/ into its own staged folder, so that a "
+                              "failed run never rewrites a good build's records; leave hydra.output_subdir=null")
+
+
+def _drop_sweep_records() -> None:
+    """An interrupted sweep never reaches its summary: remove the job records it was collecting."""
+    import shutil
+
+    from .sweep import SWEEP_RECORDS_ENV
+
+    records = os.environ.get(SWEEP_RECORDS_ENV)
+    if records:
+        shutil.rmtree(records, ignore_errors=True)
+    _undo_sweep_start()
+
+
+def _undo_sweep_start() -> None:
+    if "exporter.cli.sweep" in sys.modules:  # no sweep started in this process otherwise
+        sys.modules["exporter.cli.sweep"].undo_sweep_start()
+
+
+def describe_error(exc: BaseException, args: list[str]) -> str:
+    """One line for an error raised before or around the job (mostly Hydra's), naming the key and,
+    where there is a fixed set, the valid values."""
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, ExportError):
+        return str(exc)
+    if isinstance(exc, CompactHydraException):
+        text = _one_line(str(exc))
+        cause = exc.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            text = text.split(". To append to your config use")[0].rstrip(".")
+            text += ": " + _one_line(str(cause).split("\n    full_key:")[0])
+            text += _valid_keys(cause)
+        if "Could not load 'format/" in text and "Available options" not in text:
+            # A list (format=[onnx,tflite]) gets no option list from Hydra, unlike format=tflite.
+            from ..formats.registry import valid_names
+
+            text += f"; valid formats: {', '.join(valid_names())}"
+        return text
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
+    return f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def _one_line(text: str) -> str:
+    """Hydra's multi-line messages as one line: option lists joined, search paths dropped."""
+    lines = text.split("Config search path:")[0].splitlines()
+    out: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.startswith("\t") and out:
+            out[-1] += ("" if out[-1].endswith(":") else ",") + " " + line.strip()
+        else:
+            out.append(line.strip())
+    return ". ".join(s.rstrip(".") for s in out)
+
+
+def _valid_keys(cause: BaseException) -> str:
+    """'; valid keys: ...' for an unknown key in one of the schema dataclasses."""
+    from dataclasses import fields, is_dataclass
+
+    object_type = getattr(cause, "object_type", None)
+    if isinstance(object_type, type) and is_dataclass(object_type) and "not in" in str(cause):
+        return "; valid keys: " + ", ".join(f.name for f in fields(object_type))
+    if str(getattr(cause, "full_key", "")).startswith("adapter.") and "not in struct" in str(cause):
+        # adapter is null by default: its keys are added, not overridden.
+        return "; adapter is null by default: add it with +adapter._target_=pkg.MyAdapter"
+    return ""

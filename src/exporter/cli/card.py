@@ -1,0 +1,374 @@
+"""``exporter card`` and ``exporter diff``: read finished builds (metadata.json, config.yaml, the artifacts).
+
+Neither imports torch: they read the records a build left behind (``records``), and re-hash every artifact
+so that a card or a diff never vouches for a file that is missing or was changed since the build.
+Exit codes: 0 all is well (``diff``: identical builds), 1 a file does not match its record (``diff``: the
+builds differ), 2 a build cannot be read or the card cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from ..records.layout import METADATA_FILE
+from ..records.read import (MISSING, MODIFIED, OK, Build, BuildUnreadable, files_problems, os_error_text, parse_config,
+                            quantization_of, read_build)
+from ..records.tables import human_bytes, table
+
+
+class BuildNotFound(Exception):
+    pass
+
+
+def find_build(path: Optional[str]) -> Path:
+    """The build folder at ``path``, or the newest build under ./exports when no path is given."""
+    if path is None:
+        return newest_build(Path("exports"))
+    folder = Path(path)
+    if folder.name == METADATA_FILE and folder.is_file():
+        folder = folder.parent
+    return folder
+
+
+def newest_build(root: Path) -> Path:
+    """The folder of the newest metadata.json under ``root``.
+
+    Hidden folders are skipped: a build in progress stages in one (``.onnx-none.staging-*/build``), and its
+    half-written records are not a finished build.
+    """
+    newest: Optional[tuple[float, Path]] = None
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if METADATA_FILE not in filenames:
+            continue
+        try:
+            mtime = os.stat(os.path.join(dirpath, METADATA_FILE)).st_mtime
+        except FileNotFoundError:
+            continue  # removed by a rebuild since the listing
+        if newest is None or mtime > newest[0]:
+            newest = (mtime, Path(dirpath))
+    if newest is None:
+        raise BuildNotFound(f"no build found under ./{root}; pass the build folder: exporter card EXPORT_DIR")
+    return newest[1]
+
+
+def _io_line(io: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
+    dyn = axes.get(io["name"])
+    dynamic = f" (dynamic: {', '.join(f'axis {a} = {n}' for a, n in dyn.items())})" if dyn else ""
+    return f"- `{io['name']}`: {io['dtype']} {io['shape']}{dynamic}"
+
+
+def _max_diff(record: Mapping[str, Any]) -> str:
+    validation = record.get("validation")
+    diff = validation.get("max_abs_diff") if isinstance(validation, Mapping) else None
+    return f"{diff:.2e}" if isinstance(diff, (int, float)) else "-"
+
+
+def _on_disk(build: Build, fmt: str, record: Mapping[str, Any]) -> str:
+    """Whether the files of one format match their record: the card's ``on disk`` column."""
+    checks = build.files_of(fmt)
+    for check in checks:
+        if check.state in (MISSING, MODIFIED):
+            text = "MISSING" if check.state == MISSING else "MODIFIED (sha256 differs from metadata.json)"
+            return text if check.file == record.get("file") else f"{text}: {check.file}"
+    if any(check.state == OK for check in checks):
+        return "verified"
+    return "-" if record.get("status") == "failed" else "not recorded"
+
+
+def _quantization_line(md: Mapping[str, Any]) -> str:
+    mode, settings = quantization_of(md)
+    if mode is None:
+        return "none"
+    return mode + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")
+
+
+def render_card(build: Build) -> str:
+    """A Markdown card of one build: what it is, what was checked, how to load each artifact.
+
+    A file on disk that does not match metadata.json is a warning at the top and in the artifacts table.
+    """
+    try:
+        return _card(build)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # metadata.json parsed but is not shaped as this tool writes it: say so in one line.
+        raise BuildUnreadable(f"{build.folder / METADATA_FILE}: unexpected content "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _weights_line(checkpoint: Any, config: Mapping[str, Any], key_inputs: Mapping[str, Any]) -> str:
+    """Where the weights came from: a checkpoint, the model's folder (``model.path``, its files as
+    hashed into the build key), or the model as its constructor built it."""
+    if checkpoint:
+        return f"{checkpoint['path']} (sha256 {checkpoint['sha256'][:16]}...)"
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    folder = model.get("path") or model.get("pretrained_model_name_or_path")
+    if folder:
+        files = sorted(((key_inputs.get("model_files") or {}).get("files") or {}))
+        return f"from the model folder `{folder}`" + (f" ({', '.join(files)})" if files else "")
+    return "as built (no checkpoint)"
+
+
+def _card(build: Build) -> str:
+    md = build.metadata
+    env = md.get("environment") or {}
+    checkpoint = md.get("checkpoint")
+    cfg = md.get("config") or {}
+    problems = files_problems(build)
+    lines = [
+        f"# {md.get('task_name')}: {str(md.get('model_class') or '?').rsplit('.', 1)[-1]} "
+        f"({', '.join(md.get('formats', []))}) - {md.get('status', '?')}",
+        "",
+        *([f"> WARNING: {problem}" for problem in problems] + [""] if problems else []),
+        f"- Task: {md.get('task_type')} ({md.get('modality')})",
+        f"- Model: `{md.get('model_class')}`, {md.get('parameters', 0):,} parameters",
+        f"- Weights: {_weights_line(checkpoint, build.config, md.get('build_key_inputs') or {})}",
+        f"- Quantization: {_quantization_line(md)}",
+        f"- Built: {md.get('exported_at')} with torch {env.get('torch')}, onnx {env.get('onnx')}, "
+        f"onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}",
+    ]
+    if cfg.get("choices"):
+        lines.append("- Config choices: " + " ".join(f"{k}={v}" for k, v in cfg["choices"].items()))
+    if cfg.get("overrides"):
+        lines.append("- Command-line overrides: " + " ".join(cfg["overrides"]))
+    axes = md.get("dynamic_axes", {})
+    parts = md.get("parts") if isinstance(md.get("parts"), Mapping) else None
+    if parts:  # a model exported in parts (encoder, decoder): each part's own inputs and outputs
+        for part, io in parts.items():
+            lines += ["", f"## Part {part}: inputs", *(_io_line(i, axes) for i in io.get("inputs", []))]
+            lines += ["", f"## Part {part}: outputs", *(_io_line(o, axes) for o in io.get("outputs", []))]
+    else:
+        lines += ["", "## Inputs", *(_io_line(i, axes) for i in md.get("inputs", []))]
+        lines += ["", "## Outputs", *(_io_line(o, axes) for o in md.get("outputs", []))]
+    artifacts = md["artifacts"]
+    rows = []
+    for name, rec in artifacts.items():
+        rows.append([name, rec.get("file", "-") if rec.get("status") != "failed" else "-",
+                     human_bytes(rec["bytes"]) if "bytes" in rec else "-",
+                     (rec.get("sha256") or "-")[:12], _on_disk(build, name, rec), _max_diff(rec),
+                     rec.get("status", "?") if rec.get("status") != "failed" else f"FAILED: {rec.get('error', '')}"])
+    lines += ["", "## Artifacts (checked against eager PyTorch)", "", "```",
+              table(["format", "file", "size", "sha256", "on disk", "max |diff|", "status"], rows), "```"]
+    # What the build did not check says so, next to the table that would otherwise vouch for it.
+    lines += [f"- {name}: NOT CHECKED: {rec['unchecked']}" for name, rec in artifacts.items() if rec.get("unchecked")]
+    greedy = {name.split("/")[0]: (rec.get("validation") or {}).get("greedy_decoding") for name, rec in artifacts.items()}
+    lines += [f"- {fmt}: greedy decoding of {g.get('steps')} tokens through the parts "
+              f"{'matches eager generate' if g.get('match') else 'DIFFERS from eager generate'}"
+              for fmt, g in greedy.items() if isinstance(g, Mapping)]
+    lines += [f"- {name}: dynamic axes not verified at a second shape" for name, rec in artifacts.items()
+              if rec.get("dynamic_axes_verified") is False and not rec.get("unchecked")]
+    if quantization_of(md)[0] is not None:
+        from ..records.tables import quantization_cells
+
+        calibration = md.get("calibration") or {}
+        qrows = [[name, *quantization_cells(rec)] for name, rec in artifacts.items() if rec.get("quantization_report")]
+        lines += ["", f"## Quantization against the fp32 twin (calibration: {calibration.get('source')}, "
+                  f"{calibration.get('num_samples')} samples, sha256 {str(calibration.get('sha256'))[:12]})", "",
+                  "```", table(["format", "size", "agreement (held-out)", "latency"], qrows), "```"]
+        for name, rec in artifacts.items():
+            selection = (rec.get("quantization_report") or {}).get("weight_type_selection")
+            if selection:
+                lines.append(f"- {name}: weight_type=auto kept {selection['chosen']}: {selection['reason']}")
+            for note in rec.get("warnings", []):
+                lines.append(f"- {name}: {note}")
+    for name, rec in artifacts.items():
+        if rec.get("load_hint") and rec.get("status") != "failed":
+            lines += ["", f"## Load {name}", "", "```python", rec["load_hint"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, data
+
+
+# Fields that differ between any two builds and say nothing about what was built.
+_VOLATILE = ("exported_at", "total_seconds", "export_seconds", "export_dir", "environment.executable")
+
+
+def _bytes_cell(a: Build, b: Build, fmt: str) -> tuple[str, bool]:
+    """``identical bytes`` only when both records agree and every file of both builds was just verified."""
+    for label, build in (("a", a), ("b", b)):
+        for check in build.files_of(fmt):
+            if check.state in (MISSING, MODIFIED):
+                return f"{check.file} {check.state.upper()} in {label}", False
+    checks_a, checks_b = a.files_of(fmt), b.files_of(fmt)
+    verified = bool(checks_a) and all(c.state == OK for c in checks_a + checks_b)
+    identical = verified and sorted((c.file, c.sha256) for c in checks_a) == sorted((c.file, c.sha256) for c in checks_b)
+    if identical:
+        return "identical bytes", True
+    # TorchScript numbers classes by what its process traced before: compare the content then.
+    content = [((build.metadata["artifacts"].get(fmt) or {}).get("details") or {}).get("content_sha256") for build in (a, b)]
+    if verified and content[0] and content[0] == content[1]:
+        return "identical content", True
+    return "differ", False
+
+
+def _changes(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs, volatile keys left out."""
+    flat_a, flat_b = dict(_flatten(left)), dict(_flatten(right))
+    return [(k, flat_a.get(k, "(absent)"), flat_b.get(k, "(absent)")) for k in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(k) != flat_b.get(k) and not any(v in k for v in _VOLATILE)]
+
+
+def _inputs(md: dict[str, Any]) -> dict[str, Any]:
+    key_inputs = md.get("build_key_inputs") or {}
+    return {"checkpoint": md.get("checkpoint"), "calibration": md.get("calibration"),
+            "model_files": key_inputs.get("model_files"), "model_code": key_inputs.get("model_code")}
+
+
+def _diff_sections(a: Build, b: Build) -> tuple[list[tuple[str, list]], list[list[str]], list[str], bool]:
+    md_a, md_b = a.metadata, b.metadata
+    sections = [
+        ("config", _changes(a.config, b.config)),
+        # Same config, other data: a changed checkpoint, calibration file, model folder (saved over
+        # in place) or model code shows here by its hash.
+        ("inputs", _changes(_inputs(md_a), _inputs(md_b))),
+        ("environment", _changes(md_a.get("environment") or {}, md_b.get("environment") or {})),
+    ]
+    same = not any(changes for _, changes in sections)
+    rows = []
+    for name in sorted(set(md_a["artifacts"]) | set(md_b["artifacts"])):
+        ra, rb = md_a["artifacts"].get(name, {}), md_b["artifacts"].get(name, {})
+        cell, identical = _bytes_cell(a, b, name)
+        if ra.get("status") != rb.get("status"):
+            cell, identical = f"status {ra.get('status', '-')} -> {rb.get('status', '-')}", False
+        same = same and identical
+        rows.append([name, human_bytes(ra["bytes"]) if "bytes" in ra else "-",
+                     human_bytes(rb["bytes"]) if "bytes" in rb else "-", _max_diff(ra), _max_diff(rb), cell])
+    # Equal records prove nothing when the files behind them are gone or changed.
+    problems = files_problems(a) + files_problems(b)
+    return sections, rows, problems, same and not problems
+
+
+_ARTIFACT_HEADERS = ["format", "size a", "size b", "max|diff| a", "max|diff| b", "bytes"]
+
+
+def render_diff(a: Build, b: Build, fmt: str = "text") -> tuple[str, bool]:
+    """Differences between two builds: config, inputs and environment, then artifact by artifact.
+    ``fmt="markdown"`` gives the same as Markdown, for a pull request."""
+    sections, rows, problems, same = _diff_sections(a, b)
+    if fmt == "markdown":
+        return _markdown_diff(f"`{a.folder}` -> `{b.folder}`", sections, rows, problems, same), same
+    out = [f"--- {a.folder}", f"+++ {b.folder}"]
+    for title, changes in sections:
+        if changes:
+            out.append(f"\n{title}:")
+            out.extend(f"  {k}: {old!r} -> {new!r}" for k, old, new in changes)
+    out += ["\nartifacts:", table(_ARTIFACT_HEADERS, rows)]
+    if problems:
+        out += ["\nfiles that do not match their metadata.json:", *(f"  {p}" for p in problems)]
+    out.append("\nbuilds are identical" if same else "\nbuilds differ")
+    return "\n".join(out) + "\n", same
+
+
+def _markdown_diff(title: str, sections: list, rows: Optional[list], problems: list[str], same: bool) -> str:
+    from ..records.tables import markdown_table
+
+    out = [f"### exporter diff: {title}", "", "**identical**" if same else "**differ**"]
+    for name, changes in sections:
+        if changes:
+            out += ["", f"#### {name.capitalize()} changes", "",
+                    markdown_table(["key", "old", "new"], [[f"`{k}`", f"`{old!r}`", f"`{new!r}`"] for k, old, new in changes])]
+    if rows is not None:
+        out += ["", "#### Artifacts", "", markdown_table(_ARTIFACT_HEADERS, rows)]
+    if problems:
+        out += ["", "#### Files that do not match their metadata.json", "", *(f"- {p}" for p in problems)]
+    return "\n".join(out) + "\n"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A config YAML file (a build's config.yaml, or a config of yours) as a plain mapping."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BuildUnreadable(f"{path}: {os_error_text(exc)}") from None
+    return parse_config(raw, path)
+
+
+def render_config_diff(a: Path, b: Path, fmt: str = "text") -> tuple[str, bool]:
+    """Two config files compared key by key (resolved values as written), without building."""
+    changes = _changes(load_config_file(a), load_config_file(b))
+    if fmt == "markdown":
+        return _markdown_diff(f"`{a}` -> `{b}`", [("config", changes)], None, [], not changes), not changes
+    out = [f"--- {a}", f"+++ {b}"]
+    if changes:
+        out.append("\nconfig:")
+        out.extend(f"  {k}: {old!r} -> {new!r}" for k, old, new in changes)
+    out.append("\nconfigs are identical" if not changes else "\nconfigs differ")
+    return "\n".join(out) + "\n", not changes
+
+
+def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
+    """Print the card (and write it to ``output``); 1 when a file does not match its record."""
+    build = read_build(find_build(export_dir))
+    text = render_card(build)
+    if output:
+        from ..files import write_text_atomic
+
+        try:
+            write_text_atomic(Path(output), text)
+        except OSError as exc:
+            print(f"error: cannot write the card to {output}: {os_error_text(exc)}", file=sys.stderr)
+            return 2
+    sys.stdout.write(text)
+    return 1 if files_problems(build) else 0
+
+
+def run_diff(a: str, b: str, fmt: str = "text") -> int:
+    """Print how two builds (or two config files) differ; 0 identical, 1 they differ (a file missing or
+    modified included)."""
+    for path in (a, b):
+        if not Path(path).exists():
+            raise BuildUnreadable(f"{path}: no such build folder or config file")
+    if Path(a).is_file() and Path(b).is_file() and Path(a).name != METADATA_FILE:
+        text, same = render_config_diff(Path(a), Path(b), fmt)
+    else:
+        text, same = render_diff(read_build(find_build(a)), read_build(find_build(b)), fmt)
+    sys.stdout.write(text)
+    return 0 if same else 1
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument mistakes as one line (the usage is one --help away), exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {message}; see python -m exporter {{card,diff,verify}} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str]) -> int:
+    parser = _OneLineParser(prog="exporter", description="Read finished builds.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    card = sub.add_parser("card", help="print a Markdown card of a build (default: the newest under ./exports); "
+                                       "exit 1 when a file does not match metadata.json, 2 when the build cannot be read")
+    card.add_argument("export_dir", nargs="?")
+    card.add_argument("-o", "--output", help="also write the card to this file")
+    diff = sub.add_parser("diff", help="show how two builds differ; exit 1 when they do, 2 when one cannot be read")
+    diff.add_argument("a", help="a build folder, or a config YAML file")
+    diff.add_argument("b", help="a build folder, or a config YAML file")
+    diff.add_argument("--format", choices=["text", "markdown"], default="text",
+                      help="markdown: tables ready to paste into a pull request")
+    verify = sub.add_parser("verify", help="rebuild a build from its own config.yaml in a temporary folder and "
+                                           "compare the artifacts byte for byte; exit 1 on a difference, 2 when "
+                                           "the build cannot be read or rebuilt")
+    verify.add_argument("export_dir")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "card":
+            return run_card(args.export_dir, args.output)
+        if args.command == "verify":
+            from .verify import run_verify
+
+            return run_verify(Path(args.export_dir))
+        return run_diff(args.a, args.b, args.format)
+    except (BuildNotFound, BuildUnreadable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,57 @@
+"""Sizes of a Hugging Face model saved with ``save_pretrained``, read from its ``config.json``
+without importing torch or transformers: the ``model=hf_*`` options fill their task spec from it
+(``${exporter.hf_config:${model.path},vocab_size}``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def read_config(path: Any) -> dict[str, Any]:
+    folder = Path(str(path)).expanduser()
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"model.path: {folder} holds no config.json; give a folder saved with "
+                          "save_pretrained (model.path=DIR)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.path: cannot read {folder / 'config.json'}: {exc}") from None
+
+
+def config_value(path: Any, keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` ("a|b|c") set in ``<path>/config.json`` (nested ``text_config`` and
+    ``vision_config`` searched too), else ``default``. ``num_labels`` counts ``id2label``;
+    ``image_size`` becomes ``[num_channels, size, size]``.
+
+    Example:
+        >>> import json, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = open(folder + "/config.json", "w").write(json.dumps({"n_positions": 64, "id2label": {"0": "a", "1": "b"}}))
+        >>> config_value(folder, "max_position_embeddings|n_positions"), config_value(folder, "num_labels")
+        (64, 2)
+    """
+    if path is None or str(path) in ("", "???"):
+        return default
+    config = read_config(path)
+    scopes = [config, *(config.get(k) or {} for k in ("text_config", "vision_config"))]
+    for key in str(keys).split("|"):
+        for scope in scopes:
+            if key == "num_labels" and isinstance(scope.get("id2label"), dict):
+                return len(scope["id2label"])
+            if key == "image_size" and scope.get("image_size") is not None:
+                size = scope["image_size"]
+                size = list(size) if isinstance(size, (list, tuple)) else [size, size]
+                return [int(scope.get("num_channels", 3)), *size]
+            if scope.get(key) is not None:
+                return scope[key]
+    return default
+
+
+def max_seq_len(path: Any, wanted: int = 128) -> int:
+    """``wanted`` tokens, or fewer when the model takes fewer positions."""
+    positions = config_value(path, "max_position_embeddings|n_positions|n_ctx")
+    return int(min(wanted, positions)) if positions else int(wanted)

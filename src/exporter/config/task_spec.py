@@ -1,0 +1,90 @@
+"""TaskSpec: what a model does and the shape of its inputs and outputs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+from .schema import option_value
+
+MODALITIES = ("text", "vision")
+TASK_TYPES = {
+    "vision_classification": "vision",
+    "language_modeling": "text",
+    "text_classification": "text",
+    "question_answering": "text",
+    "token_classification": "text",
+    "feature_extraction": "text",
+    "object_detection": "vision",
+    "seq2seq_lm": "text",
+}
+
+
+@dataclass
+class TaskSpec:
+    """Describes an export target independently of any one architecture.
+
+    Example:
+        >>> spec = TaskSpec(task_name="cifar", modality="vision", task_type="vision_classification",
+        ...                 input_schema={"image_size": [3, 32, 32]}, output_schema={"num_classes": 10})
+        >>> spec.modality
+        'vision'
+    """
+
+    task_name: str
+    modality: str
+    task_type: str
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] = field(default_factory=dict)
+    # The outputs to export, by name: None (the task type's own, e.g. ``logits``), ``"all"`` (every
+    # tensor the model returns) or a list of names (the others left out on purpose).
+    outputs: Optional[Union[str, list[str]]] = None
+    # The model's inputs, declared instead of drawn by the task type's adapter: a list of
+    # {name, dtype, shape, range | generator, dynamic_axes} (``config/input_specs.py``).
+    inputs: Optional[list[dict[str, Any]]] = None
+    # Axes of the outputs besides the batch, by output name: {logits: {1: sequence}}.
+    output_axes: Optional[dict[str, dict[Any, str]]] = None
+
+    def __post_init__(self) -> None:
+        # Enums from structured configs arrive as Enum members; keep plain strings.
+        self.modality = option_value(self.modality)
+        self.task_type = option_value(self.task_type)
+        self.input_schema = dict(self.input_schema or {})
+        self.output_schema = dict(self.output_schema or {})
+        if self.outputs is not None and not isinstance(self.outputs, str):
+            self.outputs = [str(name) for name in self.outputs]
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "TaskSpec":
+        """Build from a dict or a resolved OmegaConf node (extra keys are refused)."""
+        known = {"task_name", "modality", "task_type", "input_schema", "output_schema", "outputs", "inputs",
+                 "output_axes"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"task_spec: unknown field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**{k: data[k] for k in known if k in data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and the valid values when the spec is inconsistent."""
+        if self.modality not in MODALITIES:
+            raise ValueError(
+                f"task_spec.modality: unsupported modality {self.modality!r}; valid values: {list(MODALITIES)}"
+            )
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(
+                f"task_spec.task_type: unknown task type {self.task_type!r}; valid values: {list(TASK_TYPES)}"
+            )
+        if TASK_TYPES[self.task_type] != self.modality:
+            raise ValueError(
+                f"task_spec.task_type: {self.task_type!r} needs modality {TASK_TYPES[self.task_type]!r}, "
+                f"but task_spec.modality is {self.modality!r}"
+            )
+        if self.inputs is not None or self.output_axes is not None:
+            from .input_specs import parse_inputs, parse_output_axes
+
+            if self.inputs is not None:
+                parse_inputs(self.inputs)
+            parse_output_axes(self.output_axes)

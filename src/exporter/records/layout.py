@@ -1,0 +1,58 @@
+"""The file layout of a build folder: the names of its records, one leaf every other module reads.
+
+A build folder holds its artifacts (named by their formats, ``exporter.formats.registry``) and these
+records beside them. How a sweep job's folder is named (``sweep_suffix``) is here too: the folder name
+is part of the layout, and both the command line and the job's process name folders.
+
+    >>> sorted(RECORD_NAMES)
+    ['.hydra', 'config.yaml', 'export.log', 'metadata.json']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Iterable, Optional
+
+METADATA_FILE = "metadata.json"
+CONFIG_SNAPSHOT_FILE = "config.yaml"
+LOG_FILE = "export.log"
+HYDRA_SUBDIR = ".hydra"
+# What a build folder holds besides the files its records list.
+RECORD_NAMES = frozenset({METADATA_FILE, CONFIG_SNAPSHOT_FILE, LOG_FILE, HYDRA_SUBDIR})
+
+# The overrides a sweep varies (JSON list of keys), set by the sweep for its jobs (exporter.cli.sweep).
+SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
+# Already part of the folder name <model>/<formats>-<quantization>, or not about what is built.
+_NAMED_ELSEWHERE = ("format", "quantization", "model", "export_dir", "force", "wait")
+_MAX_SUFFIX = 64
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _varied_keys() -> Optional[set[str]]:
+    keys = os.environ.get(SWEEP_KEYS_ENV)
+    return set(json.loads(keys)) if keys else None
+
+
+def sweep_suffix(overrides: Iterable[str]) -> str:
+    """``@opset=13`` for a job of a sweep that varies ``format.onnx.opset``: the overrides the sweep
+    varies, other than the choices already in the folder name. Without the sweep's own list (a
+    launcher that does not pass the environment on), every such override of the job is used."""
+    varied = _varied_keys()
+    items = []
+    for override in overrides:
+        key = _key(str(override))
+        if key in _NAMED_ELSEWHERE or key.startswith("hydra.") or (varied is not None and key not in varied):
+            continue
+        value = str(override).split("=", 1)[1] if "=" in str(override) else ""
+        items.append(f"{key.removeprefix('format.')}={value}")
+    if not items:
+        return ""
+    text = ",".join(items).replace("/", "_").replace(" ", "")
+    if len(text) > _MAX_SUFFIX:
+        text = text[:_MAX_SUFFIX - 9] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return "@" + text
