@@ -257,7 +257,7 @@ def test_a_signal_after_the_job_ends_the_process_at_once_without_a_traceback(tmp
     """Ctrl-C as the job returns (here: sent by the process to itself right after main()) must not
     raise into interpreter shutdown, where torch's exit handlers would print a traceback: it exits
     130 at once, saying the new build is complete."""
-    code = ("import os, signal, sys, time\nfrom exporter import cli\n"
+    code = ("import os, signal, sys, time\nfrom exporter.cli import app as cli\n"
             f"sys.argv = ['exporter', 'format=pytorch', 'hydra.run.dir=b', {SMALL!r}]\n"
             "try:\n    cli.main()\nfinally:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(10)\n"
             "    print('NOT REACHED')\n")
@@ -303,7 +303,7 @@ def test_signals_wait_while_a_native_library_is_imported_and_arrive_after(tmp_pa
     """exporter.cli.startup's hold: a SIGTERM during the import is delivered once the import is done."""
     (tmp_path / "native_lib.py").write_text("import os, pathlib, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
                                             "time.sleep(0.2)\npathlib.Path('import-done').touch()\n")
-    code = ("import pathlib, signal\nfrom exporter import interrupts, startup\n"
+    code = ("import pathlib, signal\nfrom exporter import interrupts\nfrom exporter.cli import startup\n"
             "startup.hold_signals_while_importing(frozenset({'native_lib'}))\n"
             "signal.signal(signal.SIGTERM, interrupts.raise_interrupted)\n"
             "try:\n    import native_lib\n    print('NOT INTERRUPTED')\n"
@@ -341,7 +341,7 @@ def test_the_entry_point_ends_the_process_after_exit_handlers_and_flushed_output
     process owes on exit: a thread that is not a daemon finishes, then atexit handlers (here one of
     the caller's, and a temporary folder's finalizer) run, buffered stdout reaches the pipe, and
     main()'s exit code is the process's."""
-    code = ("import atexit, sys, tempfile, threading, time\nfrom exporter import cli\n"
+    code = ("import atexit, sys, tempfile, threading, time\nfrom exporter.cli import app as cli\n"
             "atexit.register(print, 'ATEXIT RAN')\nleft = tempfile.TemporaryDirectory(dir='.')\n"
             "threading.Thread(target=lambda: (time.sleep(0.5), print('THREAD DONE'))).start()\n"
             # an executor left open (a launcher's): its worker threads end at threading's exit callbacks

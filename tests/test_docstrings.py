@@ -5,12 +5,14 @@ import importlib
 
 import pytest
 
-MODULES = ["exporter", "exporter.api", "exporter.adapters.example_inputs", "exporter.adapters.base", "exporter.config.task_spec",
-           "exporter.config.checks", "exporter.records.layout", "exporter.cli.describe", "exporter.models", "exporter.models.simple_cnn", "exporter.models.lm_stub",
+MODULES = ["exporter", "exporter.api", "exporter.adapters.example_inputs", "exporter.adapters.base",
+           "exporter.config.task_spec", "exporter.config.checks", "exporter.records.layout", "exporter.cli.describe",
+           "exporter.models", "exporter.models.simple_cnn", "exporter.models.lm_stub",
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build.folder",
-           "exporter.config.build_key", "exporter.config.environment", "exporter.build.background", "exporter.cli.app",
-           "exporter.quantization.report", "exporter.build.quantize", "exporter.cli.verify",
-           "exporter.process.forked_jobs", "exporter.process.standby", "exporter.process.child", "exporter.process.resolvers"]
+           "exporter.config.build_key", "exporter.config.environment", "exporter.build.background",
+           "exporter.cli.app", "exporter.quantization.report", "exporter.build.quantize", "exporter.cli.verify",
+           "exporter.process.forked_jobs", "exporter.process.standby", "exporter.process.child",
+           "exporter.process.resolvers"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -18,7 +18,7 @@ def wheel_install(tmp_path_factory):
     # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
     source = root / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
     for name in ("src", "conf"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.records.read import read as records
+from exporter.records import read as records
 from exporter.records.read import MISSING, NOT_RECORDED, OK, BuildUnreadable, files_problems, read_build
 from exporter.records.tables import closing_table
 

@@ -324,8 +324,9 @@ def test_the_runner_and_the_schema_name_no_format():
     """Formats are known to the registry only: the job's modules go through the FormatExporter surface."""
     names = re.compile(r"\b(" + "|".join([*registered_formats(), *format_aliases()]) + r")\b")
     # (metadata.py is left out: it lists the onnx *library* among the tool versions it records.)
-    for module in ("runner.py", "plan.py", "build_artifact.py", "job.py", "schema.py", "quantization/__init__.py",
-                   "quantization/selection.py", "quantization/report.py", "quantization/calibration.py"):
+    for module in ("build/runner.py", "build/plan.py", "build/artifact.py", "build/job.py", "build/quantize.py",
+                   "config/schema.py", "config/checks.py", "quantization/__init__.py", "quantization/report.py",
+                   "quantization/calibration.py"):
         found = [word for word in _code_words(REPO / "src" / "exporter" / module) if names.search(word)]
         assert not found, f"{module} names a format: {found}"
 

@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Optional
 
 from ..errors import ConfigError, ExportError
 from ..interrupts import INTERRUPTED, PUBLISHED, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
-from ..records.layout import HYDRA_SUBDIR, LOG_FILE, RECORD_NAMES
+from ..records.layout import HYDRA_SUBDIR, LOG_FILE, METADATA_FILE, RECORD_NAMES
 
 log = logging.getLogger("exporter")
 

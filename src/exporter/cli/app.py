@@ -268,9 +268,7 @@ def entry() -> NoReturn:
 
 
 def _end_process(code: Any) -> NoReturn:
-    import atexit
-    import threading
-
+    from ..process.internals import end_as_the_interpreter_would
     from ..process.standby import dismiss
 
     dismiss()  # a run that built nothing (an error, up to date) does not wait for its imports
@@ -282,12 +280,7 @@ def _end_process(code: Any) -> NoReturn:
     if sys.gettrace() is not None or sys.getprofile() is not None:
         # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
         sys.exit(code)
-    # What the interpreter's own exit does first: threading's exit callbacks (executors of a
-    # launcher such as joblib's shut down; joining their threads before would wait forever), then
-    # wait for the threads that are not daemons; then the exit handlers: logging.shutdown, weakref
-    # finalizers (temporary folders), torch's and Hydra's.
-    threading._shutdown()
-    atexit._run_exitfuncs()
+    end_as_the_interpreter_would()
     lost = flush_streams()
     if lost is not None and code == 0:
         code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
@@ -331,19 +324,14 @@ def mode_is_default(args: list[str]) -> bool:
 def _mode_without_composing(args: list[str]):
     """Hydra composes the whole config once only to read hydra.mode, then again for the job (about
     0.15-0.25 s each, most of the tool's own startup). Where the mode is bound to be null
-    (mode_is_default), its first composition is skipped: Hydra then runs, or sweeps with -m, exactly
-    as it would have with the null it read."""
-    from hydra._internal.hydra import Hydra
+    (mode_is_default), its first composition is skipped (exporter.process.internals.hydra_mode_null)."""
+    from ..process.internals import hydra_mode_null
 
     if not mode_is_default(args):
         yield
         return
-    get_mode = Hydra.get_mode
-    Hydra.get_mode = lambda self, config_name, overrides: None  # what it returns for hydra.mode: null
-    try:
+    with hydra_mode_null():
         yield
-    finally:
-        Hydra.get_mode = get_mode
 
 
 def _interrupted_message() -> str:

@@ -21,7 +21,6 @@ processes ended), then ``os._exit``. It dies with the sweep's process, whatever 
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
@@ -31,11 +30,11 @@ import tempfile
 import threading
 import traceback
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Optional
 
 from ..console import flush_streams
+from .internals import end_as_the_interpreter_would, forget_the_parents_exit_handlers
 
 log = logging.getLogger("exporter")
 
@@ -107,7 +106,7 @@ def run_forked(job: Callable[[], Any], on_start: Optional[Callable[[], None]] = 
         if pid == 0:
             try:
                 _die_with(sweep)
-                _forget_the_sweeps_exit_handlers()
+                forget_the_parents_exit_handlers()
                 run_and_report(job, on_start, report_file.fileno())
             finally:
                 os._exit(1)  # never back into the sweep's code
@@ -234,8 +233,7 @@ def _end(code: int) -> NoReturn:
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    threading._shutdown()  # type: ignore[attr-defined] # what Python's exit does first: non-daemon threads
-    atexit._run_exitfuncs()
+    end_as_the_interpreter_would()
     logging.shutdown()  # its exit hook was the sweep's: the job's log files are flushed and closed here
     flush_streams()
     os._exit(code)
@@ -253,23 +251,6 @@ def _die_with(parent: int, signum: int = signal.SIGTERM) -> None:
         pass
     if os.getppid() != parent:  # it ended before the request was in place
         os.kill(os.getpid(), signum)
-
-
-def _forget_the_sweeps_exit_handlers() -> None:
-    """The sweep's exit handlers, finalizers and helper processes are its own: this process must not
-    run or end them (a temporary folder the sweep made would be removed under it). Those the job
-    registers run when it ends, as in a single run; multiprocessing resets its own state the same
-    way in the processes it forks."""
-    atexit._clear()
-    for finalizer in list(getattr(weakref.finalize, "_registry", {})):
-        finalizer.atexit = False
-    if hasattr(weakref.finalize, "_registered_with_atexit"):  # registers its exit hook once per process
-        weakref.finalize._registered_with_atexit = False
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:  # imported before the fork: its exit hook was just cleared
-        mp_util._finalizer_registry.clear()
-        sys.modules["multiprocessing.process"]._children.clear()
-        atexit.register(mp_util._exit_function)  # ends the job's daemon helpers, joins the others
 
 
 def _import_what_jobs_imported(preload: tuple[str, ...] = ()) -> None:

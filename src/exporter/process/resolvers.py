@@ -73,6 +73,6 @@ def _sweep_suffix(overrides: Any) -> str:
 for _name, _resolver in (("exporter.build_name", build_name), ("exporter.model_name", model_name),
                          ("exporter.sweep_suffix", _sweep_suffix), ("exporter.format_help", _format_help),
                          ("exporter.format_option_help", _format_option_help),
-                         ("exporter.config.hf_folder", _hf_config), ("exporter.hf_max_seq_len", _hf_max_seq_len)):
+                         ("exporter.hf_config", _hf_config), ("exporter.hf_max_seq_len", _hf_max_seq_len)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
