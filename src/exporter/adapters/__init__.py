@@ -6,7 +6,7 @@ Importing this package registers the shipped adapters (``tasks``, ``seq2seq``); 
 
 from .base import ModelAdapter, Part
 from .declared import DeclaredInputsAdapter
-from .registry import ADAPTERS, adapter_for_task, register_adapter
+from .registry import ADAPTERS, adapter_for_task, register_adapter, unregister_adapter
 from .tasks import (FeatureExtractionAdapter, LanguageModelingAdapter, ObjectDetectionAdapter, QuestionAnsweringAdapter,
                     TextAdapter, TextClassificationAdapter, TokenClassificationAdapter, VisionClassificationAdapter)
 from .seq2seq import Seq2SeqLMAdapter  # noqa: E402 (registers seq2seq_lm)
@@ -14,4 +14,4 @@ from .seq2seq import Seq2SeqLMAdapter  # noqa: E402 (registers seq2seq_lm)
 __all__ = ["ADAPTERS", "DeclaredInputsAdapter", "FeatureExtractionAdapter", "LanguageModelingAdapter", "ModelAdapter",
            "ObjectDetectionAdapter", "Part", "QuestionAnsweringAdapter", "Seq2SeqLMAdapter", "TextAdapter",
            "TextClassificationAdapter", "TokenClassificationAdapter", "VisionClassificationAdapter", "adapter_for_task",
-           "register_adapter"]
+           "register_adapter", "unregister_adapter"]

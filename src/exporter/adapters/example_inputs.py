@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config.input_specs import padded_mask  # noqa: F401 (the mask generator lives with the input specs)
-from ..config.task_spec import MODALITIES, TaskSpec
+from ..config.task_spec import TaskSpec
+from ..config.task_types import MODALITIES, check_modality
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_MAX_SEQ_LEN = 128
-DEFAULT_VOCAB_SIZE = 50257
-DEFAULT_IMAGE_SIZE = (3, 224, 224)
+# The input_schema values used when the task spec leaves them out: the modality table's.
+DEFAULT_MAX_SEQ_LEN = MODALITIES["text"]["max_seq_len"]
+DEFAULT_VOCAB_SIZE = MODALITIES["text"]["vocab_size"]
+DEFAULT_IMAGE_SIZE = MODALITIES["vision"]["image_size"]
 
 
 def _positive_int(value: Any, field: str) -> int:
@@ -64,10 +66,7 @@ def generate_dummy_input(
         ((1, 16), 'torch.int64', True)
     """
     _positive_int(batch_size, "batch_size")
-    if task_spec.modality not in MODALITIES:
-        raise ValueError(
-            f"task_spec.modality: unsupported modality {task_spec.modality!r}; valid values: {list(MODALITIES)}"
-        )
+    check_modality(task_spec.modality)
     import torch
 
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())

@@ -11,26 +11,49 @@ from typing import Callable
 
 from ..config.input_specs import parse_inputs, parse_output_axes
 from ..config.task_spec import TaskSpec
+from ..config.task_types import is_registered, task_types
 from .base import ModelAdapter
 from .declared import DeclaredInputsAdapter
 
-# The shipped adapters, by task type: ``adapter_for_task`` looks them up here.
+# The adapters, by task type (one each): ``adapter_for_task`` looks them up here.
 ADAPTERS: dict[str, Callable[[TaskSpec], ModelAdapter]] = {}
 
 
 def register_adapter(task_type: str) -> Callable[[type], type]:
-    """Class decorator: the shipped adapter for ``task_type`` (built with ``cls.for_task(task_spec)``)."""
+    """Class decorator: the adapter of ``task_type`` (built with ``cls.for_task(task_spec)``).
+
+    The task type must be in the task-type table first (``exporter.config.task_types``), and has
+    exactly one adapter: another class registered for it raises TypeError, as does an unknown task type
+    (the same class again, its module reloaded, replaces itself).
+    """
     def register(cls: type) -> type:
+        where = f"register_adapter({task_type!r}) on {cls.__module__}.{cls.__qualname__}"
+        if not is_registered(task_type):
+            raise TypeError(f"{where}: no task type {task_type!r} in the table; register it first "
+                            "(exporter.config.task_types.register_task_type)")
+        # The same class again (its module reloaded) replaces itself; another class is refused.
+        taken = _qualified(getattr(ADAPTERS[task_type], "__self__", ADAPTERS[task_type])) if task_type in ADAPTERS else None
+        if taken is not None and taken != _qualified(cls):
+            raise TypeError(f"{where}: task type {task_type!r} has an adapter already, {taken}")
         ADAPTERS[task_type] = cls.for_task
         return cls
 
     return register
 
 
+def _qualified(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def unregister_adapter(task_type: str) -> None:
+    """Remove the adapter of a task type (tests); unknown task types are ignored."""
+    ADAPTERS.pop(task_type, None)
+
 
 def adapter_for_task(task_spec: TaskSpec) -> ModelAdapter:
     """The shipped adapter for ``task_spec.task_type``; with ``task_spec.inputs`` declared, those
     inputs (``declared.py``) and the task type's output names."""
+    task_types()  # plug-ins register their task types and adapters when the table is first read
     factory = ADAPTERS.get(task_spec.task_type)
     if factory is None:
         raise ValueError(f"task_spec.task_type: no adapter for {task_spec.task_type!r}; valid values: {sorted(ADAPTERS)}")

@@ -1,5 +1,6 @@
-"""The checks of option values Hydra's composition cannot make, shared by both doors: numeric bounds,
-declared once as field metadata (``{"min": 0.0}``) and checked by ``check_values``, and keys added
+"""The checks of option values Hydra's composition cannot make, shared by both doors: numeric bounds
+and values checked against a table (``task_spec.task_type``), declared once as field metadata
+(``{"min": 0.0}``, ``{"check": check_task_type}``) and checked by ``check_values``, and keys added
 with ``+`` that no schema knows (``check_known_keys``). Free of torch, onnx and onnxruntime, and of
 omegaconf until a composed config is handed in.
 
@@ -19,7 +20,7 @@ from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
 
 from ..errors import ConfigError
-from .schema import _is_config
+from .schema import _is_config, option_value
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -65,7 +66,14 @@ def valid_range(metadata: Mapping[str, Any]) -> str:
 
 
 def _bound_problem(key: str, value: Any, metadata: Mapping[str, Any]) -> Optional[str]:
-    """The message for one value outside its field's bounds, or None (None itself means unset: no bound applies)."""
+    """The message for one value outside its field's bounds or refused by its field's own check
+    (metadata ``{"check": function(value, key)}`` raising ValueError, e.g. a task type against the
+    task-type table), or None (None itself means unset: no bound applies)."""
+    if value is not None and "check" in metadata:
+        try:
+            metadata["check"](option_value(value), key)
+        except ValueError as exc:
+            return str(exc)
     if value is None or ("min" not in metadata and "max" not in metadata):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -16,11 +16,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-
-if TYPE_CHECKING:
-    pass
+from .task_types import MODALITIES, SHIPPED, check_task_type
 
 # omegaconf.MISSING, a value the config must give. Spelt here so that the job's process, which
 # reads these dataclasses but no config, does not import omegaconf for it (exporter.process.child).
@@ -40,20 +38,14 @@ def option_value(option: Any) -> Any:
     return getattr(option, "value", option)
 
 
-class Modality(str, Enum):
-    text = "text"
-    vision = "vision"
-
-
-class TaskType(str, Enum):
-    vision_classification = "vision_classification"
-    language_modeling = "language_modeling"
-    text_classification = "text_classification"
-    question_answering = "question_answering"
-    token_classification = "token_classification"
-    feature_extraction = "feature_extraction"
-    object_detection = "object_detection"
-    seq2seq_lm = "seq2seq_lm"
+# The modalities and task types are tables (exporter.config.task_types). Modality is an enum made
+# from its table, so Hydra refuses another value when it composes; task_spec.task_type is a plain
+# string checked against the task-type table with the other values (check_values), so that a task
+# type registered after start-up (a plug-in) composes too.
+Modality = Enum("Modality", [(name, name) for name in MODALITIES], type=str, module=__name__)
+# The task types shipped with the tool, as an enum, for code that wants one (the config takes any
+# registered task type: exporter.config.task_types.task_types()).
+TaskType = Enum("TaskType", [(name, name) for name in SHIPPED], type=str, module=__name__)
 
 
 class QuantizationMode(str, Enum):
@@ -97,7 +89,8 @@ class TaskSpecConfig:
 
     task_name: str = MISSING
     modality: Modality = MISSING
-    task_type: TaskType = MISSING
+    # A registered task type (exporter.config.task_types); checked by exporter.config.checks.
+    task_type: str = field(default=MISSING, metadata={"check": check_task_type})
     input_schema: Dict[str, Any] = field(default_factory=dict)
     output_schema: Dict[str, Any] = field(default_factory=dict)
     # The outputs to export, by name: null (the task type's own: logits, or start_logits and

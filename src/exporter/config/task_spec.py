@@ -5,19 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Union
 
+from . import task_types
 from .schema import option_value
 
-MODALITIES = ("text", "vision")
-TASK_TYPES = {
-    "vision_classification": "vision",
-    "language_modeling": "text",
-    "text_classification": "text",
-    "question_answering": "text",
-    "token_classification": "text",
-    "feature_extraction": "text",
-    "object_detection": "vision",
-    "seq2seq_lm": "text",
-}
+
+def __getattr__(name: str) -> Any:
+    """``MODALITIES`` and ``TASK_TYPES`` (task type -> modality), read from the tables of
+    ``exporter.config.task_types``, where they live now."""
+    if name == "MODALITIES":
+        return tuple(task_types.MODALITIES)
+    if name == "TASK_TYPES":
+        return {entry.name: entry.modality for entry in task_types.task_types().values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -69,17 +68,11 @@ class TaskSpec:
 
     def validate(self) -> None:
         """Raise ValueError naming the field and the valid values when the spec is inconsistent."""
-        if self.modality not in MODALITIES:
+        task_types.check_modality(self.modality)
+        entry = task_types.check_task_type(self.task_type)
+        if entry.modality != self.modality:
             raise ValueError(
-                f"task_spec.modality: unsupported modality {self.modality!r}; valid values: {list(MODALITIES)}"
-            )
-        if self.task_type not in TASK_TYPES:
-            raise ValueError(
-                f"task_spec.task_type: unknown task type {self.task_type!r}; valid values: {list(TASK_TYPES)}"
-            )
-        if TASK_TYPES[self.task_type] != self.modality:
-            raise ValueError(
-                f"task_spec.task_type: {self.task_type!r} needs modality {TASK_TYPES[self.task_type]!r}, "
+                f"task_spec.task_type: {self.task_type!r} needs modality {entry.modality!r}, "
                 f"but task_spec.modality is {self.modality!r}"
             )
         if self.inputs is not None or self.output_axes is not None:
