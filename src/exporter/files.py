@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def sha256_of(path: Path) -> str:
@@ -59,3 +60,20 @@ def move_files(source: Path, destination_dir: Path) -> dict[str, Path]:
         os.replace(item, target)
         moved[item.name] = target
     return moved
+
+
+@contextmanager
+def working_directory(path: Path) -> Iterator[Path]:
+    """Run a toolchain call that writes files into the current directory (ONNX Runtime's symbolic
+    shape inference writes ``sym_shape_infer_temp.onnx`` and ``<uuid>.data`` there, and leaves them
+    when it gives up) with ``path`` as the current directory; restored on every exit.
+
+    The working directory belongs to the whole process: while the call runs, a relative path used by
+    another thread (a user's, say) resolves inside ``path`` too. Keep the block to the call itself.
+    """
+    saved = os.getcwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(saved)

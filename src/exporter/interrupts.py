@@ -18,7 +18,8 @@ PUBLISHED: list[Path] = []
 # Signals the command line received. Some libraries turn the exception raised inside their calls
 # into another one (omegaconf, torch); this record lets such an error still end as an interruption.
 INTERRUPTED: list[int] = []
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+# The signals that stop the tool (its handlers, what a job's process passes on, what is held back).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(BaseException):
@@ -71,7 +72,7 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, _frame: held.append(signum)) for signum in _DEFERRED}
+    previous = {signum: signal.signal(signum, lambda signum, _frame: held.append(signum)) for signum in STOP_SIGNALS}
     try:
         yield
     finally:

@@ -18,10 +18,10 @@ from typing import Any, NoReturn, Optional
 import hydra
 from omegaconf import DictConfig
 
-from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, note_lost, say
+from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
 from ..errors import ExportError, first_line
-from ..interrupts import (INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted, stop_once_on_signals)
-from ..process.child import (SHOW_TRACEBACKS, Deferred, JobDescription, identity_of, job_outcome, stop)
+from ..interrupts import (INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted)
+from ..process.child import (SHOW_TRACEBACKS, Deferred, identity_of, job_outcome, stop)
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from .config_store import register_configs
 from ..process.standby import MODE_KEYS, READERS
@@ -49,10 +49,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
     forked = multirun and _fork_for_each_job(hydra_cfg)
     try:
-        if forked:
-            outcome = _job_in_own_process(cfg)
-        else:
-            outcome = job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun)
+        outcome = job_outcome(lambda: _run_job(cfg, forked), lambda: str(cfg.export_dir), multirun)
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
@@ -80,30 +77,12 @@ def _fork_for_each_job(hydra_cfg: Any) -> bool:
     return str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher") and available()
 
 
-def _job_in_own_process(cfg: DictConfig) -> dict[str, Any]:
-    """The sweep job in a forked process (exporter.process.forked_jobs): its memory and library state end with
-    it, and a crash (a segfault, the out-of-memory killer) fails this job, not the sweep."""
-    from ..process.forked_jobs import run_forked
-
-    # A job that will build imports torch: imported here first, it is imported once per sweep.
-    builds = cfg.force or not (Path(cfg.export_dir) / "metadata.json").is_file()
-    with _publishes_of_the_jobs_process():
-        result = run_forked(lambda: job_outcome(lambda: _run_job(cfg), lambda: str(cfg.export_dir), multirun=True),
-                            on_start=stop_once_on_signals,
-                            preload=("torch",) if builds else ())
-    outcome = _outcome_of(result)
-    if outcome is not None:
-        return outcome
-    reason = result.error or result.crash or f"SystemExit: {result.exit}"
-    log.error("error: %s", reason)
-    return {"status": "error", "error": reason, "export_dir": str(cfg.export_dir)}
-
-
-def _run_job(cfg: DictConfig) -> dict[str, Any]:
+def _run_job(cfg: DictConfig, fork: bool) -> dict[str, Any]:
+    """The job's steps in this process: checked, its build key, up to date or not, described; then
+    built where exporter.process.dispatch says (``fork``: in a process forked for it)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from ..process.child import build
-    from ..process.standby import take
+    from ..process.dispatch import build_described
     from .sweep import claim_folder
 
     _refuse_one_format_twice(HydraConfig.get().overrides.task)
@@ -115,72 +94,16 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
     if identity is not None and up_to_date(folder, identity):
         log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
-    description = describe(cfg)
-    standby = take()
-    if standby is not None:
-        outcome = _build_in_standby(standby, description, checked, identity)
-        if outcome is not None:
-            return outcome
-    return build(description, checked, identity)
+    return build_described(describe(cfg), checked, identity, fork=fork, hydra_state=_hydra_state)
 
 
-def _build_in_standby(standby: Any, description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
-                      identity: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """exporter.process.child.build in the standby process (exporter.process.standby), which imported torch
-    while this process composed the config. Its outcome, or None if it was gone before it took the
-    job. It printed its own errors: this process ends with its exit status."""
+def _hydra_state() -> tuple[Deferred, Optional[dict[str, Any]]]:
+    """What the standby process needs of this process's Hydra: its config, and the job's logging
+    config when it is the tool's own (None: Hydra's configure_log sets it up there)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.instance().cfg
-    with _publishes_of_the_jobs_process():
-        result = standby.run("take_over", description, Deferred(hydra_cfg), job_logging_without_hydra(hydra_cfg),
-                             dict(os.environ), os.getcwd(), SHOW_TRACEBACKS, checked, identity)
-    if result is None:
-        return None
-    if result.output_lost:  # this process's exit reports it, as if its own output were lost
-        note_lost(OSError(result.output_lost))
-    outcome = _outcome_of(result)
-    if outcome is not None:
-        return outcome
-    if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
-        flush_stdout()
-        sys.exit(result.exit if result.exit is not None else 1)
-    _remove_what_it_left(description.export_dir)
-    stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
-
-
-@contextmanager
-def _publishes_of_the_jobs_process():
-    """A signal that stops this process while a job's own process runs (exporter.process.forked_jobs): what
-    that process published counts as published here (the interruption message names it)."""
-    try:
-        yield
-    except (Interrupted, KeyboardInterrupt) as exc:
-        PUBLISHED.extend(Path(p) for p in getattr(getattr(exc, "child_result", None), "published", []))
-        raise
-
-
-def _outcome_of(result: Any) -> Optional[dict[str, Any]]:
-    """The outcome a job's own process reported (exporter.process.forked_jobs.ChildResult), what it published
-    counted here; None if it reported none (it failed). A signal to that process alone stops this
-    one too, as if it had been signalled."""
-    PUBLISHED.extend(Path(p) for p in result.published)
-    if result.interrupted:
-        raise Interrupted(result.interrupted)
-    return result.value
-
-
-def _remove_what_it_left(folder: Path) -> None:
-    """A job's process that was killed left its staging folder (and, killed while publishing, the
-    previous build moved aside): put back and removed now, as the next build would (its lock is
-    free: the kernel released it with the process)."""
-    from ..build.folder import remove_leftovers
-
-    try:
-        if folder.parent.is_dir():
-            remove_leftovers(folder.parent)
-    except OSError as exc:
-        log.warning("could not remove what the job left in %s: %s", folder.parent, exc)
+    return Deferred(hydra_cfg), job_logging_without_hydra(hydra_cfg)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -82,13 +82,13 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             raise ConfigError(f"adapter: expected null or a node with _target_, got {adapter!r}; "
                               "e.g. +adapter._target_=pkg.MyAdapter")
         formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
-        records: dict[str, str] = {}
+        hydra_files: dict[str, str] = {}
         provenance: dict[str, Any] = {}
         notes: list[str] = []
         if origin is None:
             from hydra.core.hydra_config import HydraConfig
 
-            origin, records = _hydra_origin(cfg, formats)
+            origin, hydra_files = _hydra_origin(cfg, formats)
             provenance["sweep"] = sweep_identity()
             notes = _ignored_format_options(HydraConfig.get().overrides.task, formats)
         return JobDescription(
@@ -97,7 +97,7 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             quantization=OmegaConf.to_object(cfg.quantization), validate=OmegaConf.to_object(cfg.validate),
             calibration=OmegaConf.to_object(cfg.calibration), export_dir=Path(cfg.export_dir), seed=cfg.seed,
             checkpoint=cfg.checkpoint, wait=bool(cfg.wait), snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-            origin=origin, records=records, provenance=provenance, notes=notes)
+            origin=origin, hydra_files=hydra_files, provenance=provenance, notes=notes)
 
 
 def own_model_call(cfg: DictConfig) -> Optional[tuple[str, dict[str, Any]]]:

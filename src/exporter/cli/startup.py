@@ -22,16 +22,14 @@ import threading
 from typing import Any, NoReturn, Optional
 
 from ..console import INTERRUPTED_MESSAGE, say
-
-# Top-level packages whose import runs native start-up code a raised exception must not cross.
-NATIVE_PACKAGES = frozenset({"torch", "numpy", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "ml_dtypes",
-                             "transformers", "tokenizers", "safetensors"})
+from ..interrupts import STOP_SIGNALS
+from ..process.preload import NATIVE_PACKAGES
 
 
 def run() -> NoReturn:
     """Install the early handlers and the import hold, then load and run the command line
     (``exporter.cli.app.entry``)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _stopped_while_loading)
     hold_signals_while_importing(NATIVE_PACKAGES)
     from ..process.standby import start

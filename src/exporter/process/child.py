@@ -86,7 +86,7 @@ class JobDescription:
     wait: bool
     snapshot_yaml: str
     origin: dict[str, Any]  # where the config came from (choices, overrides)
-    records: dict[str, str] = field(default_factory=dict)  # .hydra/ files, written into the staged build
+    hydra_files: dict[str, str] = field(default_factory=dict)  # .hydra/*.yaml, written into the staged build
     provenance: dict[str, Any] = field(default_factory=dict)  # more for metadata.json (the sweep's identity)
     notes: list[str] = field(default_factory=list)  # said as the job starts, into its export.log too
     has_adapter: bool = False  # the config names one (``adapter._target_``)
@@ -160,7 +160,7 @@ def build_job(description: JobDescription, identity: Identity) -> Any:
         seed=description.seed,
         snapshot_yaml=description.snapshot_yaml,
         provenance={"config": description.origin, "checkpoint": checkpoint},
-        extra_files=description.records,
+        extra_files=description.hydra_files,
         wait=description.wait,
     )
     job.provenance.update(identity() if callable(identity) else identity)

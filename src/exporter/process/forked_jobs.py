@@ -34,20 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Optional
 
 from ..console import flush_streams
+from ..interrupts import STOP_SIGNALS
 from .internals import end_as_the_interpreter_would, forget_the_parents_exit_handlers
+from .preload import WARM_PACKAGES
 
 log = logging.getLogger("exporter")
 
 # Libraries the jobs so far imported, in the order they did: imported here before the next fork.
 _IMPORTED: list[str] = []
-# Whose modules may be imported here ahead of a job: the tool and its dependencies, which start no
-# thread and print nothing when imported. A user's model or dataset module is imported by its job.
-WARM_PACKAGES = frozenset({
-    "exporter", "torch", "torchgen", "functorch", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "numpy",
-    "transformers", "tokenizers", "safetensors", "huggingface_hub", "sympy", "mpmath", "ml_dtypes", "networkx",
-    "jinja2", "markupsafe", "filelock", "fsspec", "packaging", "google", "yaml", "regex", "tqdm",
-})
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 

@@ -30,7 +30,9 @@ import signal
 import sys
 from typing import Any, Callable, NoReturn, Optional
 
-from .forked_jobs import STOP_SIGNALS, available
+from ..interrupts import STOP_SIGNALS
+from .forked_jobs import available
+from .preload import JOB_MODULES
 
 # Override keys through which a run could get another hydra.mode (a sweep) or read other configs.
 # Subcommands that read finished builds (exporter.cli.card): no build, so no standby; anything else
@@ -41,11 +43,10 @@ MODE_KEYS = ("hydra.mode", "hydra.searchpath")
 _OWN_VARIABLES = ("HYDRA_FULL_ERROR",)
 # EXPORTER_STANDBY's spellings.
 _NEVER, _ALWAYS = ("0", "false", "no", "off"), ("1", "true", "yes", "on")
-# What the standby process imports while it waits, what every build needs: the tool's job code and
-# torch. The rest depends on the job: onnx, transformers, and Hydra where the job needs it
-# (exporter.process.child). Not the command line, Hydra's composition, omegaconf or the config store:
-# the command line's process has done that work.
-_AHEAD = ("exporter.process.child", "torch", "exporter.build.runner")
+# What the standby process imports while it waits: what every build needs (preload.JOB_MODULES). The
+# rest depends on the job: onnx, transformers, and Hydra where the job needs it (exporter.process.child).
+# Not the command line, Hydra's composition, omegaconf or the config store: the command line's
+# process has done that work.
 
 _standby: Optional["Standby"] = None
 
@@ -226,7 +227,7 @@ def _import_ahead() -> None:
     as it would in a single run."""
     import importlib
 
-    for name in _AHEAD:
+    for name in JOB_MODULES:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - see the docstring

@@ -6,10 +6,12 @@ exported once, however many weight types are tried.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ExportError
+from ...files import working_directory
 from ...quantization import quiet, weight_type_of
 from ...config.schema import option_value
 from .external import data_file, into_one_data_file, save
@@ -65,12 +67,14 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
     saving = dict(save_as_external_data=external, all_tensors_to_one_file=True,
                   external_data_location=prepared.name + ".data") if external else {}
     with quiet():
-        try:
-            quant_pre_process(str(source), str(prepared), **saving)
-            details["preprocessed"] = True
-        except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, **saving)
-            details["preprocessed"] = f"without symbolic shape inference ({type(exc).__name__})"
+        # Its symbolic shape inference writes into the current directory: the build's temporary folder.
+        with working_directory(Path(tempfile.gettempdir())):
+            try:
+                quant_pre_process(str(source), str(prepared), **saving)
+                details["preprocessed"] = True
+            except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, **saving)
+                details["preprocessed"] = f"without symbolic shape inference ({type(exc).__name__})"
         graph_inputs = [i.name for i in onnx.load(str(prepared), load_external_data=False).graph.input]
         types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
         op_types = list(q.op_types) if q.op_types else STATIC_DEFAULT_OP_TYPES
