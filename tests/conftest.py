@@ -122,6 +122,53 @@ def run_cli_noting_imports(*args: str, cwd: Path) -> tuple[subprocess.CompletedP
     return r, {line.rsplit("|", 1)[1].strip().split(".")[0] for line in timings[1:]}
 
 
+# ---------------------------------------------------------------- golden builds
+# The same few builds are what many tests start from: each is made once per session (pytest-xdist:
+# once per worker that needs it), by a real `python -m exporter` run. A test that reads one uses the
+# folder as it is; a test that changes or rebuilds it works on a copy (Golden.copy) in its tmp_path.
+GOLDEN_SMALL = "task_spec.input_schema.image_size=[3,32,32]"
+GOLDEN_BUILDS = {
+    "onnx": (GOLDEN_SMALL,),
+    "pytorch": (GOLDEN_SMALL, "format=pytorch"),
+    "onnx+pytorch": (GOLDEN_SMALL, "format=[onnx,pytorch]"),
+    "onnx+torchscript+pytorch": (GOLDEN_SMALL, "format=[onnx,torchscript,pytorch]"),
+}
+
+
+class Golden:
+    def __init__(self, root: Path):
+        self.root = root
+        self._built: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        """The build folder of GOLDEN_BUILDS[name], built on first use: read it, never change it."""
+        if name not in self._built:
+            project = self.root / name
+            project.mkdir()
+            r = run_cli(*GOLDEN_BUILDS[name], "hydra.run.dir=b", cwd=project)
+            assert r.returncode == 0, r.stdout + r.stderr
+            self._built[name] = project / "b"
+        return self._built[name]
+
+    def copy(self, name: str, to: Path) -> Path:
+        """A copy of the golden build ``name`` at ``to`` (its parent folders made), for a test to change."""
+        import shutil
+
+        to.parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copytree(self(name), to, symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def golden(tmp_path_factory) -> Golden:
+    return Golden(tmp_path_factory.mktemp("golden"))
+
+
+@pytest.fixture(scope="session")
+def help_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``python -m exporter --help`` run once per session, and the packages it imported."""
+    return run_cli_noting_imports("--help", cwd=tmp_path_factory.mktemp("help"))
+
+
 @pytest.fixture
 def cli(tmp_path):
     def run(*args: str, **kwargs) -> subprocess.CompletedProcess:

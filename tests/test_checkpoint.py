@@ -24,8 +24,17 @@ def test_loads_torch_and_safetensors_files(tmp_path):
 
 
 def test_unwraps_a_lightning_style_state_dict(tmp_path):
-    torch.save({"state_dict": SimpleCNN().state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
-    load_checkpoint(SimpleCNN(), tmp_path / "ckpt.pt")
+    torch.manual_seed(1)
+    source = SimpleCNN()
+    torch.save({"state_dict": source.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    torch.manual_seed(2)
+    target = SimpleCNN()
+    assert not torch.equal(target.state_dict()["classifier.3.weight"], source.state_dict()["classifier.3.weight"])
+    info = load_checkpoint(target, tmp_path / "ckpt.pt")
+    # every weight comes from the checkpoint's "state_dict", none is left as initialized
+    assert source.state_dict().keys() == target.state_dict().keys()
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in source.state_dict().items())
+    assert len(info["sha256"]) == 64
 
 
 def test_lists_missing_unexpected_and_mismatched_keys(tmp_path):

@@ -102,6 +102,11 @@ def test_state_dict_check_fails_when_the_file_misses_weights(tmp_path, vision_sp
 
     out = export_model(Hidden(), None, vision_spec, tmp_path, formats=["pytorch"])
     assert "pytorch" not in out
+    md = json.loads((tmp_path / "metadata.json").read_text())
+    record = md["artifacts"]["pytorch"]
+    assert md["status"] == "failed" and record["status"] == "failed", record
+    assert "Error(s) in loading state_dict for Hidden" in record["error"], record  # the check loaded it back
+    assert not (tmp_path / "model.pth").exists()
 
 
 def test_export_onnx_helper(tmp_path):

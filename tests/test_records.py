@@ -28,19 +28,17 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=240)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """One real build (onnx and pytorch) for the whole module; tests that tamper work on a copy."""
-    root = tmp_path_factory.mktemp("records")
-    r = run(SMALL, "format=[onnx,pytorch]", "hydra.run.dir=b", cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return root / "b"
+@pytest.fixture
+def built(golden) -> Path:
+    """One real build (onnx and pytorch) for the whole session (conftest.golden); tests that tamper
+    work on a copy."""
+    return golden("onnx+pytorch")
 
 
 @pytest.fixture
-def copy(built, tmp_path):
+def copy(golden, tmp_path):
     def make(name: str = "t") -> Path:
-        return Path(shutil.copytree(built, tmp_path / name))
+        return golden.copy("onnx+pytorch", tmp_path / name)
 
     return make
 
@@ -151,19 +149,36 @@ def test_card_into_an_unwritable_place_is_one_line_and_exit_2(copy, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_card_into_a_read_only_directory_is_one_line_and_exit_2(copy, tmp_path):
-    copy()
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nothing can be written into, root included: a read-only tmpfs mounted on it (as
+    tests/test_errors.py does); where mounting is not allowed, a folder without write permission.
+    Yields the folder and the reason a write into it fails."""
     locked = tmp_path / "locked"
     locked.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)],
+                      capture_output=True).returncode == 0:
+        try:
+            yield locked, "read-only file system"
+        finally:
+            subprocess.run(["umount", "-l", str(locked)], check=False)
+        return
     locked.chmod(0o500)
     try:
         if os.access(locked, os.W_OK):
-            pytest.skip("running as a user who can write into a read-only directory (root)")
-        r = run("card", "t", "-o", "locked/card.md", cwd=tmp_path)
+            pytest.skip("cannot mount a read-only tmpfs, and this user writes into a read-only directory")
+        yield locked, "permission denied"
     finally:
         locked.chmod(0o700)
-    assert r.returncode == 2
-    assert r.stderr == "error: cannot write the card to locked/card.md: permission denied\n"
+
+
+def test_card_into_a_read_only_directory_is_one_line_and_exit_2(copy, tmp_path, read_only_folder):
+    copy()
+    locked, reason = read_only_folder
+    r = run("card", "t", "-o", "locked/card.md", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"error: cannot write the card to locked/card.md: {reason}\n"
+    assert list(locked.iterdir()) == []
 
 
 def test_card_without_a_folder_skips_builds_in_progress(copy, tmp_path):
