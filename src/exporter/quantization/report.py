@@ -75,39 +75,78 @@ def _max_abs_diff(out: "np.ndarray", ref: "np.ndarray") -> float:
                for i in range(0, out.size, COMPARE_CHUNK))
 
 
-def median_latencies_ms(run_a: Callable, run_b: Callable, inputs: dict,
-                        runs: int) -> tuple[float, float, float, Optional[float]]:
+# One timing of the two runnables: their run times (ms) in order, the seconds the process's threads
+# waited for a CPU meanwhile (None where the system does not say), and the wall time it took (s).
+Timing = tuple[Sequence[float], Sequence[float], Optional[float], float]
+# What a measurement gives: median ms of each runnable, its spread and its cpu_wait.
+Measured = tuple[float, float, float, Optional[float]]
+
+
+def median_latencies_ms(run_a: Callable, run_b: Callable, inputs: dict, runs: int, *,
+                        clock: Callable[[], float] = time.perf_counter,
+                        waited: Optional[Callable[[], Optional[float]]] = None) -> Measured:
     """Median latency of two runnables on the same input, timed alternately, the measurement's
     ``spread`` and its ``cpu_wait`` (None where the system does not say). A measurement with a
     spread above MEASURE_AGAIN_SPREAD or a cpu_wait above BUSY_CPU_WAIT is taken once more, and
-    the calmer of the two kept."""
+    the calmer of the two kept (``calmer_measurement``). ``clock`` and ``waited`` (seconds of
+    run-queue wait so far, default ``run_queue_wait``) are what the timing reads."""
+    waited = run_queue_wait if waited is None else waited
     for _ in range(WARMUP_RUNS):
         run_a(inputs)
         run_b(inputs)
-    best: Optional[tuple[float, float, float, Optional[float]]] = None
-    for _attempt in range(2):
+
+    def timing() -> Timing:
         times_a, times_b = [], []
-        waited, started = run_queue_wait(), time.perf_counter()
+        waited_before, started = waited(), clock()
         for _ in range(runs):
-            t0 = time.perf_counter()
+            t0 = clock()
             run_a(inputs)
-            t1 = time.perf_counter()
+            t1 = clock()
             run_b(inputs)
-            t2 = time.perf_counter()
+            t2 = clock()
             times_a.append((t1 - t0) * 1000)
             times_b.append((t2 - t1) * 1000)
-        wall, now_waited = time.perf_counter() - started, run_queue_wait()
-        cpu_wait = None if waited is None or now_waited is None else round(max(now_waited - waited, 0) / wall, 4)
-        measured = (statistics.median(times_a), statistics.median(times_b),
-                    max(spread(times_a), spread(times_b)), cpu_wait)
+        wall, waited_after = clock() - started, waited()
+        wait = None if waited_before is None or waited_after is None else max(waited_after - waited_before, 0)
+        return times_a, times_b, wait, wall
+
+    # A generator: the second timing runs only if calmer_measurement asks for it.
+    return calmer_measurement(timing() for _attempt in range(2))
+
+
+def figures(timing: Timing) -> Measured:
+    """Medians, spread and cpu_wait of one timing: a pure function of its numbers.
+
+    >>> figures(([1.0, 1.0, 1.1, 1.2, 5.0], [2.0, 2.0, 2.0, 2.0, 2.0], 0.01, 0.05))
+    (1.1, 2.0, 0.1818, 0.2)
+    """
+    times_a, times_b, wait, wall = timing
+    cpu_wait = None if wait is None or wall <= 0 else round(wait / wall, 4)
+    return statistics.median(times_a), statistics.median(times_b), max(spread(times_a), spread(times_b)), cpu_wait
+
+
+def calmer_measurement(timings: Iterable[Timing]) -> Measured:
+    """The figures of the first timing when it is steady (spread at most MEASURE_AGAIN_SPREAD,
+    cpu_wait at most BUSY_CPU_WAIT), otherwise of the calmer of it and the next one; no timing is
+    read beyond that. A pure function of the timings, which may be made up.
+
+    >>> steady, noisy = ([2.0] * 8, [2.0] * 8, 0.0, 0.04), ([1.0, 1.0, 12.0, 12.0] * 2, [2.0] * 8, 0.0, 0.1)
+    >>> calmer_measurement([steady, noisy]) == figures(steady), calmer_measurement([noisy, steady]) == figures(steady)
+    (True, True)
+    """
+    best: Optional[Measured] = None
+    for attempt, timing in enumerate(timings):
+        measured = figures(timing)
         if best is None or _unsteadiness(measured) < _unsteadiness(best):
             best = measured
-        if _unsteadiness(best) <= 1:
+        if _unsteadiness(best) <= 1 or attempt >= 1:
             break
+    if best is None:
+        raise ValueError("no timing to measure")
     return best
 
 
-def _unsteadiness(measured: tuple[float, float, float, Optional[float]]) -> float:
+def _unsteadiness(measured: Measured) -> float:
     """Above 1: measure again."""
     return max(measured[2] / MEASURE_AGAIN_SPREAD, (measured[3] or 0.0) / BUSY_CPU_WAIT)
 
