@@ -5,28 +5,19 @@ from __future__ import annotations
 import platform
 import sys
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from typing import Any
 
+from ..config.build_key import LIBRARIES, library_versions
 from ..records.layout import CONFIG_SNAPSHOT_FILE, METADATA_FILE  # noqa: F401 (the metadata writer's names)
 
 SCHEMA_VERSION = "1.0"
 
-# transformers: the code a Hugging Face model folder runs (and how GPT-2's masks trace), None without it.
-_DISTRIBUTIONS = ("exporter", "torch", "onnx", "onnxruntime", "onnxscript", "hydra-core", "omegaconf", "numpy",
-                  "transformers")
-
 
 def environment() -> dict[str, Any]:
-    """Versions of Python and of every library that shapes an artifact."""
-    versions: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in _DISTRIBUTIONS:
-        try:
-            versions[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            versions[dist] = None
-    versions["executable"] = sys.executable
-    return versions
+    """Versions of Python and of every library that shapes an artifact (the libraries:
+    ``exporter.config.build_key.LIBRARIES``; None for one not installed)."""
+    return {"python": platform.python_version(), "platform": platform.platform(), **library_versions(LIBRARIES),
+            "executable": sys.executable}
 
 
 def utc_now() -> str:

@@ -37,7 +37,8 @@ import json
 import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Optional
 
 from . import environment as settings
 from ..files import sha256_of
@@ -45,7 +46,15 @@ from ..files import sha256_of
 KEY_VERSION = 1
 # Where and how a job runs, not what it builds.
 RUN_OPTIONS = ("export_dir", "wait", "force")
-DISTRIBUTIONS = ("exporter", "torch", "onnx", "onnxruntime", "onnxscript")
+# Every library whose version a build records (metadata.json ``environment``, in this order), and
+# whether it is keyed: True for those that shape the artifact bytes, whose versions are in the build
+# key too. transformers is recorded (the code a Hugging Face model folder runs); a model folder's key
+# has its version beside the folder's files (model_files).
+LIBRARIES: Mapping[str, bool] = MappingProxyType({
+    "exporter": True, "torch": True, "onnx": True, "onnxruntime": True, "onnxscript": True,
+    "hydra-core": False, "omegaconf": False, "numpy": False, "transformers": False,
+})
+DISTRIBUTIONS = tuple(name for name, keyed in LIBRARIES.items() if keyed)
 UNHASHABLE = "unhashable"
 # Hashing the source of a model's package stops here (a huge source tree would slow every up-to-date check).
 _MAX_SOURCE_FILES = 2000
@@ -67,22 +76,24 @@ def _folder_identity(path: Any) -> Optional[dict[str, Any]]:
         return None
     folder = Path(path).expanduser()
     files = {str(f.relative_to(folder)): sha256_of(f) for f in sorted(folder.rglob("*")) if f.is_file()}
-    try:
-        transformers = importlib_metadata.version("transformers")
-    except importlib_metadata.PackageNotFoundError:
-        transformers = None
-    return {"files": files, "transformers": transformers}
+    return {"files": files, "transformers": library_versions(["transformers"])["transformers"]}
 
 
-def versions() -> dict[str, Optional[str]]:
-    """Versions of the packages that shape an artifact (from package metadata: nothing imported)."""
+def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, Optional[str]]:
+    """Installed versions of ``names`` (default: every library in ``LIBRARIES``), None for one not
+    installed; read from package metadata: nothing imported."""
     out: dict[str, Optional[str]] = {}
-    for dist in DISTRIBUTIONS:
+    for dist in names:
         try:
             out[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def versions() -> dict[str, Optional[str]]:
+    """Versions of the packages that shape an artifact (the keyed ones of ``LIBRARIES``)."""
+    return library_versions(DISTRIBUTIONS)
 
 
 def model_code(target: Optional[str]) -> Optional[dict[str, Any]]:
