@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..errors import ConfigError, ExportError
+from ..formats.registry import registered_formats
 from ..interrupts import INTERRUPTED, PUBLISHED, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
 from ..records.layout import HYDRA_SUBDIR, LOG_FILE, METADATA_FILE, RECORD_NAMES
 
@@ -72,9 +73,11 @@ def _owner_of(name: str, prefix: str) -> str:
     return "another process"
 
 
-# Names the shipped formats give their artifacts: an earlier build of ours may hold one it no longer
-# lists (a build by an older version that did not remove files of dropped formats).
-ARTIFACT_NAMES = {"model.onnx", "model.onnx.data", "model.torchscript", "model.pth", "model.safetensors", "model.pt2"}
+def artifact_names() -> set[str]:
+    """Names the registered formats give their artifacts (``FormatExporter.file_names``): an earlier
+    build of ours may hold one it no longer lists (a build by an older version that did not remove
+    files of dropped formats)."""
+    return {name for cls in registered_formats().values() for name in cls.file_names()}
 
 
 def _our_metadata(target: Path) -> Optional[dict]:
@@ -115,7 +118,7 @@ def check_target(target: Path) -> None:
             "a damaged build of yours, or choose another export_dir")
     allowed = {HYDRA_SUBDIR, LOG_FILE}  # what Hydra itself leaves in a job folder
     if metadata is not None:
-        allowed |= _BUILD_ENTRIES | ARTIFACT_NAMES
+        allowed |= _BUILD_ENTRIES | artifact_names()
         for record in metadata["artifacts"].values():
             if isinstance(record, dict):
                 allowed.add(str(record.get("file")))

@@ -176,6 +176,29 @@ class FormatExporter(ABC):
     def filename(self) -> str:
         """The artifact's file name inside the export folder (``<stem>.<extension>``)."""
 
+    @classmethod
+    def extra_file_names(cls, filename: str) -> tuple[str, ...]:
+        """The files this format may write beside its artifact ``filename`` (recorded under the
+        artifact's ``extra_files``): none by default; ONNX's weights file ``model.onnx.data``."""
+        return ()
+
+    @classmethod
+    def file_names(cls, stem: str = "model") -> tuple[str, ...]:
+        """Every file an artifact of this format named ``stem`` may be, whatever its options: its
+        ``filename`` at the default options and at each alias's (``model.pth``, ``model.safetensors``),
+        each followed by its ``extra_file_names``. A build folder may keep any of them from an earlier
+        build (exporter.build.folder)."""
+        names: list[str] = []
+        for options in ({}, *cls.alias_options.values()):
+            try:
+                exporter = cls(replace(cls.options_schema(), **options))
+                exporter.stem = stem
+                filename = exporter.filename
+            except Exception:  # noqa: BLE001 - options without defaults: that name is not known in advance
+                continue
+            names += [name for name in (filename, *cls.extra_file_names(filename)) if name not in names]
+        return tuple(names)
+
     @property
     def dynamic_batch(self) -> bool:
         """Whether the artifact accepts another batch size than the example's (the format's

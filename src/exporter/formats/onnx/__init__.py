@@ -80,6 +80,10 @@ class OnnxExporter(FormatExporter):
     def filename(self) -> str:
         return f"{self.stem}.onnx"
 
+    @classmethod
+    def extra_file_names(cls, filename: str) -> tuple[str, ...]:
+        return (external_data.data_file(Path(filename)).name,)
+
     @property
     def opset(self) -> int:
         return int(self.options.opset)
