@@ -1,6 +1,9 @@
 """The format registry: every registered format is a complete unit (config file, schema entry, help
 line, docs section, a real round trip), formats that declare no quantization are refused, and a
-format from outside the package (an entry-point plug-in) works from the command line."""
+format from outside the package (an entry-point plug-in) works from the command line. The task-type
+table likewise: every task type has one adapter and one option file, and one added by the recipe of
+docs/extending.md exports from the command line. Library versions and artifact file names are listed
+once."""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ import torch
 
 import exporter.cli.app  # noqa: F401 - registers the schemas
 from exporter import ConfigError, TaskSpec, export_model
-from exporter.adapters import ModelAdapter
+from exporter.adapters import ADAPTERS, ModelAdapter, register_adapter, unregister_adapter
 from exporter.formats import FormatExporter, register_format, registered_formats, unregister_format
 from exporter.formats.registry import format_aliases
 from exporter.config.schema import QuantizationMode
+from exporter.config.task_types import MODALITIES, SHIPPED as SHIPPED_TASK_TYPES, register_task_type, task_types, unregister_task_type
 
 from conftest import REPO, run_cli
 
@@ -323,8 +327,9 @@ def _code_words(path: Path) -> list[str]:
 def test_the_runner_and_the_schema_name_no_format():
     """Formats are known to the registry only: the job's modules go through the FormatExporter surface."""
     names = re.compile(r"\b(" + "|".join([*registered_formats(), *format_aliases()]) + r")\b")
-    # (metadata.py is left out: it lists the onnx *library* among the tool versions it records.)
+    # (config/build_key.py is left out: it lists the onnx *library* among the versions a build records.)
     for module in ("build/runner.py", "build/plan.py", "build/artifact.py", "build/job.py", "build/quantize.py",
+                   "build/metadata.py", "build/folder.py",
                    "config/schema.py", "config/checks.py", "quantization/__init__.py", "quantization/report.py",
                    "quantization/calibration.py"):
         found = [word for word in _code_words(REPO / "src" / "exporter" / module) if names.search(word)]
@@ -376,3 +381,222 @@ def test_the_python_api_takes_the_alias_too(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown format 'tflite'; valid values: \['exported_program', 'onnx', "
                                           r"'pytorch', 'safetensors', 'torchscript'\]"):
         export_model(linear(), LinearAdapter(), LINEAR_SPEC, tmp_path / "c", formats=["tflite"])
+
+
+# ---------------------------------------------------------------- one table per concept
+# Task types: the table (exporter.config.task_types) gives each its modality; its option file and its
+# adapter are found by its name. Library versions: one list. Artifact file names: the format registry.
+
+TASK_SPEC_FILES = REPO / "conf" / "task_spec"
+
+
+def test_every_task_type_has_one_adapter_and_one_option_file(hydra_config_module):
+    from hydra import compose
+
+    table = task_types()
+    assert list(table) == list(SHIPPED_TASK_TYPES)  # no plug-in installed here
+    # exactly one adapter each (a dict holds one per key; register_adapter refuses a second), none
+    # for a task type the table does not have
+    assert sorted(ADAPTERS) == sorted(table)
+    # exactly one option file each, none for a task type the table does not have
+    assert sorted(p.stem for p in TASK_SPEC_FILES.glob("*.yaml")) == sorted(table)
+    fields_line = re.search(r"^Fields: .*?(?=\n\n)", CONFIGURATION_DOCS, re.M | re.S).group(0)
+    for name, entry in table.items():
+        assert (REPO / "conf" / entry.option_file).is_file()
+        cfg = compose("config", overrides=[f"task_spec={name}"])
+        # the option file states the modality again (Hydra composes it): it must be the table's
+        assert (cfg.task_spec.task_type, cfg.task_spec.modality) == (name, entry.modality), entry.option_file
+        assert f"`{name}`" in fields_line, f"docs/configuration.md's task_spec fields do not list {name}"
+
+
+def test_register_task_type_and_register_adapter_check_the_entry():
+    with pytest.raises(ValueError, match=r"register_task_type\('image_regression'\): modality: unsupported "
+                                         r"modality 'audio'; valid values: \['text', 'vision'\]"):
+        register_task_type("image_regression", "audio")
+    with pytest.raises(ValueError, match="task type 'object_detection' is registered already"):
+        register_task_type("object_detection", "vision")
+    with pytest.raises(ValueError, match="must be lower_snake_case"):
+        register_task_type("Image-Regression", "vision")
+
+    class ImageRegressionAdapter(ModelAdapter):
+        input_names = ("pixel_values",)
+        output_names = ("score",)
+
+    with pytest.raises(TypeError, match="no task type 'image_regression' in the table; register it first"):
+        register_adapter("image_regression")(ImageRegressionAdapter)
+    with pytest.raises(TypeError, match="task type 'object_detection' has an adapter already, "
+                                        "exporter.adapters.tasks.ObjectDetectionAdapter"):
+        register_adapter("object_detection")(ImageRegressionAdapter)
+    assert "image_regression" not in task_types() and "image_regression" not in ADAPTERS
+    register_task_type("image_regression", "vision")
+    try:
+        register_adapter("image_regression")(ImageRegressionAdapter)
+        spec = TaskSpec("r", "vision", "image_regression", {"image_size": [3, 8, 8]})
+        spec.validate()
+        from exporter.adapters import adapter_for_task
+
+        assert type(adapter_for_task(spec)) is ImageRegressionAdapter
+        with pytest.raises(ValueError, match="'image_regression' needs modality 'vision'"):
+            TaskSpec("r", "text", "image_regression").validate()
+    finally:
+        unregister_adapter("image_regression")
+        unregister_task_type("image_regression")
+    with pytest.raises(ValueError, match=r"unknown task type 'image_regression'; valid values: \['vision_classification'"):
+        TaskSpec("r", "vision", "image_regression").validate()
+
+
+def test_the_default_input_sizes_are_the_modality_table_s():
+    from exporter import generate_dummy_input
+
+    assert tuple(generate_dummy_input(TaskSpec("t", "vision", "vision_classification")).shape[1:]) == \
+        tuple(MODALITIES["vision"]["image_size"])
+    ids = generate_dummy_input(TaskSpec("t", "text", "language_modeling"))
+    assert ids.shape[1] == MODALITIES["text"]["max_seq_len"]
+
+
+# A task type from outside the package, as docs/extending.md's recipe has it: a table entry
+# (register_task_type) and an adapter (@register_adapter) in a module an entry point names, and an
+# option file in the --config-dir. The model is in a module of its own: the plug-in module is imported
+# when the config is checked, before the model is built, so it imports no torch.
+TASK_PLUGIN = '''
+from exporter.adapters import ModelAdapter, register_adapter
+from exporter.config.task_types import register_task_type
+
+register_task_type("image_regression", modality="vision")
+
+
+@register_adapter("image_regression")
+class ImageRegressionAdapter(ModelAdapter):
+    """Images in, one score per image out."""
+
+    input_names = ("pixel_values",)
+    output_names = ("score",)
+'''
+
+TASK_MODEL = '''
+import torch
+
+
+class TinyRegressor(torch.nn.Module):
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 4, 3)
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, pixel_values):
+        return self.head(self.conv(pixel_values).mean(dim=(2, 3)))
+'''
+
+TASK_SPEC_FILE = '''
+defaults:
+  - /schema/task_spec/task_spec@_here_
+  - _self_
+
+task_name: image_regression
+modality: vision
+task_type: image_regression
+input_schema:
+  image_size: [3, 16, 16]
+'''
+
+TASK_MODEL_FILE = '''# @package _global_
+defaults:
+  - override /task_spec: image_regression
+
+model:
+  _target_: regression_models.TinyRegressor
+'''
+
+
+def test_a_task_type_added_by_the_recipe_exports_from_the_command_line(tmp_path):
+    site, conf = tmp_path / "site", tmp_path / "conf"
+    (site / "regression_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "regression_plugin.py").write_text(textwrap.dedent(TASK_PLUGIN))
+    (site / "regression_models.py").write_text(textwrap.dedent(TASK_MODEL))
+    (site / "regression_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: regression-plugin\nVersion: 1.0\n")
+    (site / "regression_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[exporter.task_types]\nimage_regression = regression_plugin\n")
+    (conf / "task_spec").mkdir(parents=True)
+    (conf / "model").mkdir()
+    (conf / "task_spec" / "image_regression.yaml").write_text(TASK_SPEC_FILE)
+    (conf / "model" / "tiny_regressor.yaml").write_text(TASK_MODEL_FILE)
+    env = {"PYTHONPATH": str(site)}
+
+    built = run_cli("--config-dir", str(conf), "model=tiny_regressor", "format=[onnx,torchscript]", "export_dir=out",
+                    cwd=tmp_path, env=env)
+    assert built.returncode == 0, built.stderr
+    metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert metadata["status"] == "ok"
+    assert (metadata["task_type"], metadata["modality"]) == ("image_regression", "vision")
+    # the plug-in's adapter named the output; the option file sized the input
+    assert [o["name"] for o in metadata["outputs"]] == ["score"]
+    assert metadata["inputs"] == [{"name": "pixel_values", "dtype": "float32", "shape": [1, 3, 16, 16]}]
+    for name, file in (("onnx", "model.onnx"), ("torchscript", "model.torchscript")):
+        record = metadata["artifacts"][name]
+        assert record["status"] == "ok" and record["file"] == file and (tmp_path / "out" / file).is_file()
+        # checked against eager PyTorch at the example's batch size and another
+        assert [c["input_shapes"]["pixel_values"][0] for c in record["validation"]["checks"]] == [1, 2]
+        assert all(c["within_tolerance"] for c in record["validation"]["checks"])
+
+    # the table, not a list fixed at import, gives the valid values
+    unknown = run_cli("--config-dir", str(conf), "model=tiny_regressor", "task_spec.task_type=image_regresion",
+                      cwd=tmp_path, env=env)
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
+        "error: task_spec.task_type: unknown task type 'image_regresion'; valid values: "
+        f"{[*SHIPPED_TASK_TYPES, 'image_regression']}"]
+    # without the plug-in the option file still composes, and the check names the task types there are
+    missing = run_cli("--config-dir", str(conf), "model=tiny_regressor", "export_dir=missing", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"error: task_spec.task_type: unknown task type 'image_regression'; valid values: {list(SHIPPED_TASK_TYPES)}"]
+    assert not (tmp_path / "missing").exists()
+
+
+def _add_a_task_type_files(name: str) -> list[Path]:
+    adapter = ADAPTERS[name].__self__
+    return [REPO / "src" / "exporter" / "config" / "task_types.py",
+            REPO / "conf" / task_types()[name].option_file,
+            Path(__import__(adapter.__module__, fromlist=["x"]).__file__)]
+
+
+@pytest.mark.parametrize("name", list(SHIPPED_TASK_TYPES))
+def test_the_add_a_task_type_recipe_matches_each_shipped_task_type(name):
+    files = _add_a_task_type_files(name)
+    assert len(files) == _recipe_count("Add a task type")
+    assert all(f.is_file() for f in files)
+    assert re.search(rf'^    "{name}": "{SHIPPED_TASK_TYPES[name]}",$', files[0].read_text(), re.M)
+    assert f'@register_adapter("{name}")' in files[2].read_text()
+
+
+def test_library_versions_are_listed_once(tmp_path):
+    """One list (exporter.config.build_key.LIBRARIES): metadata.json records each, the build key the keyed ones."""
+    from exporter.build.metadata import environment
+    from exporter.config.build_key import LIBRARIES, key_inputs
+
+    assert list(environment()) == ["python", "platform", *LIBRARIES, "executable"]
+    assert list(key_inputs({}, model_target=None)["versions"]) == [name for name, keyed in LIBRARIES.items() if keyed]
+    # a distribution name no module but the list's needs
+    holders = [str(path.relative_to(REPO / "src" / "exporter")) for path in sorted((REPO / "src" / "exporter").rglob("*.py"))
+               if "hydra-core" in _code_words(path)]
+    assert holders == ["config/build_key.py"]
+
+
+def test_build_folders_know_the_file_names_of_every_registered_format(pickle_format, tmp_path):
+    """An earlier build may hold an artifact its metadata.json no longer lists; the names a format's
+    artifacts take come from the format registry (FormatExporter.file_names)."""
+    from exporter.build.folder import artifact_names, check_target
+
+    assert registered_formats()["onnx"].file_names() == ("model.onnx", "model.onnx.data")
+    assert registered_formats()["pytorch"].file_names() == ("model.pth", "model.safetensors")
+    assert artifact_names() == {"model.onnx", "model.onnx.data", "model.torchscript", "model.pth", "model.safetensors",
+                                "model.pt2", "model.pkl"}
+    folder = tmp_path / "earlier"
+    folder.mkdir()
+    (folder / "metadata.json").write_text(json.dumps({"schema_version": "1.0", "artifacts": {},
+                                                      "environment": {"exporter": "0.1.0"}}))
+    for name in ("model.onnx.data", "model.pkl"):
+        (folder / name).write_bytes(b"")
+    check_target(folder)  # both are names a registered format gives its files
+    unregister_format("pickled_module")
+    with pytest.raises(ConfigError, match=r"holds files that are not part of a build of this tool \(model.pkl\)"):
+        check_target(folder)
