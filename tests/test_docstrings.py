@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["exporter", "exporter.api", "exporter.adapters.example_inputs", "exporter.adapters.base",
-           "exporter.config.task_spec", "exporter.config.checks", "exporter.records.layout", "exporter.cli.describe",
+           "exporter.config.task_spec", "exporter.config.task_types", "exporter.config.checks", "exporter.records.layout",
+           "exporter.cli.describe",
            "exporter.models", "exporter.models.simple_cnn", "exporter.models.lm_stub",
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build.folder",
            "exporter.config.build_key", "exporter.config.environment", "exporter.build.background",
