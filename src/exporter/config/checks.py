@@ -119,7 +119,8 @@ def _item_problems(key: str, value: Any, schema: Optional[type], metadata: Mappi
 
 
 def check_values(obj: Any, prefix: str = "") -> None:
-    """Check every numeric option of a schema instance against the bounds in its field metadata.
+    """Check every numeric option of a schema instance against the bounds in its field metadata, and
+    every option whose field declares its own check (``task_spec.task_type``: the task-type table).
 
     ``obj`` is a schema dataclass (``ValidateConfig(...)``) or a structured DictConfig composed onto
     one; nested schemas, Optional fields and lists are walked. ``prefix`` is where ``obj`` sits in the
