@@ -349,24 +349,23 @@ def _remove_roots(target: Path, roots: list[Path]) -> list[Path]:
 
 @contextmanager
 def toolchain_sandbox(work: Path) -> Iterator[Path]:
-    """Run toolchain calls with the working directory and the temporary folder inside ``work``.
+    """Run the build with the temporary folder inside ``work``: what the toolchains write into it
+    (ONNX Runtime's quantizers, torch's compilers) is removed with the staging root. Process-wide state
+    (``tempfile.tempdir``, ``TMPDIR``) is restored on every exit.
 
-    ONNX Runtime's symbolic shape inference writes ``sym_shape_infer_temp.onnx`` and ``<uuid>.data``
-    into the current directory (and leaves them when it gives up); other tools use the temp folder.
-    Both now land in ``work``, which is removed with the staging root. Process-wide state (cwd,
-    ``tempfile.tempdir``, ``TMPDIR``) is restored on every exit.
+    The working directory is left alone: the user's threads may write relative paths while the job
+    builds (a sweep job's thread wrote into a sandbox removed with the staging root, and its file was
+    lost). The one call that writes into the current directory, ONNX Runtime's shape inference,
+    changes it around that call only (``exporter.files.working_directory``).
     """
-    cwd, tmp = work / "cwd", work / "tmp"
-    cwd.mkdir(parents=True, exist_ok=True)
+    tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    saved_cwd, saved_tempdir, saved_env = os.getcwd(), tempfile.tempdir, os.environ.get("TMPDIR")
-    os.chdir(cwd)
+    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = str(tmp)
     os.environ["TMPDIR"] = str(tmp)
     try:
-        yield cwd
+        yield tmp
     finally:
-        os.chdir(saved_cwd)
         tempfile.tempdir = saved_tempdir
         if saved_env is None:
             os.environ.pop("TMPDIR", None)
