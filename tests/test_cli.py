@@ -65,8 +65,8 @@ def test_sweep_with_a_failing_job_reports_it_and_exits_non_zero(tmp_path, cli):
     assert (tmp_path / "exports/simple_cnn/pytorch-none/model.pth").is_file()
 
 
-def test_help_lists_every_group_option_and_answers_without_torch(tmp_path):
-    r, imported = run_cli_noting_imports("--help", cwd=tmp_path)
+def test_help_lists_every_group_option_and_answers_without_torch(help_run):
+    r, imported = help_run
     assert r.returncode == 0 and "hydra" in imported and not imported & HEAVY, sorted(imported & HEAVY)
     shipped = [f"{group}={path.stem}" for group in ("model", "task_spec", "format", "quantization", "calibration")
                for path in sorted((REPO / "conf" / group).glob("*.yaml"))]
@@ -110,8 +110,8 @@ def test_errors_are_one_clear_message_with_no_traceback(tmp_path, cli, args, mes
     assert not any((tmp_path / "out" / f).exists() for f in ("model.onnx", "metadata.json"))
 
 
-def test_card_describes_a_build(tmp_path, cli):
-    assert cli("format=[onnx,pytorch]", SMALL, "hydra.run.dir=b").returncode == 0
+def test_card_describes_a_build(tmp_path, cli, golden):
+    golden.copy("onnx+pytorch", tmp_path / "b")
     r = cli("card", "b")
     assert r.returncode == 0, r.stderr
     assert "# vision_classification: SimpleCNN (onnx, pytorch) - ok" in r.stdout
@@ -123,9 +123,10 @@ def test_card_describes_a_build(tmp_path, cli):
     assert (tmp_path / "card.md").read_text() == r.stdout
 
 
-def test_diff_shows_what_changed_between_two_builds(tmp_path, cli):
+def test_diff_shows_what_changed_between_two_builds(tmp_path, cli, golden):
     every = "format=[onnx,torchscript,pytorch]"
-    for folder, extra in (("a", [every]), ("b", [every]), ("c", [every, "format.onnx.opset=17"])):
+    golden.copy("onnx+torchscript+pytorch", tmp_path / "a")  # built in another process than b and c
+    for folder, extra in (("b", [every]), ("c", [every, "format.onnx.opset=17"])):
         assert cli(SMALL, f"hydra.run.dir={folder}", *extra).returncode == 0
     same = cli("diff", "a", "b")
     # a rebuild in a new process gives the same bytes, format by format
@@ -312,11 +313,11 @@ def test_signals_wait_while_a_native_library_is_imported_and_arrive_after(tmp_pa
     assert r.stdout.strip() == "interrupted after the import: True", r.stdout + r.stderr
 
 
-def test_ctrl_c_during_verify_removes_its_rebuild_and_says_so(tmp_path, cli):
+def test_ctrl_c_during_verify_removes_its_rebuild_and_says_so(tmp_path, golden):
     import os
     import signal
 
-    assert cli("format=pytorch", SMALL, "hydra.run.dir=b").returncode == 0
+    golden.copy("pytorch", tmp_path / "b")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}

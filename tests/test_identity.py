@@ -73,8 +73,8 @@ def test_torchscript_from_a_later_sweep_job_verifies_by_content(tmp_path, cli):
     assert "identical" in r.stdout and "verified" in r.stdout
 
 
-def test_damaged_records_and_missing_paths_are_named(tmp_path, cli):
-    assert cli(SMALL, "hydra.run.dir=b").returncode == 0
+def test_damaged_records_and_missing_paths_are_named(tmp_path, cli, golden):
+    golden.copy("onnx", tmp_path / "b")
     with open(tmp_path / "b/metadata.json", "a") as f:
         f.write("junk")
     r = cli(SMALL, "hydra.run.dir=b")
@@ -198,9 +198,10 @@ def test_the_python_api_and_the_command_line_give_the_same_torchscript_bytes(tmp
     assert (tmp_path / "api/model.torchscript").read_bytes() == (tmp_path / "cli/model.torchscript").read_bytes()
 
 
-def test_diff_in_markdown_and_on_config_files(tmp_path, cli):
-    for folder, extra in (("a", []), ("b", []), ("c", ["format.onnx.opset=17"])):
-        assert cli(SMALL, f"hydra.run.dir={folder}", *extra).returncode == 0
+def test_diff_in_markdown_and_on_config_files(tmp_path, cli, golden):
+    golden.copy("onnx", tmp_path / "a")
+    golden.copy("onnx", tmp_path / "b")
+    assert cli(SMALL, "hydra.run.dir=c", "format.onnx.opset=17").returncode == 0
     same = cli("diff", "a", "b", "--format", "markdown")
     assert same.returncode == 0 and "**identical**" in same.stdout and "| onnx" in same.stdout
     changed = cli("diff", "a", "c", "--format", "markdown")
@@ -246,3 +247,81 @@ def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hyd
     identity = job_process.identity_in_background(cli.checked_config(cfg))
     with pytest.raises(PermissionError, match="permission denied"):
         identity()
+
+
+def test_a_sweep_suffix_over_64_characters_is_shortened_with_a_hash(tmp_path, cli, golden, monkeypatch):
+    """docs/sweeps.md: a suffix over 64 characters is shortened with a hash (here: a sweep over two
+    checkpoints with long paths, whose first 55 characters are the same). Each job records its
+    sweep in metadata.json; a single run records `sweep: null`."""
+    import torch
+
+    from exporter.models import SimpleCNN
+    from exporter.records.layout import SWEEP_KEYS_ENV, sweep_suffix
+
+    (tmp_path / "checkpoints").mkdir()
+    paths = [f"checkpoints/simple_cnn_trained_for_forty_epochs_on_the_whole_training_set_seed_{i}.pt" for i in (0, 1)]
+    for seed, path in enumerate(paths):
+        torch.manual_seed(seed)
+        torch.save(SimpleCNN().state_dict(), tmp_path / path)
+    r = cli("-m", f"checkpoint={','.join(paths)}", "format=pytorch", "task_spec.input_schema.image_size=[3,16,16]")
+    assert r.returncode == 0, r.stdout + r.stderr
+    monkeypatch.setenv(SWEEP_KEYS_ENV, '["checkpoint"]')
+    suffixes = [sweep_suffix([f"checkpoint={path}"]) for path in paths]
+    assert [len(s) for s in suffixes] == [65, 65] and suffixes[0] != suffixes[1]  # "@", 55 characters, "-", 8 of a hash
+    assert suffixes[0][:56] == suffixes[1][:56] == "@checkpoint=checkpoints_simple_cnn_trained_for_forty_epo"
+    folders = sorted(p.parent for p in (tmp_path / "exports/simple_cnn").glob("*/metadata.json"))
+    assert [f.name for f in folders] == sorted(f"pytorch-none{s}" for s in suffixes)
+    records = [metadata(f) for f in folders]
+    assert {md["checkpoint"]["sha256"] for md in records} == {metadata_sha(tmp_path / p) for p in paths}
+    assert all(md["sweep"]["id"] and md["sweep"]["job"] in (0, 1) for md in records)
+    assert len({md["sweep"]["id"] for md in records}) == 1
+    assert metadata(golden("pytorch"))["sweep"] is None  # docs/configuration.md: null for a single run
+
+
+def metadata_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+DATA = "import torch\n\ndef batches():\n    for i in range(3):\n        yield {'pixel_values': torch.rand(2, 3, 16, 16)}\n"
+
+
+def test_a_build_calibrated_on_a_dataset_is_never_up_to_date(tmp_path, cli):
+    """docs/sweeps.md: a calibration dataset cannot be hashed before it runs: the same command
+    rebuilds every time (the same build calibrated on random samples is up to date)."""
+    (tmp_path / "mydata.py").write_text(DATA)
+    common = ["format=pytorch", "quantization=dynamic", "task_spec.input_schema.image_size=[3,16,16]", *QUICK]
+    dataset = [*common, "calibration=dataset", "calibration.dataset._target_=mydata.batches", "export_dir=d"]
+    assert cli(*dataset).returncode == 0
+    first = metadata(tmp_path / "d")
+    assert first["calibration"]["source"] == "dataset"
+    r = cli(*dataset)
+    assert r.returncode == 0 and "up to date" not in r.stdout, r.stdout + r.stderr
+    assert metadata(tmp_path / "d")["exported_at"] != first["exported_at"]  # built again
+    assert cli(*common, "export_dir=r").returncode == 0
+    r = cli(*common, "export_dir=r")
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
+
+
+NET = ("import torch\n\nSCALE = {scale}\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+       "        super().__init__()\n        self.fc = torch.nn.Linear(3 * 8 * 8, 10)\n"
+       "        with torch.no_grad():\n            self.fc.weight.mul_(SCALE)\n\n"
+       "    def forward(self, pixel_values):\n        return self.fc(pixel_values.flatten(1))\n")
+
+
+def test_verify_says_differs_and_exits_1_when_the_rebuild_gives_other_bytes(tmp_path, cli):
+    """docs/errors.md: `DIFFERS`, then `verification FAILED` (exit 1): here the model's code changed
+    after the build, so its rebuild holds other weights, while the folder still matches its records."""
+    (tmp_path / "nets.py").write_text(NET.format(scale=1))
+    assert cli("~model", "+model={_target_: nets.Net}", "task_spec.input_schema.image_size=[3,8,8]", "format=pytorch",
+               "export_dir=b").returncode == 0
+    r = cli("verify", "b")
+    assert r.returncode == 0 and "identical bytes" in r.stdout, r.stdout + r.stderr
+    (tmp_path / "nets.py").write_text(NET.format(scale=2))
+    r = cli("verify", "b")
+    assert r.returncode == 1, r.stdout + r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("pytorch "))
+    assert row.rstrip().endswith("DIFFERS") and "MODIFIED" not in r.stdout, r.stdout
+    assert r.stdout.rstrip().endswith("verification FAILED") and r.stderr == ""
+    assert cli("card", "b").returncode == 0  # the folder itself is as recorded

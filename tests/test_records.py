@@ -326,3 +326,58 @@ def test_a_vanished_file_without_an_exchange_is_missing_not_retried(copy, monkey
     files = [(c.file, c.state) for c in read_build(target).files if c.format != records.RECORDS]
     assert files == [("model.onnx", MISSING), ("model.pth", OK)]
     assert calls[:2] == ["model.onnx", "model.pth"] and calls.count("model.onnx") == 1
+
+
+def test_card_and_diff_read_a_build_without_importing_torch(copy, tmp_path):
+    """docs/configuration.md: both read a finished build folder without importing torch (nor onnx,
+    onnxruntime or transformers): -X importtime of the real command, exit included."""
+    from conftest import HEAVY, run_cli_noting_imports
+
+    copy("a")
+    copy("b")
+    for args in (["card", "a"], ["diff", "a", "b"], ["diff", "a/config.yaml", "b/config.yaml"]):
+        r, imported = run_cli_noting_imports(*args, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout and "exporter" in imported and not imported & HEAVY, (args, sorted(imported & HEAVY))
+
+
+def _blocked_in_a_read_of(fifo: Path, proc: subprocess.Popen) -> int:
+    """Wait until ``proc`` opened ``fifo`` to read it, then open it for writing (and write nothing):
+    the reader is blocked in its read of the artifact. The writing end, to be closed by the caller."""
+    from conftest import wait_for
+
+    ends = []
+
+    def reader_there() -> bool:
+        try:
+            ends.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while no one reads it
+        except OSError:
+            return False
+        return True
+
+    wait_for(reader_there, proc)
+    return ends[0]
+
+
+@pytest.mark.parametrize("command, signum, code", [("card", "SIGINT", 130), ("diff", "SIGINT", 130),
+                                                   ("card", "SIGTERM", 143)])
+def test_ctrl_c_while_card_or_diff_reads_is_one_line_and_exit_130(copy, tmp_path, command, signum, code):
+    """Stopped in the middle of re-hashing an artifact (here one that never ends: a named pipe),
+    card and diff say `interrupted: exporter <command> did not finish` and nothing else."""
+    import signal
+
+    folder = copy("a")
+    (folder / "model.onnx").unlink()
+    os.mkfifo(folder / "model.onnx")
+    args = ["card", "a"] if command == "card" else ["diff", "a", "a"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = _blocked_in_a_read_of(folder / "model.onnx", proc)
+    try:
+        proc.send_signal(getattr(signal, signum))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == code, out + err
+    assert err == f"interrupted: exporter {command} did not finish\n" and out == ""

@@ -28,12 +28,25 @@ ARGS = ("--config-dir", "cfg", "model=tied", "task_spec=language_modeling", "tas
 SMALL = {"EXPORTER_ONNX_EXTERNAL_DATA_BYTES": "1000"}
 
 
+def _project(folder):
+    (folder / "tiedlm.py").write_text(MODEL)
+    (folder / "cfg" / "model").mkdir(parents=True)
+    (folder / "cfg" / "model" / "tied.yaml").write_text("# @package model\n_target_: tiedlm.TiedLM\n")
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path):
-    (tmp_path / "tiedlm.py").write_text(MODEL)
-    (tmp_path / "cfg" / "model").mkdir(parents=True)
-    (tmp_path / "cfg" / "model" / "tied.yaml").write_text("# @package model\n_target_: tiedlm.TiedLM\n")
-    return tmp_path
+    return _project(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tied_build(tmp_path_factory):
+    """The tied LM built once at the default sizes (legacy exporter, one file): read, never changed."""
+    project = _project(tmp_path_factory.mktemp("tied"))
+    r = run_cli(*ARGS, "format=onnx", "export_dir=out", cwd=project)
+    assert r.returncode == 0, r.stderr
+    return project / "out"
 
 
 def _unique_parameter_bytes() -> int:
@@ -43,9 +56,8 @@ def _unique_parameter_bytes() -> int:
     return sum(t.numel() * 4 for t in {id(p): p for p in model.parameters()}.values())
 
 
-def test_tied_weights_are_stored_once_by_the_legacy_exporter(project):
-    r = run_cli(*ARGS, "format=onnx", "export_dir=out", cwd=project)
-    assert r.returncode == 0, r.stderr
+def test_tied_weights_are_stored_once_by_the_legacy_exporter(tied_build):
+    project = tied_build.parent
     md = json.loads((project / "out" / "metadata.json").read_text())
     record = md["artifacts"]["onnx"]
     assert record["status"] == "ok" and record["details"]["backend"] == "legacy"
@@ -121,10 +133,8 @@ def test_the_dynamo_exporter_writes_one_data_file_too(project):
     assert record["details"]["backend"] == "dynamo" and record["extra_files"][0]["file"] == "model.onnx.data"
 
 
-def test_auto_backend_chooses_by_model_size_and_records_why(project):
-    r = run_cli(*ARGS, "format=onnx", "export_dir=small", cwd=project)
-    assert r.returncode == 0, r.stderr
-    record = json.loads((project / "small" / "metadata.json").read_text())["artifacts"]["onnx"]
+def test_auto_backend_chooses_by_model_size_and_records_why(project, tied_build):
+    record = json.loads((tied_build / "metadata.json").read_text())["artifacts"]["onnx"]  # this model counts as small
     assert record["details"]["backend"] == "legacy" and record["details"]["opset"] == 14
     assert "the legacy exporter (fast and byte-reproducible)" in record["details"]["backend_choice"]
     large = {"EXPORTER_ONNX_AUTO_DYNAMO_BYTES": "1000"}  # this model counts as large
@@ -151,7 +161,7 @@ def test_a_dynamo_build_rebuilds_byte_identically_and_verifies(project):
     r = run_cli(*ARGS, "format=onnx", "format.onnx.opset=18", "export_dir=out", cwd=project)
     assert r.returncode == 0, r.stderr
     record = json.loads((project / "out" / "metadata.json").read_text())["artifacts"]["onnx"]
-    assert record["details"]["backend"] == "dynamo" and "extra_files" not in record or not record["extra_files"]
+    assert record["details"]["backend"] == "dynamo" and not record.get("extra_files")  # one file, nothing beside it
     v = run_cli("verify", "out", cwd=project)
     assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
 

@@ -72,13 +72,10 @@ def lm_build(tmp_path_factory) -> Path:
     return root / "b"
 
 
-@pytest.fixture(scope="module")
-def cnn_build(tmp_path_factory) -> Path:
-    """A good build of the shipped CNN, made once; tests copy it."""
-    root = tmp_path_factory.mktemp("cnn")
-    r = run_cli(SMALL, "hydra.run.dir=b", cwd=root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return root / "b"
+@pytest.fixture
+def cnn_build(golden) -> Path:
+    """A good build of the shipped CNN, made once per session (conftest.golden); tests copy it."""
+    return golden("onnx")
 
 
 def copy_build(source: Path, root: Path) -> Path:
@@ -135,8 +132,8 @@ def test_a_failing_format_never_removes_files_of_a_published_build(tmp_path, cli
     assert md["artifacts"]["onnx"]["status"] == "failed" and not (tmp_path / "b/model.onnx").exists()
 
 
-def test_a_rebuild_with_fewer_formats_leaves_only_its_own_files(tmp_path, cli):
-    assert cli(SMALL, "format=[onnx,torchscript,pytorch]", "hydra.run.dir=b").returncode == 0
+def test_a_rebuild_with_fewer_formats_leaves_only_its_own_files(tmp_path, cli, golden):
+    golden.copy("onnx+torchscript+pytorch", tmp_path / "b")
     r = cli(SMALL, "format=torchscript", "hydra.run.dir=b")
     assert r.returncode == 0, r.stdout + r.stderr
     md = assert_consistent(tmp_path / "b")
@@ -292,12 +289,11 @@ def test_a_full_disk_mid_build_is_one_line_and_leaves_the_previous_build(tmp_pat
     no_leftovers(small_disk)
 
 
-def test_the_metadata_quantization_field_is_the_mode_string(tmp_path, lm_build):
+def test_the_metadata_quantization_field_is_the_mode_string(lm_build, golden):
     md = json.loads((lm_build / "metadata.json").read_text())
     assert md["quantization"] == "dynamic"
     assert md["quantization_config"]["mode"] == "dynamic" and md["quantization_config"]["weight_type"] == "qint8"
-    md_none = json.loads(run_cli(SMALL, "hydra.run.dir=n", cwd=tmp_path).returncode == 0
-                         and (tmp_path / "n/metadata.json").read_text())
+    md_none = json.loads((golden("onnx") / "metadata.json").read_text())  # a build without quantization=
     assert md_none["quantization"] is None and md_none["quantization_config"] is None
 
 
@@ -420,3 +416,17 @@ def test_sigterm_as_the_quantized_torchscript_trace_starts_exits_143(tmp_path, a
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
     assert "terminate called" not in err
+
+
+def test_a_symlink_to_a_build_folder_is_followed_and_kept(tmp_path, cli, golden):
+    """docs/reliability.md: a symbolic link to a build folder is followed: the folder it points to
+    is rebuilt, the link stays."""
+    real = golden.copy("onnx", tmp_path / "store" / "real")
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    r = cli(SMALL, "export_dir=link", "seed=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "link").is_symlink() and os.readlink(tmp_path / "link") == str(real)
+    assert assert_consistent(real)["seed"] == 1  # the new build, whole, where the link points
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "store"]
+    no_leftovers(tmp_path / "store")
+    assert [p.name for p in (tmp_path / "store").iterdir() if not p.name.endswith(".lock")] == ["real"]
