@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 from test_isolation import JOBS, ended, job_started, sha256, start
 
 from exporter.process.standby import forced, single_build, wanted
@@ -203,14 +203,14 @@ def test_the_tools_own_model_fails_as_hydra_would_say_it(tmp_path):
         "argument 'bogus'\")")
 
 
-def test_a_run_that_builds_nothing_ends_at_once_with_its_standby_process(tmp_path):
+def test_a_run_that_builds_nothing_ends_at_once_with_its_standby_process(tmp_path, golden):
     """A config error and an up-to-date build are answered by the command line's process alone;
     the standby, still importing torch, is killed with it."""
     mark = f"STANDBY_TEST_{uuid.uuid4().hex}"
     r = run_cli("+validate.atoll=1", SMALL, cwd=tmp_path, env={mark: "1"})
     assert r.returncode == 2 and r.stderr.startswith("error: validate.atoll: unknown key"), r.stderr
     assert gone(mark)
-    assert run_cli("format=pytorch", SMALL, cwd=tmp_path).returncode == 0
+    golden.copy("pytorch", tmp_path / "exports/simple_cnn/pytorch-none")  # where this run builds
     r = run_cli("format=pytorch", SMALL, cwd=tmp_path, env={mark: "1"})
     assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
     assert gone(mark)
@@ -235,7 +235,8 @@ def test_the_command_line_reaps_its_standby_before_it_ends(tmp_path, when):
     args = ("+validate.atoll=1",) if when == "a config error" else ("format=pytorch", SMALL)
     proc = start(*args, cwd=tmp_path, start_new_session=True)
     if when.startswith("Ctrl-C"):
-        time.sleep(0.5)  # Hydra composes; the standby imports torch
+        # The standby is forked (it imports torch while Hydra composes): now it has one to reap.
+        wait_for(lambda: len(in_group(proc.pid)) > 1, proc)
         os.killpg(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == (2 if when == "a config error" else 130)
@@ -373,3 +374,71 @@ def test_exporter_standby_in_its_usual_spellings(setting, expected):
     assert forced({"EXPORTER_STANDBY": setting}) is expected
     if expected is False:
         assert wanted(["exporter"], environ={"EXPORTER_STANDBY": setting}) is False
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A Linux machine where forking is safe, with the cores and last-minute load average a test sets."""
+    from exporter.process import standby
+
+    situation = {"cores": 2, "load": 0.5}
+    monkeypatch.setattr(standby, "available", lambda: True)
+    monkeypatch.setattr(standby.os, "sched_getaffinity", lambda _pid: set(range(situation["cores"])))
+    monkeypatch.setattr(standby.os, "getloadavg", lambda: (situation["load"], 0.0, 0.0))
+    return situation
+
+
+@pytest.mark.parametrize("cores, load, setting, expected", [
+    (2, 0.5, None, True),     # unset: a standby while the load is below the number of cores
+    (2, 1.99, None, True),
+    (2, 2.0, None, False),    # the load has reached the number of cores: no standby
+    (2, 7.5, None, False),
+    (8, 7.5, None, True),
+    (2, 7.5, "auto", False),  # not a spelling of 0 or 1: by the load too
+    (2, 7.5, "1", True),      # forced: whatever the load
+    (2, 0.5, "0", False),     # never
+    (1, 0.0, None, False),    # one core: never
+    (1, 0.0, "1", False),
+])
+def test_without_exporter_standby_the_load_average_decides(machine, cores, load, setting, expected):
+    machine.update(cores=cores, load=load)
+    environ = {} if setting is None else {"EXPORTER_STANDBY": setting}
+    assert wanted(["exporter", "format=pytorch"], environ=environ) is expected
+    assert wanted(["exporter", "-m", "seed=0,1"], environ=environ) is False  # never for a sweep
+
+
+LOAD_AVERAGE = """
+import os
+
+_load = float(os.environ["FAKE_LOAD_AVERAGE"])
+os.getloadavg = lambda: (_load, _load, _load)  # the machine's last-minute load, as this test sets it
+"""
+
+
+def test_the_default_path_forks_a_standby_only_while_the_machine_has_cores_to_spare(tmp_path):
+    """EXPORTER_STANDBY unset, as for a user: the command line's own process builds when the load
+    average has reached the number of cores, its standby process when it has not."""
+    import json
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: never a standby")
+    (tmp_path / "jobs.py").write_text(JOBS)
+    (tmp_path / "load").mkdir()
+    (tmp_path / "load" / "sitecustomize.py").write_text(LOAD_AVERAGE)
+    builders = {}
+    for load in ("0", "1000"):
+        env = {k: v for k, v in os.environ.items() if k not in ("EXPORTER_STANDBY", "HYDRA_FULL_ERROR")}
+        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path / "load"), env.get("PYTHONPATH")])),
+                   FAKE_LOAD_AVERAGE=load)
+        (tmp_path / "pids.txt").unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "model._target_=jobs.noted", "format=pytorch",
+                                 SMALL, f"export_dir=load-{load}"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, out + err
+        assert json.loads((tmp_path / f"load-{load}" / "metadata.json").read_text())["status"] == "ok"
+        [(pid, parent)] = [tuple(map(int, line.split())) for line in (tmp_path / "pids.txt").read_text().splitlines()]
+        builders[load] = "standby" if parent == proc.pid else "command line" if pid == proc.pid else (pid, parent)
+    assert builders == {"0": "standby", "1000": "command line"}
