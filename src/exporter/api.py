@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from .adapters import ModelAdapter
-from .errors import ConfigError, ExportError, first_line
 from .build.metadata import plain
-from .config.schema import (CalibrationConfig, CalibrationSource, ExportConfig, QuantizationConfig, QuantizationMode, ValidateConfig)
 from .config.checks import check_field, check_values
+from .config.schema import CalibrationConfig, CalibrationSource, ExportConfig, QuantizationConfig, QuantizationMode, ValidateConfig
 from .config.task_spec import TaskSpec
+from .errors import ConfigError, ExportError, first_line
 
 if TYPE_CHECKING:
     import torch

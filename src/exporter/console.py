@@ -8,7 +8,6 @@ import os
 import sys
 from typing import Optional
 
-
 # Python's own exit status when it cannot flush stdout at exit (a full disk, an I/O error).
 OUTPUT_LOST = 120
 # What a signal before the publish leaves: the folder as it was (exit 128 + the signal's number).

@@ -7,9 +7,17 @@ Importing this package registers the shipped adapters (``tasks``, ``seq2seq``); 
 from .base import ModelAdapter, Part
 from .declared import DeclaredInputsAdapter
 from .registry import ADAPTERS, adapter_for_task, register_adapter, unregister_adapter
-from .tasks import (FeatureExtractionAdapter, LanguageModelingAdapter, ObjectDetectionAdapter, QuestionAnsweringAdapter,
-                    TextAdapter, TextClassificationAdapter, TokenClassificationAdapter, VisionClassificationAdapter)
 from .seq2seq import Seq2SeqLMAdapter  # noqa: E402 (registers seq2seq_lm)
+from .tasks import (
+                    FeatureExtractionAdapter,
+                    LanguageModelingAdapter,
+                    ObjectDetectionAdapter,
+                    QuestionAnsweringAdapter,
+                    TextAdapter,
+                    TextClassificationAdapter,
+                    TokenClassificationAdapter,
+                    VisionClassificationAdapter,
+)
 
 __all__ = ["ADAPTERS", "DeclaredInputsAdapter", "FeatureExtractionAdapter", "LanguageModelingAdapter", "ModelAdapter",
            "ObjectDetectionAdapter", "Part", "QuestionAnsweringAdapter", "Seq2SeqLMAdapter", "TextAdapter",

@@ -11,8 +11,8 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .example_inputs import generate_dummy_input
 from ..config.task_spec import TaskSpec
+from .example_inputs import generate_dummy_input
 
 if TYPE_CHECKING:
     import torch

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from ..config.input_specs import (GENERATORS, INPUT_DTYPES, InputSpec, parse_inputs,  # noqa: F401 (read here)
-                                  parse_output_axes)
+from ..config.input_specs import GENERATORS, INPUT_DTYPES, InputSpec, parse_inputs, parse_output_axes  # noqa: F401 (read here)
 from ..config.task_spec import TaskSpec
 from .base import ModelAdapter
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .base import ModelAdapter, Part
-from .registry import register_adapter
-from .declared import DeclaredInputsAdapter, InputSpec
-from ..errors import ConfigError
-from .example_inputs import text_input_shape
 from ..config.task_spec import TaskSpec
+from ..errors import ConfigError
+from .base import ModelAdapter, Part
+from .declared import DeclaredInputsAdapter, InputSpec
+from .example_inputs import text_input_shape
+from .registry import register_adapter
 
 if TYPE_CHECKING:
     pass

@@ -58,10 +58,10 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
     in parts records each part's inputs and outputs under ``parts``; the top-level ``inputs`` are
     the first part's (what a user feeds) and ``outputs`` the last part's (what comes out).
     """
-    from .artifact import declared_axes
     from ..formats import registered_formats
-    from .job import overall_status
     from ..quantization import mode_of
+    from .artifact import declared_axes
+    from .job import overall_status
 
     q = job.quantization
     plan, last = plans[0], plans[-1]

@@ -9,11 +9,11 @@ from dataclasses import is_dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..adapters import adapter_for_task
-from ..errors import ConfigError
-from .job import ExportJob
 from ..adapters.outputs import choose_outputs
-from ..quantization import check_quantization
 from ..config.checks import check_values
+from ..errors import ConfigError
+from ..quantization import check_quantization
+from .job import ExportJob
 
 if TYPE_CHECKING:
     import numpy as np

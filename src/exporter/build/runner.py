@@ -16,13 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .artifact import build_artifact, check_parts_together, trace_log
-from ..records.layout import LOG_FILE
-from .folder import BuildTransaction, toolchain_sandbox
 from ..errors import ExportError
 from ..files import sha256_of, write_json_atomic, write_text_atomic
+from ..records.layout import CONFIG_SNAPSHOT_FILE, LOG_FILE, METADATA_FILE
+from .artifact import build_artifact, check_parts_together, trace_log
+from .folder import BuildTransaction, toolchain_sandbox
 from .job import ArtifactRecord, ArtifactResult, ExportJob, ExportResult
-from ..records.layout import CONFIG_SNAPSHOT_FILE, METADATA_FILE
 from .metadata import build_metadata
 from .plan import plan_job
 

@@ -20,14 +20,21 @@ from omegaconf import DictConfig
 
 from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
 from ..errors import ExportError, first_line
-from ..interrupts import (INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted)
-from ..process.child import (SHOW_TRACEBACKS, Deferred, identity_of, job_outcome, stop)
+from ..interrupts import INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted
+from ..process.child import SHOW_TRACEBACKS, Deferred, identity_of, job_outcome, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
-from .config_store import register_configs
 from ..process.standby import MODE_KEYS, READERS
-
-from .describe import (build_identity, checked_config, describe, job_from_config,  # noqa: F401 (tests, verify)
-                       job_logging_without_hydra, own_model_call, up_to_date, _refuse_one_format_twice)
+from .config_store import register_configs
+from .describe import (  # noqa: F401 (tests, verify)
+    _refuse_one_format_twice,
+    build_identity,
+    checked_config,
+    describe,
+    job_from_config,
+    job_logging_without_hydra,
+    own_model_call,
+    up_to_date,
+)
 
 log = logging.getLogger("exporter")
 

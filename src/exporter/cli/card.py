@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from ..records.layout import METADATA_FILE
-from ..records.read import (MISSING, MODIFIED, OK, Build, BuildUnreadable, files_problems, os_error_text, parse_config,
-                            quantization_of, read_build)
+from ..records.read import (
+    MISSING,
+    MODIFIED,
+    OK,
+    Build,
+    BuildUnreadable,
+    files_problems,
+    os_error_text,
+    parse_config,
+    quantization_of,
+    read_build,
+)
 from ..records.tables import human_bytes, table
 
 

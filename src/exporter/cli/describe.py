@@ -24,9 +24,8 @@ def build_identity(cfg: DictConfig) -> dict[str, Any]:
 def checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
     """Check the composed config (unknown keys, bounds, format options); the config resolved and
     the model's ``_target_``, what its build key is computed from (exporter.process.child.identity_of)."""
-    from .config_store import check_config
-
     from ..formats.registry import format_class
+    from .config_store import check_config
 
     with config_errors():
         # Unknown keys (however added), out-of-range values and format options that contradict each
@@ -68,9 +67,9 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
     """What the job's process needs of the composed config, derived here with Hydra and omegaconf
     (exporter.process.child): the task spec and options as the tool's types, the snapshot, and for a
     Hydra job (``origin`` None) its choices, overrides, ``.hydra/`` records and place in a sweep."""
+    from ..config.task_spec import TaskSpec
     from ..errors import ConfigError
     from .sweep import sweep_identity
-    from ..config.task_spec import TaskSpec
 
     with config_errors():
         try:

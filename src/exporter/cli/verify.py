@@ -50,9 +50,9 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .describe import job_from_config
     from ..build.runner import run_export
     from ..formats.registry import export_schema
+    from .describe import job_from_config
 
     origin = dict(build.metadata.get("config") or {})
     if origin.get("source") != "cli":
@@ -127,7 +127,6 @@ def auto_choice_differs(recorded: dict[str, Any], rebuilt: dict[str, Any]) -> Op
 def verify(folder: Path) -> tuple[str, bool]:
     """The report and whether every artifact of ``folder`` rebuilds to the same bytes."""
     from ..config.build_key import versions
-
     from ..interrupts import signals_deferred
 
     build = read_build(folder)

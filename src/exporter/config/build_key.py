@@ -40,8 +40,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional
 
-from . import environment as settings
 from ..files import sha256_of
+from . import environment as settings
 
 KEY_VERSION = 1
 # Where and how a job runs, not what it builds.

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
 
 from ..adapters.outputs import as_output_list  # noqa: F401 (formats read results through it)
-from ..errors import ExportError
 from ..config.schema import option_value
+from ..errors import ExportError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
     from ..adapters import ModelAdapter
     from ..adapters.outputs import OutputChoice
-    from ..quantization.calibration import CalibrationSet
     from ..config.schema import QuantizationConfig
     from ..config.task_spec import TaskSpec
+    from ..quantization.calibration import CalibrationSet
 
 # Runs a loaded artifact on named inputs and returns its outputs as numpy arrays, in the job's
 # output order (``ExportContext.output_names``); a single array is taken as the only output.

@@ -10,8 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ConfigError
 from ..config.schema import option_value
+from ..errors import ConfigError
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
 from .registry import register_format
 from .torch_quantize import TORCH_DYNAMIC, TORCH_DYNAMIC_RECIPE, torch_dynamic_quantize

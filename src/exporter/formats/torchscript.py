@@ -6,17 +6,16 @@ import hashlib
 import json
 import re
 import threading
-import zipfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays
 from .registry import register_format
-from .traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
 from .torch_quantize import TORCH_DYNAMIC, TORCH_STATIC, torch_dynamic_quantize, torch_static_quantize
-
+from .traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
 
 # TorchScript numbers a class (``linear/___torch_mangle_13.py``) when one of the same name was
 # compiled earlier in the process, so the bytes depend on what the process traced before.

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from ..config.hf_folder import read_config
+from ..errors import ConfigError
 
 # model option -> the transformers Auto class that loads it
 TASKS = {

@@ -121,8 +121,8 @@ def identity_in_background(checked: tuple[dict[str, Any], Optional[str]]) -> Cal
     thread while the model is built, returned by the function this gives. The key hashes the
     model's files (a 124M GPT-2 folder: 0.6 s, a 7B one: tens of seconds), and hashlib lets the other
     core do that while this one imports torch and transformers."""
-    from ..config import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
     from ..build.background import in_background
+    from ..config import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
 
     return in_background(identity_of, *checked)
 
@@ -133,8 +133,8 @@ def build_job(description: JobDescription, identity: Identity) -> Any:
     import torch
 
     from ..build.checkpoint import load_checkpoint
-    from ..errors import ConfigError
     from ..build.job import ExportJob
+    from ..errors import ConfigError
 
     with config_errors():
         # Random weights (no checkpoint) come from the seed too, so a rebuild gives the same bytes.

@@ -19,8 +19,8 @@ import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-from ..errors import ConfigError
 from ..config.schema import QuantizationMode, WeightType, option_value
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config.schema import QuantizationConfig

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
-from ..errors import ConfigError
 from ..config.schema import option_value
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -10,8 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
-from ...errors import ConfigError, ExportError, first_line
 from ...config.schema import option_value
+from ...errors import ConfigError, ExportError, first_line
 from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format

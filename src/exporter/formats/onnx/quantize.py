@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...config.schema import option_value
 from ...errors import ExportError
 from ...files import working_directory
 from ...quantization import quiet, weight_type_of
-from ...config.schema import option_value
 from .external import data_file, into_one_data_file, save
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def onnx_static_quantize(source: Path, target: Path, q: "QuantizationConfig", sa
     """Pre-process, then ONNX Runtime's quantize_static calibrated on ``samples``; refuses
     non-finite scales."""
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     details: dict[str, Any] = {}
