@@ -79,6 +79,20 @@ def leaves_work(**kwargs):
 
 def broken_data(**kwargs):
     return (1 / 0 for _ in range(1))
+
+
+def segfault(**kwargs):
+    """A crash in native code (no core file left)."""
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    ctypes.string_at(0)
+
+
+def exits(**kwargs):
+    """os._exit in the user's code: the process ends there, reporting nothing."""
+    os._exit(3)
 '''
 
 
@@ -88,6 +102,16 @@ def ended(pid: int) -> bool:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
     except (FileNotFoundError, IndexError):
         return True
+
+
+def holds_back_sigint(pid: int) -> bool:
+    """The process took a SIGINT (none is pending) and holds later ones back: its main thread blocks
+    or ignores SIGINT (exporter.process.forked_jobs.supervise blocks it while its job cleans up)."""
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    pending = int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)
+    return bool((int(status["SigBlk"], 16) | int(status["SigIgn"], 16)) & bit) and not pending & bit
 
 
 def start(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
@@ -135,6 +159,51 @@ def test_a_job_whose_process_is_killed_fails_alone_and_the_sweep_goes_on(tmp_pat
     assert (Path(records[0]["export_dir"]) / "model.pth").is_file()
 
 
+@pytest.mark.parametrize("factory, code, message", [
+    ("jobs.segfault", 139, "error: the job's process was killed by SIGSEGV"),
+    ("jobs.exits", 2, "error: the job ended with exit status 3 before it reported"),
+])
+def test_a_job_process_that_crashes_or_exits_without_reporting_fails_the_run_with_its_reason(tmp_path, factory,
+                                                                                              code, message):
+    """docs/errors.md: killed by signal N on its own, exit 128 + N (139: a segfault); a process that
+    ends without reporting, `the job ended with exit status N before it reported`; nothing published."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    r = run_cli(f"model._target_={factory}", "format=pytorch", SMALL, cwd=tmp_path)
+    assert r.returncode == code, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == message and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.rglob("metadata.json")) and not list(tmp_path.rglob("*.staging-*"))
+
+
+def test_sweep_jobs_that_crash_or_exit_without_reporting_fail_alone(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    r = run_cli("-m", "model._target_=jobs.segfault,jobs.exits,exporter.models.SimpleCNN", "format=pytorch", SMALL,
+                cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "sweep: 3 job(s), 1 ok, 2 failed" in r.stdout
+    records = json.loads((tmp_path / "exports/sweep_summary.json").read_text())["records"]
+    assert [(job["status"], job.get("error")) for job in records] == [
+        ("error", "the job's process was killed by SIGSEGV"),
+        ("error", "the job ended with exit status 3 before it reported"),
+        ("ok", None)]
+    assert (Path(records[2]["export_dir"]) / "model.pth").is_file()
+
+
+def test_a_signal_to_the_jobs_own_process_stops_the_sweep(tmp_path):
+    """docs/errors.md: SIGTERM to a job's process (not the sweep's) stops the running job, which
+    cleans up, and the sweep with it: no later job runs."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    sweep = start("-m", "model._target_=jobs.slow,jobs.noted", "format=pytorch", SMALL, cwd=tmp_path)
+    job_pid = job_started(sweep, tmp_path)
+    assert job_pid != sweep.pid
+    os.kill(job_pid, signal.SIGTERM)
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 143, out + err
+    assert err.strip().splitlines()[-1] == "interrupted; the previous build is intact" and "Traceback" not in out + err
+    assert ended(job_pid)
+    assert not (tmp_path / "pids.txt").exists()  # the second job never started
+    assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+
+
 def test_a_job_ends_as_a_single_run_ends(tmp_path):
     (tmp_path / "jobs.py").write_text(JOBS)
     r = run_cli("-m", "model._target_=jobs.leaves_work", "seed=0,1", "format=pytorch", SMALL, cwd=tmp_path,
@@ -171,7 +240,8 @@ def test_a_signal_to_a_sweep_stops_its_running_job_and_the_sweep(tmp_path, how):
     else:
         os.killpg(sweep.pid, signal.SIGINT)  # the job's process gets it from the terminal and from the sweep
         if "twice" in how:
-            time.sleep(0.3)
+            # Once the sweep has taken the first Ctrl-C it holds SIGINT back while its job cleans up.
+            wait_for(lambda: holds_back_sigint(sweep.pid), sweep)
             os.killpg(sweep.pid, signal.SIGINT)  # the sweep still waits for its job
     out, err = sweep.communicate(timeout=60)
     assert sweep.returncode == (143 if how.startswith("SIGTERM") else 130), out + err
@@ -202,7 +272,9 @@ def test_a_helper_process_of_the_users_code_ends_quietly_with_a_single_run(tmp_p
     r = run_cli("model._target_=jobs.leaves_work", "format=pytorch", SMALL, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "Interrupted" not in r.stderr, r.stderr
-    assert all(ended(int(p.name.split("-")[1])) for p in tmp_path.glob("helper-*"))
+    helpers = list(tmp_path.glob("helper-*"))
+    assert len(helpers) == 1, helpers  # the job did start its helper process
+    assert all(ended(int(p.name.split("-")[1])) for p in helpers)
 
 
 def test_a_sweep_interrupted_after_a_job_published_keeps_its_multirun_yaml(tmp_path):
