@@ -425,3 +425,97 @@ def test_the_run_queue_wait_is_read_from_linux():
     first = report.run_queue_wait()
     sum(i * i for i in range(100000))
     assert isinstance(first, float) and 0 <= first <= report.run_queue_wait()
+
+
+CLI_QUICK = ["quantization.latency_runs=2", "calibration.num_samples=4", "calibration.heldout_samples=2"]
+TINY = '''
+import torch
+
+
+class Tiny(torch.nn.Module):
+    """One 4x2 Linear layer: quantizing it adds more (scales, zero points, operators) than it saves."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, pixel_values):
+        return self.fc(pixel_values.flatten(1))
+'''
+
+
+def test_a_quantized_file_larger_than_its_fp32_twin_fails_the_job(tmp_path, cli):
+    """docs/quantization.md: a quantized file larger than its fp32 twin always fails the job, with no
+    gate set; the artifact is not kept."""
+    (tmp_path / "tiny.py").write_text(TINY)
+    r = cli("~model", "+model={_target_: tiny.Tiny}", "task_spec.input_schema.image_size=[1,2,2]",
+            "task_spec.output_schema.num_classes=2", "format=[onnx,torchscript]", "quantization=dynamic", *CLI_QUICK,
+            "export_dir=b")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.startswith("error: the build is published, but a format failed: onnx: the quantized file (")
+    md = json.loads((tmp_path / "b/metadata.json").read_text())
+    assert md["status"] == "failed"
+    for fmt in ("onnx", "torchscript"):
+        record = md["artifacts"][fmt]
+        size = record["quantization_report"]["size"]
+        assert size["bytes"] > size["fp32_bytes"] and record["status"] == "failed", record
+        expected = f"the quantized file ({size['bytes']} bytes) is larger than its fp32 twin ({size['fp32_bytes']} bytes)"
+        assert record["quantization_report"]["gate_failures"] == [expected]
+        assert record["error"].startswith(f"{fmt}: {expected}") and f"{fmt:<12} FAILED: {fmt}: {expected}" in r.stdout
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [".hydra", "config.yaml", "export.log",
+                                                                   "metadata.json"]
+
+
+def test_validate_quantized_rtol_alone_gates_a_quantized_artifact(tmp_path, cli):
+    """docs/configuration.md: validate.quantized_rtol (here without quantized_atol) bounds the
+    quantized artifact's difference relative to eager fp32: far too tight fails the job, loose passes."""
+    r = cli("-m", "validate.quantized_rtol=1e-12,1000", "format=pytorch", "quantization=dynamic", SMALL, *CLI_QUICK)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "sweep: 2 job(s), 1 ok, 1 failed" in r.stdout
+    tight, loose = (json.loads((tmp_path / f"exports/simple_cnn/pytorch-dynamic@validate.quantized_rtol={v}"
+                                "/metadata.json").read_text())["artifacts"]["pytorch"] for v in ("1e-12", "1000"))
+    assert tight["status"] == "failed" and loose["status"] == "ok", (tight, loose)
+    for record, rtol in ((tight, 1e-12), (loose, 1000)):
+        validation = record["validation"]
+        assert (validation["atol"], validation["rtol"], validation["gated"]) == (0.0, rtol, True), validation
+    assert "exceeds atol=0.0 rtol=1e-12" in tight["error"], tight["error"]
+    assert not all(c["within_tolerance"] for c in tight["validation"]["checks"])
+    assert all(c["within_tolerance"] for c in loose["validation"]["checks"])
+
+
+def _scales(path):
+    """Each initializer named *_scale in the ONNX file, as an array."""
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.name.endswith("_scale")}
+
+
+def test_static_onnx_per_channel_qoperator_and_each_calibration_method(tmp_path, cli):
+    """docs/configuration.md: quantization.per_channel=true (one scale per output channel),
+    quantization.quant_format=qoperator (QLinear operators) and quantization.calibration_method
+    (minmax, entropy, percentile) each reach ONNX Runtime's quantize_static."""
+    r = cli("-m", "quantization.calibration_method=minmax,entropy,percentile", "quantization=static",
+            "quantization.per_channel=true", "quantization.quant_format=qoperator",
+            "task_spec.input_schema.image_size=[3,16,16]", *CLI_QUICK)
+    assert r.returncode == 0, r.stdout + r.stderr
+    folders = {method: tmp_path / f"exports/simple_cnn/onnx-static@quantization.calibration_method={method}"
+               for method in ("minmax", "entropy", "percentile")}
+    scales = {}
+    for method, folder in folders.items():
+        md = json.loads((folder / "metadata.json").read_text())
+        assert md["status"] == "ok" and md["quantization_config"]["calibration_method"] == method
+        assert md["quantization_config"]["per_channel"] is True and md["quantization_config"]["quant_format"] == "qoperator"
+        assert method in md["artifacts"]["onnx"]["details"]["quantization"]["recipe"]
+        graph = onnx.load(str(folder / "model.onnx")).graph
+        ops = {n.op_type for n in graph.node}
+        assert {"QLinearConv", "QGemm"} <= ops and not ops & {"Conv", "Gemm"}, ops  # QOperator, not Q/DQ pairs
+        scales[method] = _scales(folder / "model.onnx")
+        initializers = {i.name: list(i.dims) for i in graph.initializer}
+        convs = [n for n in graph.node if n.op_type == "QLinearConv"]
+        assert len(convs) == 2
+        for conv in convs:  # inputs: x, x_scale, x_zero_point, w, w_scale, ...: a scale per output channel
+            out_channels = initializers[conv.input[3]][0]
+            assert list(scales[method][conv.input[4]].shape) == [out_channels] and out_channels > 1
+    # the activations' ranges: percentile clips the tails that minmax keeps
+    activations = [name for name, value in scales["minmax"].items() if value.ndim == 0]
+    assert activations and any(scales["percentile"][n] < scales["minmax"][n] for n in activations)
