@@ -342,8 +342,10 @@ def test_card_and_diff_read_a_build_without_importing_torch(copy, tmp_path):
 
 
 def _blocked_in_a_read_of(fifo: Path, proc: subprocess.Popen) -> int:
-    """Wait until ``proc`` opened ``fifo`` to read it, then open it for writing (and write nothing):
-    the reader is blocked in its read of the artifact. The writing end, to be closed by the caller."""
+    """Wait until ``proc`` opened ``fifo`` to read it, open it for writing (and write nothing), then
+    wait until ``proc`` sleeps inside its read(): a signal now interrupts that read (a signal that
+    came just before the call would be noted by Python and the read would then block for good).
+    The writing end, to be closed by the caller."""
     from conftest import wait_for
 
     ends = []
@@ -355,7 +357,16 @@ def _blocked_in_a_read_of(fifo: Path, proc: subprocess.Popen) -> int:
             return False
         return True
 
+    def in_its_read() -> bool:
+        if Path(f"/proc/{proc.pid}/wchan").read_text().endswith("pipe_read"):
+            return True
+        call = Path(f"/proc/{proc.pid}/syscall").read_text().split()  # where the kernel does not name it
+        read_call = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
+        return bool(call) and call[0] == read_call and os.path.realpath(
+            f"/proc/{proc.pid}/fd/{int(call[1], 16)}") == str(fifo.resolve())
+
     wait_for(reader_there, proc)
+    wait_for(in_its_read, proc)
     return ends[0]
 
 
