@@ -249,10 +249,10 @@ def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hyd
         identity()
 
 
-def test_a_sweep_suffix_over_64_characters_is_shortened_with_a_hash(tmp_path, cli, golden, monkeypatch):
+def test_a_sweep_suffix_over_64_characters_is_shortened_with_a_hash(tmp_path, cli, monkeypatch):
     """docs/sweeps.md: a suffix over 64 characters is shortened with a hash (here: a sweep over two
     checkpoints with long paths, whose first 55 characters are the same). Each job records its
-    sweep in metadata.json; a single run records `sweep: null`."""
+    sweep in metadata.json (a single run: null, test_a_build_calibrated_on_a_dataset_is_never_up_to_date)."""
     import torch
 
     from exporter.models import SimpleCNN
@@ -275,7 +275,6 @@ def test_a_sweep_suffix_over_64_characters_is_shortened_with_a_hash(tmp_path, cl
     assert {md["checkpoint"]["sha256"] for md in records} == {metadata_sha(tmp_path / p) for p in paths}
     assert all(md["sweep"]["id"] and md["sweep"]["job"] in (0, 1) for md in records)
     assert len({md["sweep"]["id"] for md in records}) == 1
-    assert metadata(golden("pytorch"))["sweep"] is None  # docs/configuration.md: null for a single run
 
 
 def metadata_sha(path: Path) -> str:
@@ -296,6 +295,7 @@ def test_a_build_calibrated_on_a_dataset_is_never_up_to_date(tmp_path, cli):
     assert cli(*dataset).returncode == 0
     first = metadata(tmp_path / "d")
     assert first["calibration"]["source"] == "dataset"
+    assert first["sweep"] is None  # docs/configuration.md: null for a single run
     r = cli(*dataset)
     assert r.returncode == 0 and "up to date" not in r.stdout, r.stdout + r.stderr
     assert metadata(tmp_path / "d")["exported_at"] != first["exported_at"]  # built again
