@@ -10,7 +10,7 @@ MODULES = ["exporter", "exporter.api", "exporter.adapters.example_inputs", "expo
            "exporter.cli.describe",
            "exporter.models", "exporter.models.simple_cnn", "exporter.models.lm_stub",
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build.folder",
-           "exporter.config.build_key", "exporter.config.environment", "exporter.build.background",
+           "exporter.config.build_key", "exporter.config.environment", "exporter.build.threads",
            "exporter.cli.app", "exporter.quantization.report", "exporter.build.quantize", "exporter.cli.verify",
            "exporter.process.forked_jobs", "exporter.process.standby", "exporter.process.child",
            "exporter.process.resolvers"]

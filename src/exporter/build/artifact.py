@@ -11,11 +11,11 @@ from ..errors import ExportError, first_line
 from ..files import move_files, ordinary_permissions, sha256_of
 from ..formats.base import as_output_list
 from ..records.tables import human_bytes
-from .background import in_background
 from .compare import Check, Tolerance, Validation, compare_outputs
 from .folder import INTERRUPTED, BuildTransaction
 from .job import ArtifactRecord, ArtifactResult
 from .quantize import build_quantized, timed
+from .threads import in_background
 
 if TYPE_CHECKING:
     from ..formats.base import FormatExporter

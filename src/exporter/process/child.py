@@ -121,7 +121,7 @@ def identity_in_background(checked: tuple[dict[str, Any], Optional[str]]) -> Cal
     thread while the model is built, returned by the function this gives. The key hashes the
     model's files (a 124M GPT-2 folder: 0.6 s, a 7B one: tens of seconds), and hashlib lets the other
     core do that while this one imports torch and transformers."""
-    from ..build.background import in_background
+    from ..build.threads import in_background
     from ..config import build_key  # noqa: F401 (imported here, not on the thread beside the model's imports)
 
     return in_background(identity_of, *checked)
