@@ -125,18 +125,9 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from importlib.metadata import entry_points
+    from .plugins import load_plugins
 
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the tool down
-            log.warning("warning: task-type plug-in %s (%s) failed to load and is not available: %s: %s",
-                        entry.name, entry.value, type(exc).__name__, exc)
-            continue
-        if entry.name not in _TABLE:
-            log.warning("warning: task-type plug-in %s (%s) loaded but registered no task type named %r",
-                        entry.name, entry.value, entry.name)
+    load_plugins(ENTRY_POINT_GROUP, "task type", lambda: _TABLE)
 
 
 def task_types() -> dict[str, TaskTypeEntry]:

@@ -98,19 +98,11 @@ def _load() -> None:
         return
     _loaded = True
     import importlib
-    from importlib.metadata import entry_points
+
+    from ..config.plugins import load_plugins
 
     importlib.import_module("exporter.formats")
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the tool down
-            log.warning("warning: format plug-in %s (%s) failed to load and is not available: %s: %s",
-                        entry.name, entry.value, type(exc).__name__, exc)
-            continue
-        if entry.name not in _REGISTRY:
-            log.warning("warning: format plug-in %s (%s) loaded but registered no format named %r (registered: %s)",
-                        entry.name, entry.value, entry.name, sorted(_REGISTRY))
+    load_plugins(ENTRY_POINT_GROUP, "format", lambda: _REGISTRY)
 
 
 def registered_formats() -> dict[str, type["FormatExporter"]]:
