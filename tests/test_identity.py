@@ -234,7 +234,8 @@ def test_the_key_computed_beside_the_model_is_the_key_and_its_errors_surface(hyd
     and a failure there is raised where the key is needed, not lost with the thread."""
     from hydra import compose
 
-    from exporter.cli import app as cli
+    import exporter.cli.app  # noqa: F401 - registers the schemas
+    from exporter.cli import describe as cli
     from exporter.process import child as job_process
 
     cfg = compose("config", overrides=[SMALL, "export_dir=out"])  # no Hydra run: no job folder to name

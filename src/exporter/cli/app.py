@@ -25,16 +25,7 @@ from ..process.child import SHOW_TRACEBACKS, Deferred, identity_of, job_outcome,
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from ..process.standby import MODE_KEYS, READERS
 from .config_store import register_configs
-from .describe import (  # noqa: F401 (tests, verify)
-    _refuse_one_format_twice,
-    build_identity,
-    checked_config,
-    describe,
-    job_from_config,
-    job_logging_without_hydra,
-    own_model_call,
-    up_to_date,
-)
+from .describe import _refuse_one_format_twice, checked_config, describe, job_logging_without_hydra, up_to_date
 
 log = logging.getLogger("exporter")
 
