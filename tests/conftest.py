@@ -105,10 +105,6 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         time.sleep(0.002)
 
 
-# The command line's runs take their default path, the build in a standby process (exporter.process.standby),
-# whatever the load the tests themselves put on the machine; tests of the one-process path say so.
-os.environ.setdefault("EXPORTER_STANDBY", "1")
-
 # What --help, --cfg, config errors and an up-to-date build must answer without importing.
 HEAVY = {"torch", "onnx", "onnxruntime", "transformers"}
 

@@ -12,7 +12,7 @@ MODULES = ["exporter", "exporter.api", "exporter.adapters.example_inputs", "expo
            "exporter.formats.torchscript", "exporter.formats.traceable_masks", "exporter.build.folder",
            "exporter.config.build_key", "exporter.config.environment", "exporter.build.threads",
            "exporter.cli.app", "exporter.quantization.report", "exporter.build.quantize", "exporter.cli.verify",
-           "exporter.process.forked_jobs", "exporter.process.standby", "exporter.process.child",
+           "exporter.process.forked_jobs", "exporter.process.child",
            "exporter.process.resolvers"]
 
 

@@ -58,7 +58,7 @@ def resume(proc: subprocess.Popen) -> None:
 
 
 def builder_of(proc: subprocess.Popen) -> set[int]:
-    """The pids that may hold a run's lock: its own, or its build's process (exporter.process.standby)."""
+    """The pids that may hold a run's lock: its own, or a process it forked for its build."""
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     return {proc.pid, *(int(pid) for pid in children.read_text().split())} if children.exists() else {proc.pid}
 

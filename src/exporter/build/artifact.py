@@ -19,18 +19,12 @@ from .threads import in_background
 
 if TYPE_CHECKING:
     from ..formats.base import FormatExporter
-    from .plan import Plan
+    from .plan import ArtifactPlan, Plan
 
 log = logging.getLogger("exporter")
 # Tracebacks of failed formats: into export.log only, never onto the console.
 trace_log = logging.getLogger("exporter.trace")
 trace_log.propagate = False
-
-
-def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
-    """The symbolic axes this format's artifact is built with, per input and output name."""
-    axes = ctx.dynamic_axes(batch=exporter.dynamic_batch, sequence=exporter.dynamic_sequence)
-    return {name: {str(axis): dim for axis, dim in dims.items()} for name, dims in axes.items()}
 
 
 def _file_hashes(folder) -> dict[str, tuple[int, str]]:
@@ -42,22 +36,23 @@ def _shapes(inputs) -> dict[str, list[int]]:
     return {name: list(t.shape) for name, t in inputs.items()}
 
 
-def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: BuildTransaction,
-                   disk_full) -> ArtifactResult:
-    """Build one format in its own work folder, check it, and move its files into the staged build.
+def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction, disk_full) -> ArtifactResult:
+    """Build one format of ``plan`` as ``artifact`` says, in its own work folder, check it, and move its
+    files into the staged build.
 
     A failure of this format is recorded (status ``failed``) and the job goes on with the others;
     a full disk (``disk_full(exc, folder)``) or a signal is not this format's failure and propagates.
     """
     job, ctx = plan.job, plan.context
+    name, exporter = artifact.key, artifact.exporter
     job.model.eval()
-    record = ArtifactRecord(file=exporter.filename, dynamic_axes=declared_axes(ctx, exporter))
+    record = ArtifactRecord(file=exporter.filename, dynamic_axes=artifact.dynamic_axes)
     tolerance = Tolerance.for_artifact(job.validate, ctx.quantized)
     validation = Validation(tolerance)
     work = txn.work / name
     try:
         if ctx.quantized:
-            built, selection = build_quantized(plan, name, exporter, work)
+            built, selection = build_quantized(plan, artifact, work)
         else:
             built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
             selection = {}
@@ -65,7 +60,7 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         # (ONNX Runtime and torch release the interpreter; a 124M GPT-2's weights take 0.6 s).
         hashes = in_background(_file_hashes, built.folder)
         if job.validate.enabled:
-            validation = _validate(plan, exporter, built, tolerance)
+            validation = _validate(artifact, built, tolerance)
             if not validation.passed and not ctx.quantized:
                 # The format may know another way (ONNX: the dynamo exporter when legacy baked a size).
                 first_try = built
@@ -75,7 +70,7 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
                     built = retried
                     built.export_seconds = round(first_try.export_seconds + retried.export_seconds, 4)
                     hashes = in_background(_file_hashes, built.folder)
-                    validation = _validate(plan, exporter, built, tolerance)
+                    validation = _validate(artifact, built, tolerance)
             record.validation = validation.to_dict()
         record.export_seconds = built.export_seconds
         record.details = built.outcome.details
@@ -91,7 +86,7 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         if problems and job.validate.strict:
             raise ExportError(f"{name}: {'; '.join(problems)} (artifact not kept; validate.strict=false keeps it)")
         # Never "ok" for what was not checked: no comparison at all, or dynamic axes never tried.
-        unverified = plan.unverified_axes(exporter)
+        unverified = artifact.unverified
         unchecked = "validate.enabled=false: not compared with eager PyTorch" if not job.validate.enabled else unverified
         record.dynamic_axes_verified = bool(job.validate.enabled and not unverified)
         record.status = "mismatch" if problems else ("unchecked" if unchecked else "ok")
@@ -126,18 +121,13 @@ def build_artifact(plan: "Plan", name: str, exporter: "FormatExporter", txn: Bui
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _validate(plan: "Plan", exporter: "FormatExporter", built, tolerance: Tolerance) -> Validation:
-    """Load the artifact in its runtime and compare every output with eager PyTorch at the example
-    and, where the artifact declares dynamic axes, at the second example."""
-    ctx = plan.context
+def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance) -> Validation:
+    """Load the artifact in its runtime and compare every output with eager PyTorch at each of the
+    plan's examples (the example and, where the artifact declares dynamic axes, the second)."""
+    exporter, ctx = artifact.exporter, built.context
     validation = Validation(tolerance)
-    examples = [("example", plan.inputs, plan.eager_outputs)]
-    # Eager outputs first: the model's activations and the artifact's runtime are not held at once.
-    second = plan.second_example(exporter)
-    if second is not None:
-        examples.append(("second example", *second))
     run = exporter.load(built.path, built.context)
-    for label, inputs, eager in examples:
+    for label, inputs, eager in artifact.examples:
         try:
             actual = as_output_list(run(inputs))
         except Exception as exc:  # noqa: BLE001 - an artifact that refuses an input fails that check

@@ -60,7 +60,6 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
     """
     from ..formats import registered_formats
     from ..quantization import mode_of
-    from .artifact import declared_axes
     from .job import overall_status
 
     q = job.quantization
@@ -69,7 +68,7 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
     # The axes every artifact of a part has (each artifact records its own under dynamic_axes).
     axes: dict[str, dict[str, str]] = {}
     for each in plans:
-        per_artifact = [declared_axes(each.context, exporter) for exporter in each.exporters.values()]
+        per_artifact = [artifact.dynamic_axes for artifact in each.artifacts.values()]
         common = {name: {axis: dim for axis, dim in dims.items()
                          if all(other.get(name, {}).get(axis) == dim for other in per_artifact)}
                   for name, dims in per_artifact[0].items()}

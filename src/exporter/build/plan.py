@@ -1,11 +1,15 @@
-"""The checked, ready-to-run form of a job: formats and options checked, exporters built, example
-inputs drawn, eager outputs known, calibration samples ready. Everything here happens before the
-build folder is touched, so a refused job leaves no trace."""
+"""The checked, ready-to-run form of a job, computed once and handed down: formats and options
+checked, exporters built, example inputs drawn, eager outputs known, calibration samples ready, and
+for each format an ``ArtifactPlan``: its declared axes, the examples it is compared at with their
+eager outputs, why its dynamic axes cannot be proven (if so), and the eager references its
+quantized candidates are measured against. ``artifact.py`` and ``quantize.py`` read these; they never
+call back into the plan. Everything here happens before the build folder is touched, so a refused
+job leaves no trace."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..adapters import adapter_for_task
@@ -19,9 +23,11 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from ..formats.base import FormatExporter
+
 log = logging.getLogger("exporter")
 
-# Eager outputs of calibration and held-out samples kept between quantized candidates (Plan.reference).
+# Eager outputs of calibration and held-out samples kept between quantized candidates (References).
 REFERENCE_CACHE_BYTES = 64 * 2**20
 
 
@@ -47,8 +53,59 @@ def _structure(output: Any) -> str:
     return f"a {type(output).__name__}"
 
 
+class References:
+    """Calibration and held-out samples with their eager fp32 outputs, computed as they are read.
+
+    Outputs are kept for the next quantized candidate while all kept total at most
+    ``REFERENCE_CACHE_BYTES``; past it they are computed again instead: a language model's logits
+    on 48 samples of 128 tokens are 1.2 GB at GPT-2's vocabulary, more than the 124M model's
+    weights, and holding them set the peak memory of its quantized build.
+    """
+
+    def __init__(self, calibration: Any, outputs: Any, model: Any):
+        self._calibration, self._outputs, self._model = calibration, outputs, model
+        self._kept: dict[str, dict[int, list]] = {}
+        self._bytes = 0
+
+    def split(self, name: str) -> "tuple[list, Iterator[list[np.ndarray]]]":
+        """The samples of ``name`` (``calibration`` or ``heldout``) and an iterator of their eager outputs."""
+        samples = self._calibration.samples if name == "calibration" else self._calibration.heldout
+        return samples, self._eager_outputs(name, samples)
+
+    def _eager_outputs(self, name: str, samples: list) -> "Iterator[list[np.ndarray]]":
+        import torch
+
+        kept = self._kept.setdefault(name, {})
+        for index, sample in enumerate(samples):
+            if index in kept:
+                yield kept[index]
+                continue
+            with torch.no_grad():
+                outputs = [t.numpy() for t in self._outputs(self._model, sample)]
+            size = sum(o.nbytes for o in outputs)
+            if self._bytes + size <= REFERENCE_CACHE_BYTES:
+                kept[index] = outputs
+                self._bytes += size
+            yield outputs
+
+
+@dataclass
+class ArtifactPlan:
+    """One format of a plan, decided before anything is exported: what ``artifact.build_artifact``
+    builds, and everything it checks the artifact against."""
+
+    key: str  # its name in metadata.json: the format's, or ``<format>/<part>``
+    exporter: "FormatExporter"
+    dynamic_axes: dict[str, dict[str, str]]  # the symbolic axes it is built with, per input and output
+    # (label, inputs, eager outputs): the example and, where it declares dynamic axes, a second shape
+    examples: list[tuple[str, Any, Any]] = field(default_factory=list)
+    unverified: Optional[str] = None  # why its declared dynamic axes are not proven at a second shape
+    references: Optional[References] = None  # quantized: the samples its candidates are measured on
+
+
 class Plan:
-    """The checked, ready-to-run form of a job: exporters built, inputs drawn, eager outputs known."""
+    """The checked, ready-to-run form of a job: exporters built, inputs drawn, eager outputs known,
+    one ``ArtifactPlan`` per format (``artifacts``)."""
 
     def __init__(self, job: ExportJob, part: Optional[str] = None, whole: Any = None):
         import torch
@@ -85,6 +142,7 @@ class Plan:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         self._second: dict[tuple[int, bool], Any] = {}
+        self._second_failure: Optional[str] = None
         self.context = ExportContext(
             model=job.model, adapter=self.adapter, task_spec=job.task_spec, example_inputs=self.inputs,
             quantization=job.quantization, output_choice=self.choice, example_outputs=self.eager_outputs,
@@ -102,15 +160,17 @@ class Plan:
         for exporter in self.exporters.values():
             exporter.check(self.context)
         self.calibration = None
-        self._references: dict[str, dict[int, list]] = {}
-        self._reference_bytes = 0
+        references = None
         if self.context.quantized:
             from ..quantization.calibration import build_calibration
 
             self.calibration = build_calibration(job.calibration, self.adapter, job.task_spec, self.inputs,
                                                  job.seed, dataset=job.calibration_dataset)
             self.context.calibration = self.calibration
+            references = References(self.calibration, self.context.outputs, job.model)
         self.torch_version = torch.__version__
+        self.artifacts = {name: self._artifact_plan(name, exporter, references)
+                          for name, exporter in self.exporters.items()}
 
     def key(self, format_name: str) -> str:
         """This plan's artifact of ``format_name`` in metadata.json: the format's name, or
@@ -171,38 +231,11 @@ class Plan:
                     "weights, or set validate.allow_nonfinite=true to accept them"
                 )
 
-    def reference(self, split: str) -> "tuple[list, Iterator[list[np.ndarray]]]":
-        """Calibration or held-out samples with their eager fp32 outputs, computed as they are read.
-
-        Outputs are kept for the next quantized candidate while all kept total at most
-        ``REFERENCE_CACHE_BYTES``; past it they are computed again instead: a language model's logits
-        on 48 samples of 128 tokens are 1.2 GB at GPT-2's vocabulary, more than the 124M model's
-        weights, and holding them set the peak memory of its quantized build.
-        """
-        samples = self.calibration.samples if split == "calibration" else self.calibration.heldout
-        return samples, self._eager_outputs(split, samples)
-
-    def _eager_outputs(self, split: str, samples: list) -> "Iterator[list[np.ndarray]]":
-        import torch
-
-        kept = self._references.setdefault(split, {})
-        for index, sample in enumerate(samples):
-            if index in kept:
-                yield kept[index]
-                continue
-            with torch.no_grad():
-                outputs = [t.numpy() for t in self.context.outputs(self.job.model, sample)]
-            size = sum(o.nbytes for o in outputs)
-            if self._reference_bytes + size <= REFERENCE_CACHE_BYTES:
-                kept[index] = outputs
-                self._reference_bytes += size
-            yield outputs
-
     def _shorter(self, exporter) -> bool:
         """Whether the artifact declares a dynamic axis besides the batch (text: the sequence)."""
         return bool(self.adapter.sequence_axes and exporter.dynamic_sequence)
 
-    def second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
+    def _second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
         """A differently sized input that proves each dynamic axis the artifact declares: another batch
         size (when the batch is dynamic) and, for text with a dynamic sequence axis, half the sequence
         length. None when the artifact declares no dynamic axis or the check is switched off."""
@@ -224,17 +257,32 @@ class Plan:
             except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
                 log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
                             "and the dynamic axes stay unverified", _describe(inputs), exc)
-                self.second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"
+                self._second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"
                 self._second[key] = None
         return self._second[key]
 
-    def unverified_axes(self, exporter) -> Optional[str]:
-        """Why the artifact's declared dynamic axes were not proven at a second shape, or None."""
-        if not (exporter.dynamic_batch or self._shorter(exporter)):
-            return None  # nothing dynamic declared: nothing to prove
-        if self.job.validate.second_batch_size <= 1:
-            return f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
-        return getattr(self, "second_failure", None)
+    def _artifact_plan(self, name: str, exporter: "FormatExporter", references: Optional[References]) -> ArtifactPlan:
+        """What the format ``name`` builds and is checked against (the eager outputs of its second
+        example are computed before any artifact is loaded: the model's activations and an
+        artifact's runtime are never held at once)."""
+        examples = [("example", self.inputs, self.eager_outputs)]
+        unverified = None
+        if exporter.dynamic_batch or self._shorter(exporter):  # something dynamic declared: to be proven
+            second = self._second_example(exporter) if self.job.validate.enabled else None
+            if second is not None:
+                examples.append(("second example", *second))
+            elif self.job.validate.second_batch_size <= 1:
+                unverified = f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
+            elif self.job.validate.enabled:
+                unverified = self._second_failure
+        return ArtifactPlan(key=self.key(name), exporter=exporter, dynamic_axes=declared_axes(self.context, exporter),
+                            examples=examples, unverified=unverified, references=references)
+
+
+def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
+    """The symbolic axes this format's artifact is built with, per input and output name."""
+    axes = ctx.dynamic_axes(batch=exporter.dynamic_batch, sequence=exporter.dynamic_sequence)
+    return {name: {str(axis): dim for axis, dim in dims.items()} for name, dims in axes.items()}
 
 
 def plan_job(job: ExportJob) -> "list[Plan]":

@@ -20,8 +20,8 @@ from ..quantization import report as quant_report
 from ..quantization import weight_type_of
 
 if TYPE_CHECKING:
-    from ..formats.base import ExportContext, ExportOutcome, FormatExporter
-    from .plan import Plan
+    from ..formats.base import ExportContext, ExportOutcome
+    from .plan import ArtifactPlan, Plan
 
 log = logging.getLogger("exporter")
 
@@ -58,11 +58,12 @@ def timed(folder: Path, filename: str, context: "ExportContext",
     return Built(folder, path, outcome, round(time.perf_counter() - started, 4), context)
 
 
-def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: Path) -> tuple[Built, dict[str, Any]]:
+def build_quantized(plan: "Plan", artifact: "ArtifactPlan", work: Path) -> tuple[Built, dict[str, Any]]:
     """Export the fp32 twin once, quantize it into each candidate weight type, measure each against
     the twin and keep the fastest that passes the gates. Returns the chosen artifact and what the
     selection records (``weight_type_selection`` when ``weight_type=auto``)."""
     ctx, q, job = plan.context, plan.context.quantization, plan.job
+    name, exporter, references = artifact.key, artifact.exporter, artifact.references
     twin_ctx = ctx.fp32()
     twin = timed(work / "fp32", exporter.filename, twin_ctx, lambda path: exporter.export(twin_ctx, path))
     # The twin is loaded after the first quantizer has run, not beside it: ONNX Runtime's quantizers
@@ -83,7 +84,7 @@ def build_quantized(plan: "Plan", name: str, exporter: "FormatExporter", work: P
         built.report = quant_report.measure(
             run=exporter.load(built.path, cctx), run_fp32=run_fp32, size=_folder_bytes(built.folder),
             size_fp32=_folder_bytes(twin.folder), task_type=job.task_spec.task_type,
-            calibration=plan.reference("calibration"), heldout=plan.reference("heldout"),
+            calibration=references.split("calibration"), heldout=references.split("heldout"),
             example=plan.inputs, latency_runs=int(q.latency_runs),
         )
         built.gate_failures = quant_report.gate_failures(built.report, job.validate, built.quantized_layers)

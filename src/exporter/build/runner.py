@@ -49,8 +49,8 @@ def run_export(job: ExportJob) -> ExportResult:
                 with toolchain_sandbox(txn.work):
                     for name in job.formats:
                         for plan in plans:  # one plan, or one per part (encoder, decoder)
-                            key = plan.key(name)
-                            results[key] = build_artifact(plan, key, plan.exporters[name], txn, _disk_full)
+                            artifact = plan.artifacts[name]
+                            results[artifact.key] = build_artifact(plan, artifact, txn, _disk_full)
                         if len(plans) > 1:
                             check_parts_together(plans, name, results, txn)
                 metadata = build_metadata(job, plans, results, time.perf_counter() - started)

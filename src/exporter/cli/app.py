@@ -1,5 +1,5 @@
 """The command-line door: a Hydra app that composes a job, checks it, describes it
-(``describe``) and has it built (exporter.process.child, in this process or its standby one).
+(``describe``) and has it built (exporter.process.dispatch: in a process forked for it).
 
 Only the job itself imports torch, onnx and onnxruntime, so ``--help``, ``--cfg job`` and
 config errors answer quickly. ``exporter card DIR`` and ``exporter diff A B`` read finished builds.
@@ -13,7 +13,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import hydra
 from omegaconf import DictConfig
@@ -21,11 +21,11 @@ from omegaconf import DictConfig
 from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
 from ..errors import ExportError, first_line
 from ..interrupts import INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted
-from ..process.child import SHOW_TRACEBACKS, Deferred, identity_of, job_outcome, stop
+from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
-from ..process.standby import MODE_KEYS, READERS
 from .config_store import register_configs
-from .describe import _refuse_one_format_twice, checked_config, describe, job_logging_without_hydra, up_to_date
+from .commands import MODE_KEYS, READERS
+from .describe import _refuse_one_format_twice, checked_config, describe, up_to_date
 
 log = logging.getLogger("exporter")
 
@@ -45,9 +45,9 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
-    forked = multirun and _fork_for_each_job(hydra_cfg)
+    forked = _fork_for_the_job(hydra_cfg, multirun)
     try:
-        outcome = job_outcome(lambda: _run_job(cfg, forked), lambda: str(cfg.export_dir), multirun)
+        outcome = job_outcome(lambda: _run_job(cfg, forked, multirun), lambda: str(cfg.export_dir), multirun)
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
@@ -67,15 +67,17 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     return outcome
 
 
-def _fork_for_each_job(hydra_cfg: Any) -> bool:
-    """Hydra's basic launcher would run every job in the sweep's own process (joblib, Submitit and
-    Ray start processes of their own), and this platform can fork safely."""
+def _fork_for_the_job(hydra_cfg: Any, multirun: bool) -> bool:
+    """A single run, or a job of a sweep under Hydra's basic launcher (which would run every job in
+    the sweep's own process; joblib, Submitit and Ray start processes of their own), and this
+    platform can fork safely."""
     from ..process.forked_jobs import available
 
-    return str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher") and available()
+    basic = str(hydra_cfg.launcher.get("_target_", "")).endswith(".BasicLauncher")
+    return (basic or not multirun) and available()
 
 
-def _run_job(cfg: DictConfig, fork: bool) -> dict[str, Any]:
+def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
     """The job's steps in this process: checked, its build key, up to date or not, described; then
     built where exporter.process.dispatch says (``fork``: in a process forked for it)."""
     from hydra.core.hydra_config import HydraConfig
@@ -92,16 +94,7 @@ def _run_job(cfg: DictConfig, fork: bool) -> dict[str, Any]:
     if identity is not None and up_to_date(folder, identity):
         log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
-    return build_described(describe(cfg), checked, identity, fork=fork, hydra_state=_hydra_state)
-
-
-def _hydra_state() -> tuple[Deferred, Optional[dict[str, Any]]]:
-    """What the standby process needs of this process's Hydra: its config, and the job's logging
-    config when it is the tool's own (None: Hydra's configure_log sets it up there)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra_cfg = HydraConfig.instance().cfg
-    return Deferred(hydra_cfg), job_logging_without_hydra(hydra_cfg)
+    return build_described(describe(cfg), checked, identity, fork=fork, multirun=multirun)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -190,9 +183,6 @@ def entry() -> NoReturn:
 
 def _end_process(code: Any) -> NoReturn:
     from ..process.internals import end_as_the_interpreter_would
-    from ..process.standby import dismiss
-
-    dismiss()  # a run that built nothing (an error, up to date) does not wait for its imports
 
     if code is None:
         code = 0
@@ -209,9 +199,6 @@ def _end_process(code: Any) -> NoReturn:
 
 
 def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:
-    from ..process.standby import dismiss
-
-    dismiss()
     flush_stdout()
     say(_interrupted_message(), 0)
     logging.shutdown()

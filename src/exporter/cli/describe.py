@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.schema import selected_formats
-from ..process.child import Deferred, JobDescription, config_errors, identity_of
+from ..process.child import JobDescription, config_errors, identity_of
 
 
 def build_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             provenance["sweep"] = sweep_identity()
             notes = _ignored_format_options(HydraConfig.get().overrides.task, formats)
         return JobDescription(
-            config=Deferred(cfg), model_call=own_model_call(cfg), has_adapter=adapter is not None,
+            config=cfg, model_call=own_model_call(cfg), has_adapter=adapter is not None,
             task_spec=task_spec, formats=formats,
             quantization=OmegaConf.to_object(cfg.quantization), validate=OmegaConf.to_object(cfg.validate),
             calibration=OmegaConf.to_object(cfg.calibration), export_dir=Path(cfg.export_dir), seed=cfg.seed,
@@ -121,22 +121,6 @@ def own_model_call(cfg: DictConfig) -> Optional[tuple[str, dict[str, Any]]]:
            for key, value in node.items()):
         return None
     return target, node
-
-
-def job_logging_without_hydra(hydra_cfg: DictConfig) -> Optional[dict[str, Any]]:
-    """The job's logging config when it is the tool's own (``conf/hydra/job_logging/exporter.yaml``
-    as shipped) and ``hydra.verbose`` is off: the standby process sets it up with ``logging.config``
-    and need not import Hydra for it. None: Hydra's ``configure_log`` sets it up there, with its
-    checks of what a logging config names."""
-    from importlib.resources import files
-
-    import yaml
-
-    if hydra_cfg.hydra.verbose:
-        return None
-    shipped = yaml.safe_load(files("exporter.conf.hydra.job_logging").joinpath("exporter.yaml").read_text())
-    job_logging = OmegaConf.to_container(hydra_cfg.hydra.job_logging, resolve=True)
-    return job_logging if job_logging == shipped else None
 
 
 def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -32,18 +32,14 @@ def run() -> NoReturn:
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stopped_while_loading)
     hold_signals_while_importing(NATIVE_PACKAGES)
-    from ..process.standby import start
-
-    start(sys.argv)  # the job's process, importing torch while this one composes the config
     from .app import entry
 
     entry()
 
 
 def _stopped_while_loading(signum: int, _frame: Any) -> NoReturn:
-    from ..process.standby import READERS, dismiss
+    from .commands import READERS
 
-    dismiss()
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     say(f"interrupted: exporter {command} did not finish" if command in READERS else INTERRUPTED_MESSAGE, 0)
     os._exit(128 + signum)

@@ -178,7 +178,7 @@ def _export_schema(formats_cls: type) -> type:
 
 
 # The two schemas made above, by the names they carry: a composed config holding them can be
-# pickled (the command line hands its config to the job's process, exporter.process.standby) and finds
+# pickled (a launcher that sends a job's config to another process does) and finds
 # the same classes by name in the other process.
 _BUILT_HERE = {"FormatsConfig": formats_schema, "ExportConfig": export_schema}
 

@@ -5,18 +5,13 @@ The command line composes and checks the config with Hydra and derives from it e
 needs no torch (``exporter.cli.describe.describe``: the task spec, the options, the snapshot and the
 records of ``.hydra/``). What is left needs the job's process: building the model (and an
 adapter, a calibration dataset), loading the checkpoint, the export. That process is the command
-line's own, a sweep job's forked one (exporter.process.forked_jobs), or the standby process of a single run
-(exporter.process.standby), which imports this module and torch before it has a job.
+line's own, or a sweep job's forked one (exporter.process.forked_jobs).
 
-Hydra stays out of the standby process unless the job needs it there. A model of the tool's own
-(a ``_target_`` in ``exporter.models``: ``model=simple_cnn``, ``lm_stub``, every ``hf_*``) with
-plain arguments is built by calling its class or factory, which is all Hydra's ``instantiate``
-would do with such a node. Anything else (your own ``_target_``, an adapter, a calibration
-dataset) goes through ``instantiate`` and its policy on what a config may name: the standby then
-imports Hydra and omegaconf as it takes the job. So does a job logging config other than the
-tool's own. Either way Hydra's composition, the config store and the command line stay in the
-command line's process, which has used them already: imported in the standby, they would sit
-before torch on the build's critical path.
+A model of the tool's own (a ``_target_`` in ``exporter.models``: ``model=simple_cnn``,
+``lm_stub``, every ``hf_*``) with plain arguments is built by calling its class or factory, which
+is all Hydra's ``instantiate`` would do with such a node. Anything else (your own ``_target_``, an
+adapter, a calibration dataset) goes through ``instantiate`` and its policy on what a config may
+name.
 
     >>> job_outcome(lambda: {"status": "ok"}, lambda: "exports/x", multirun=True)
     {'status': 'ok'}
@@ -26,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +29,7 @@ from typing import Any, Callable, NoReturn, Optional, Union
 
 from ..console import flush_stdout, say
 from ..errors import ExportError, first_line
-from ..interrupts import INTERRUPTED, Interrupted, python_signal_handlers, stop_once_on_signals
+from ..interrupts import INTERRUPTED, Interrupted
 
 log = logging.getLogger("exporter")
 
@@ -46,34 +40,13 @@ SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
 Identity = Union[dict[str, Any], Callable[[], dict[str, Any]]]
 
 
-class Deferred:
-    """A value that pickles into bytes and is unpickled on first use (``get``): the composed config
-    travels to the standby process without importing omegaconf there until something reads it."""
-
-    _UNSET = object()
-
-    def __init__(self, value: Any):
-        self._value, self._data = value, b""
-
-    def __getstate__(self) -> bytes:
-        return pickle.dumps(self.get(), protocol=pickle.HIGHEST_PROTOCOL)
-
-    def __setstate__(self, data: bytes) -> None:
-        self._value, self._data = self._UNSET, data
-
-    def get(self) -> Any:
-        if self._value is self._UNSET:
-            self._value, self._data = pickle.loads(self._data), b""
-        return self._value
-
-
 @dataclass
 class JobDescription:
     """One job as the command line describes it from the composed config (``exporter.cli.describe.describe``):
     plain values and the tool's dataclasses, and the composed config itself for what Hydra builds
-    from it (``model``, ``adapter``, ``calibration.dataset``). Picklable: it goes to the standby process."""
+    from it (``model``, ``adapter``, ``calibration.dataset``)."""
 
-    config: Deferred  # the composed DictConfig
+    config: Any  # the composed DictConfig
     model_call: Optional[tuple[str, dict[str, Any]]]  # the tool's own model and its plain arguments (cli.describe.own_model_call)
     task_spec: Any  # exporter.config.task_spec.TaskSpec
     formats: dict[str, Any]  # name -> the format's options dataclass
@@ -92,9 +65,8 @@ class JobDescription:
     has_adapter: bool = False  # the config names one (``adapter._target_``)
 
     def composed(self) -> Any:
-        """The composed config, with Hydra ready in this process to resolve it (``${hydra:...}``)."""
-        _hydra_ready()
-        return self.config.get()
+        """The composed config (Hydra's main set up its resolvers, ``${hydra:...}``, in this process)."""
+        return self.config
 
     @property
     def model_target(self) -> Any:
@@ -207,57 +179,6 @@ def stop(code: int, message: str) -> NoReturn:
     """End the run: stdout flushed first, then ``message`` on stderr, exit status ``code``."""
     flush_stdout()
     sys.exit(say(message, code))
-
-
-# In the standby process: Hydra's config of the run, set up in this process when the job first
-# needs Hydra (_hydra_ready); empty in a process where Hydra's own main set it up.
-_HYDRA_PENDING: list[Deferred] = []
-
-
-def take_over(description: JobDescription, hydra_cfg: Deferred, job_logging: Optional[dict[str, Any]],
-              environ: dict[str, str], cwd: str, show_tracebacks: bool,
-              checked: tuple[dict[str, Any], Optional[str]],
-              identity: Optional[dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    """In the standby process: take on the command line's state as Hydra left it for the job
-    (environment, working directory, Hydra's config for its resolvers, the job's logging) and its
-    signal handling; the job to run is returned. ``job_logging``: the tool's own logging config,
-    set up here without Hydra; None: Hydra's ``configure_log`` sets up the run's."""
-    global SHOW_TRACEBACKS
-
-    os.environ.clear()
-    os.environ.update(environ)
-    os.chdir(cwd)
-    SHOW_TRACEBACKS = show_tracebacks  # this process's own environment says HYDRA_FULL_ERROR=1 now
-    _HYDRA_PENDING.append(hydra_cfg)
-    if job_logging is not None:
-        from logging.config import dictConfig
-
-        dictConfig(job_logging)
-    else:
-        from hydra.core.utils import configure_log
-
-        run = _hydra_ready()
-        configure_log(run.hydra.job_logging, run.hydra.verbose)
-    logging.raiseExceptions = False
-    os.register_at_fork(after_in_child=python_signal_handlers)
-    stop_once_on_signals()
-    return lambda: job_outcome(lambda: build(description, checked, identity),
-                               lambda: str(description.export_dir), multirun=False)
-
-
-def _hydra_ready() -> Any:
-    """Hydra's config of the run, set up in the standby process for the job's first use of Hydra:
-    its resolvers (``${hydra:...}``, registered by Hydra's main in the other process) and the tool's."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if _HYDRA_PENDING:
-        from hydra.core.utils import setup_globals
-
-        from . import resolvers  # noqa: F401 (a model's node may use the tool's resolvers)
-
-        setup_globals()
-        HydraConfig.instance().cfg = _HYDRA_PENDING.pop().get()
-    return HydraConfig.instance().cfg
 
 
 @contextmanager

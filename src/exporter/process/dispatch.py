@@ -2,15 +2,15 @@
 
 The command line composes the job, checks it, decides whether its folder is up to date and
 describes it (``exporter.cli.describe``), all in the process Hydra runs the job in. Then
-``build_described`` has the description built in one of three places:
+``build_described`` has the description built in one of two places:
 
-- a process forked for the job, for each job of a sweep under Hydra's basic launcher
-  (``exporter.process.forked_jobs``). Its memory and library state end with it, and a crash fails
-  that job, not the sweep;
-- the standby process of a single run, which imported torch while the command line composed the
-  config (``exporter.process.standby``);
-- this process: a single run without a standby, or a job of a launcher that starts processes of
-  its own (joblib, Submitit, Ray), whose worker does the same steps through the same functions.
+- a process forked for the job (``exporter.process.forked_jobs``), for a single run and for each
+  job of a sweep under Hydra's basic launcher. Its memory and library state end with it; a crash
+  (a segfault, the out-of-memory killer) is reported by this process, which removes what the job
+  left, and fails that job, not the sweep;
+- this process: a job of a launcher that starts processes of its own (joblib, Submitit, Ray),
+  whose worker does the same steps through the same functions, and any job where forking is not
+  safe (not Linux, another thread running, a tracer or profiler watching).
 
 Everywhere the builder is ``exporter.process.child.build``. It builds what it is given and nothing
 else: the checks and the up-to-date test have already run.
@@ -19,82 +19,49 @@ else: the checks and the up-to-date test have already run.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..console import flush_stdout, note_lost
 from ..interrupts import PUBLISHED, Interrupted, stop_once_on_signals
-from .child import SHOW_TRACEBACKS, Deferred, JobDescription, build, job_outcome, stop
+from .child import JobDescription, build, job_outcome, stop
 from .preload import JOB_MODULES
 
 log = logging.getLogger("exporter")
 
 
-
 def build_described(description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
-                    identity: Optional[dict[str, Any]], *, fork: bool,
-                    hydra_state: Callable[[], tuple[Deferred, Optional[dict[str, Any]]]]) -> dict[str, Any]:
-    """Build the described job and return its outcome. ``fork``: in a process forked for it (a job
-    of a basic-launcher sweep). Otherwise it is built in the standby process if one takes it, else
-    here. ``checked`` and ``identity`` are the checked config and the build key (None: the key is
-    computed beside the model's build). ``hydra_state()`` returns what the standby needs of this
-    process's Hydra: its config and the job's logging config (None: Hydra sets it up)."""
-    if fork:
-        return _in_a_forked_process(description, checked, identity)
-    from .standby import take
-
-    standby = take()
-    if standby is not None:
-        outcome = _in_the_standby(standby, description, checked, identity, hydra_state)
-        if outcome is not None:
-            return outcome
-    return build(description, checked, identity)
-
-
-def _in_a_forked_process(description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
-                         identity: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The sweep's job in a process forked for it: its memory and library state end with it, and a
-    crash (a segfault, the out-of-memory killer) fails this job, not the sweep. What every build
-    needs is imported here first, once per sweep."""
+                    identity: Optional[dict[str, Any]], *, fork: bool, multirun: bool) -> dict[str, Any]:
+    """Build the described job and return its outcome. ``fork``: in a process forked for it
+    (``forked_jobs.available`` says whether this process can fork safely), otherwise here.
+    ``multirun``: a sweep's job, whose failure is its outcome; a single run's failure ends the run.
+    ``checked`` and ``identity`` are the checked config and the build key (None: the key is
+    computed beside the model's build)."""
+    if not fork:
+        return build(description, checked, identity)
     from .forked_jobs import run_forked
 
     export_dir = str(description.export_dir)
     with _publishes_of_the_jobs_process():
         result = run_forked(lambda: job_outcome(lambda: build(description, checked, identity), lambda: export_dir,
-                                                multirun=True),
+                                                multirun=multirun),
                             on_start=stop_once_on_signals, preload=JOB_MODULES)
-    outcome = _outcome_of(result)
-    if outcome is not None:
-        return outcome
-    reason = result.error or result.crash or f"SystemExit: {result.exit}"
-    log.error("error: %s", reason)
-    return {"status": "error", "error": reason, "export_dir": export_dir}
-
-
-def _in_the_standby(standby: Any, description: JobDescription, checked: tuple[dict[str, Any], Optional[str]],
-                    identity: Optional[dict[str, Any]],
-                    hydra_state: Callable[[], tuple[Deferred, Optional[dict[str, Any]]]]) -> Optional[dict[str, Any]]:
-    """The job built in the standby process (``exporter.process.child.take_over`` there). Its
-    outcome, or None if the standby was gone before it took the job. The standby printed its own
-    errors: this process ends with its exit status."""
-    hydra_cfg, job_logging = hydra_state()
-    with _publishes_of_the_jobs_process():
-        result = standby.run("take_over", description, hydra_cfg, job_logging, dict(os.environ), os.getcwd(),
-                             SHOW_TRACEBACKS, checked, identity)
-    if result is None:
-        return None
     if result.output_lost:  # this process's exit reports it, as if its own output were lost
         note_lost(OSError(result.output_lost))
     outcome = _outcome_of(result)
     if outcome is not None:
         return outcome
+    if result.crash:  # killed (a segfault, the out-of-memory killer): nothing of it cleaned up
+        _remove_what_it_left(description.export_dir)
+    if multirun:
+        reason = result.error or result.crash or f"SystemExit: {result.exit}"
+        log.error("error: %s", reason)
+        return {"status": "error", "error": reason, "export_dir": export_dir}
     if result.exit is not None or result.error:  # it said why (a line, or HYDRA_FULL_ERROR's traceback)
         flush_stdout()
         sys.exit(result.exit if result.exit is not None else 1)
-    _remove_what_it_left(description.export_dir)
     stop(128 + result.killed_by if result.killed_by else 2, f"error: {result.crash}")
 
 

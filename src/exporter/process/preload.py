@@ -1,8 +1,8 @@
 """Which modules are imported where ahead of a job, in one place.
 
 - ``JOB_MODULES``: what every build needs, imported ahead of the job by the process that will run
-  it. The standby process imports them while the command line composes the config. A sweep's
-  process imports them before it forks each job, so the jobs pay torch's import once per sweep.
+  it. A sweep's process imports them before it forks each job, so the jobs pay torch's import
+  once per sweep.
 - ``NATIVE_PACKAGES``: packages whose import runs native start-up code. A signal must not raise
   inside it: the command line holds SIGINT and SIGTERM while one of them is imported
   (``exporter.cli.startup``).
