@@ -75,12 +75,15 @@ def test_gpt2_traces_with_either_transformers_mask_builder(tmp_path):
     spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 500, "max_seq_len": 24, "attention_mask": True})
     out = export_model(model, None, spec, tmp_path, formats=["onnx", "torchscript", "exported_program"])
     md = json.loads(out["metadata"].read_text())
+    # ONNX carries the key/value cache (task_spec.use_cache=null), checked as generation runs it.
+    assert md["cache"]["artifacts"] == ["onnx"] and md["artifacts"]["onnx"]["validation"]["generation"]["match"]
     onnx = md["artifacts"]["onnx"]["details"]
     assert onnx["backend"] == "legacy" and onnx["opset"] == 14 and "fallback" not in onnx
     for name, record in md["artifacts"].items():
         assert record["status"] == "ok", name
         # the example and a second batch size and length: the trace kept both axes
-        assert len(record["validation"]["checks"]) == 2 and record["validation"]["passed"], name
+        assert {c["label"] for c in record["validation"]["checks"]} == {"example", "second example"}, name
+        assert record["validation"]["passed"], name
         assert ("attention_masks" in record["details"]) == _vmap_masks(), name
 
 

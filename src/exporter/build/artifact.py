@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 from ..errors import ExportError, first_line
 from ..files import move_files, ordinary_permissions, sha256_of
 from ..formats.base import as_output_list
-from ..records.tables import human_bytes
+from ..records.tables import grouped_outputs, human_bytes
 from .compare import Check, Tolerance, Validation, compare_outputs
 from .folder import INTERRUPTED, BuildTransaction
 from .job import ArtifactRecord, ArtifactResult
@@ -43,7 +43,7 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
     A failure of this format is recorded (status ``failed``) and the job goes on with the others;
     a full disk (``disk_full(exc, folder)``) or a signal is not this format's failure and propagates.
     """
-    job, ctx = plan.job, plan.context
+    job, ctx = plan.job, artifact.context
     name, exporter = artifact.key, artifact.exporter
     job.model.eval()
     record = ArtifactRecord(file=exporter.filename, dynamic_axes=artifact.dynamic_axes)
@@ -56,11 +56,14 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
         else:
             built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
             selection = {}
+        runtime_files = getattr(ctx.adapter, "runtime_files", None)
+        if callable(runtime_files):  # what a runtime reads beside the graph (a generation-ready folder)
+            record.runtimes = runtime_files(job.model, built.folder, exporter.filename) or None
         # The files are final once written: hashed on another thread while they are validated
         # (ONNX Runtime and torch release the interpreter; a 124M GPT-2's weights take 0.6 s).
         hashes = in_background(_file_hashes, built.folder)
         if job.validate.enabled:
-            validation = _validate(artifact, built, tolerance)
+            validation = _validate(artifact, built, tolerance, job)
             if not validation.passed and not ctx.quantized:
                 # The format may know another way (ONNX: the dynamo exporter when legacy baked a size).
                 first_try = built
@@ -70,7 +73,7 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
                     built = retried
                     built.export_seconds = round(first_try.export_seconds + retried.export_seconds, 4)
                     hashes = in_background(_file_hashes, built.folder)
-                    validation = _validate(artifact, built, tolerance)
+                    validation = _validate(artifact, built, tolerance, job)
             record.validation = validation.to_dict()
         record.export_seconds = built.export_seconds
         record.details = built.outcome.details
@@ -121,9 +124,10 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance) -> Validation:
+def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance, job) -> Validation:
     """Load the artifact in its runtime and compare every output with eager PyTorch at each of the
-    plan's examples (the example and, where the artifact declares dynamic axes, the second)."""
+    plan's examples (the example and, where the artifact declares dynamic axes, the second); a graph
+    with a key/value cache is also run as generation runs it (``check_generation``)."""
     exporter, ctx = artifact.exporter, built.context
     validation = Validation(tolerance)
     run = exporter.load(built.path, built.context)
@@ -139,6 +143,20 @@ def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance) -> Validati
             continue
         validation.checks += compare_outputs(label, _shapes(inputs), ctx.output_names,
                                              [t.numpy() for t in eager], actual, tolerance)
+    check_generation = getattr(ctx.adapter, "check_generation", None)
+    steps = int(job.validate.generation_steps)
+    if callable(check_generation) and steps > 0:
+        try:
+            validation.generation = check_generation(ctx.model, lambda inputs: as_output_list(run(inputs)), steps,
+                                                     job.seed, tolerance.atol, tolerance.rtol)
+        except Exception as exc:  # noqa: BLE001 - a graph generation cannot run fails that check
+            if INTERRUPTED:
+                raise
+            trace_log.error("traceback of the generation check", exc_info=exc)
+            validation.generation = {"match": False, "error": first_line(exc, with_type=True)}
+        outcome = validation.generation
+        log.info("%-12s generation through the cache (%d steps, batch 2 left-padded; greedy %d tokens): %s",
+                 artifact.key, steps, steps, "matches eager" if outcome["match"] else "DIFFERS")
     return validation
 
 
@@ -149,7 +167,7 @@ def _baked_axes_hint(plan: "Plan", exporter: "FormatExporter", validation: Valid
     if failed != {"second example"}:
         return ""
     second = next(c.input_shapes for c in validation.checks if c.label == "second example")
-    first = _shapes(plan.inputs)
+    first = next(c.input_shapes for c in validation.checks if c.label == "example")
     name = next(iter(first))
     axes = [label for axis, label in ((0, "batch"), (1, "sequence"))
             if axis < len(first[name]) and first[name][axis] != second[name][axis]]
@@ -172,7 +190,7 @@ def _log(name: str, record: ArtifactRecord) -> None:
     diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
     log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record.file, human_bytes(record.bytes),
              record.export_seconds, diff_text, record.status)
-    per_output = (record.validation or {}).get("outputs") or {}
+    per_output = grouped_outputs((record.validation or {}).get("outputs") or {})
     if len(per_output) > 1:
         log.info("%-12s %s", "", ", ".join(f"{n} {'not checked' if d is None else f'{d:.2e}'}"
                                            for n, d in per_output.items()))

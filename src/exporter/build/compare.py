@@ -59,11 +59,16 @@ class Check:
 class Validation:
     tolerance: Tolerance
     checks: list[Check] = field(default_factory=list)
+    # A graph with a key/value cache run as generation runs it (adapters/kv_cache.check_generation).
+    generation: Optional[dict[str, Any]] = None
 
     @property
     def passed(self) -> bool:
-        """False only when a gated bound was missed (or the shape/finiteness is wrong)."""
-        return all(c.within_tolerance or (not self.tolerance.gated and c.problem is None) for c in self.checks)
+        """False only when a gated bound was missed (or the shape/finiteness is wrong), or generation
+        through the cache differs from eager."""
+        generated = self.generation is None or self.generation["match"] or not self.tolerance.gated
+        return generated and all(c.within_tolerance or (not self.tolerance.gated and c.problem is None)
+                                 for c in self.checks)
 
     @property
     def max_abs_diff(self) -> Optional[float]:
@@ -83,6 +88,8 @@ class Validation:
 
     def summary(self) -> str:
         failed = [c for c in self.checks if not c.within_tolerance]
+        if not failed and self.generation is not None and not self.generation["match"]:
+            return f"generation through the cache: {generation_problem(self.generation)}"
         if not failed:
             return "within tolerance"
         c = failed[0]
@@ -102,6 +109,7 @@ class Validation:
             "rtol": self.tolerance.rtol,
             "max_abs_diff": self.max_abs_diff,
             "outputs": self.per_output(),
+            **({"generation": self.generation} if self.generation is not None else {}),
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -157,3 +165,13 @@ def compare(label: str, input_shapes: dict[str, list[int]], expected: "np.ndarra
     return Check(**shapes, max_abs_diff=max_abs, max_rel_diff=max_rel, within_tolerance=within)
 
 
+def generation_problem(outcome: dict[str, Any]) -> str:
+    """What went wrong in a generation check (``Validation.generation``), in one phrase."""
+    if outcome.get("error"):
+        return outcome["error"]
+    stepwise, greedy = outcome.get("stepwise") or {}, outcome.get("greedy") or {}
+    if not stepwise.get("passed", True):
+        return (f"step {stepwise.get('first_failing_step')} of the cached run differs from eager "
+                f"(max |diff| {stepwise.get('max_abs_diff'):.3g})")
+    return (f"greedy token {greedy.get('first_difference')} differs (eager {greedy.get('eager_tokens')}, "
+            f"artifact {greedy.get('artifact_tokens')})")

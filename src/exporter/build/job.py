@@ -76,6 +76,9 @@ class ArtifactRecord:
     # Files the artifact needs beside ``file`` (an ONNX model's weights over the protobuf limit in
     # ``model.onnx.data``), each {"file", "bytes", "sha256"}.
     extra_files: Optional[list[dict[str, Any]]] = None
+    # The runtimes the build folder is ready for as it is, and how (a decoder with its cache:
+    # ONNX Runtime GenAI's genai_config.json, Optimum's config.json), or why not.
+    runtimes: Optional[dict[str, Any]] = None
     warning: Optional[str] = None
     error: Optional[str] = None
 

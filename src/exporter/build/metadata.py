@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 from ..config.build_key import LIBRARIES, library_versions
 from ..records.layout import CONFIG_SNAPSHOT_FILE, METADATA_FILE  # noqa: F401 (the metadata writer's names)
@@ -93,6 +93,9 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
         # A model exported in parts: each part's inputs and outputs (artifacts: <format>/<part>).
         **({"parts": parts} if parts else {}),
         "dynamic_axes": axes,
+        # A causal language model built with its key/value cache: the cache's layout, the artifacts
+        # that carry it, and their graph's inputs and outputs (adapters/kv_cache.py); null without.
+        "cache": _cache_record(plan, results),
         "exported_at": utc_now(),
         "torch_version": plan.torch_version,
         "formats": list(job.formats),
@@ -110,3 +113,17 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
         "total_seconds": round(seconds, 3),
         "artifacts": {name: r.record.to_dict() for name, r in results.items()},
     }
+
+
+def _cache_record(plan: Any, results: dict) -> Optional[dict[str, Any]]:
+    ctx = getattr(plan, "cache_context", None)
+    if ctx is None:
+        return None
+    carriers = [artifact.key for artifact in plan.artifacts.values() if artifact.context is ctx]
+    io = {"inputs": [_io_record(n, t) for n, t in ctx.example_inputs.items()],
+          "outputs": [_io_record(n, t) for n, t in zip(ctx.output_names, ctx.example_outputs)]}
+    axes = ctx.adapter.dynamic_axes(batch=True, sequence=True)
+    for record in io["inputs"] + io["outputs"]:  # the example's sizes, each varying axis by its name
+        named = axes.get(record["name"], {})
+        record["shape"] = [named.get(axis, size) for axis, size in enumerate(record["shape"])]
+    return {**ctx.adapter.layout.to_dict(), "artifacts": [k for k in carriers if k in results], **io}

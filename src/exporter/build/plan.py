@@ -96,6 +96,7 @@ class ArtifactPlan:
 
     key: str  # its name in metadata.json: the format's, or ``<format>/<part>``
     exporter: "FormatExporter"
+    context: Any  # the ExportContext it is built with: the plan's, or its cached graph's (adapters/kv_cache.py)
     dynamic_axes: dict[str, dict[str, str]]  # the symbolic axes it is built with, per input and output
     # (label, inputs, eager outputs): the example and, where it declares dynamic axes, a second shape
     examples: list[tuple[str, Any, Any]] = field(default_factory=list)
@@ -107,7 +108,7 @@ class Plan:
     """The checked, ready-to-run form of a job: exporters built, inputs drawn, eager outputs known,
     one ``ArtifactPlan`` per format (``artifacts``)."""
 
-    def __init__(self, job: ExportJob, part: Optional[str] = None, whole: Any = None):
+    def __init__(self, job: ExportJob, part: Optional[str] = None, whole: Any = None, users_adapter: bool = False):
         import torch
 
         from ..formats import ExportContext, check_formats, format_class
@@ -127,6 +128,7 @@ class Plan:
                                ("calibration.", job.calibration)):
             check_values(config, prefix)
         self.job = job
+        self.users_adapter = users_adapter  # the job came with an adapter of its own (not the task type's)
         self.adapter = job.adapter or adapter_for_task(job.task_spec)
         self.adapter.bind(job.model)
         job.model.eval()
@@ -141,7 +143,7 @@ class Plan:
                 self.adapter.check_outputs(self.choice.names, self.eager_outputs, self.inputs)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        self._second: dict[tuple[int, bool], Any] = {}
+        self._second: dict[tuple[int, int, bool], Any] = {}
         self._second_failure: Optional[str] = None
         self.context = ExportContext(
             model=job.model, adapter=self.adapter, task_spec=job.task_spec, example_inputs=self.inputs,
@@ -157,8 +159,10 @@ class Plan:
                 if not exporter.filename.startswith(f"{part}."):
                     raise ConfigError(f"format {name} cannot export a model in parts ({part}): its file name "
                                       f"{exporter.filename!r} does not follow FormatExporter.stem")
+        # A causal language model's cache, for the formats whose graph can carry it (task_spec.use_cache).
+        self.cache_context = self._cache_context()
         for exporter in self.exporters.values():
-            exporter.check(self.context)
+            exporter.check(self._context_of(exporter))
         self.calibration = None
         references = None
         if self.context.quantized:
@@ -231,29 +235,32 @@ class Plan:
                     "weights, or set validate.allow_nonfinite=true to accept them"
                 )
 
-    def _shorter(self, exporter) -> bool:
+    def _shorter(self, exporter, ctx) -> bool:
         """Whether the artifact declares a dynamic axis besides the batch (text: the sequence)."""
-        return bool(self.adapter.sequence_axes and exporter.dynamic_sequence)
+        return bool(ctx.adapter.sequence_axes and exporter.dynamic_sequence)
 
-    def _second_example(self, exporter) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
+    def _second_example(self, exporter, ctx) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
         """A differently sized input that proves each dynamic axis the artifact declares: another batch
         size (when the batch is dynamic) and, for text with a dynamic sequence axis, half the sequence
         length. None when the artifact declares no dynamic axis or the check is switched off."""
-        cfg = self.job.validate
-        shorter = self._shorter(exporter)
+        import torch
+
+        cfg, adapter, first = self.job.validate, ctx.adapter, ctx.example_inputs
+        shorter = self._shorter(exporter, ctx)
         if not cfg.enabled or cfg.second_batch_size <= 1 or not (exporter.dynamic_batch or shorter):
             return None
-        batch = int(cfg.second_batch_size) if exporter.dynamic_batch else int(next(iter(self.inputs.values())).shape[0])
-        key = (batch, shorter)
+        batch = int(cfg.second_batch_size) if exporter.dynamic_batch else int(next(iter(first.values())).shape[0])
+        key = (id(adapter), batch, shorter)
         if key not in self._second:
             seq_len = None
             if shorter:  # half the first varying axis of the inputs (declared adapters halve each)
-                name, axis = next((n, a) for n, a in self.adapter.sequence_axes.items() if n in self.inputs)
-                seq_len = max(1, int(self.inputs[name].shape[axis]) // 2)
-            inputs = self.adapter.example_inputs(self.job.task_spec, batch_size=batch, seed=self.job.seed + 1,
-                                                 seq_len=seq_len)
+                name, axis = next((n, a) for n, a in adapter.sequence_axes.items() if n in first)
+                seq_len = max(1, int(first[name].shape[axis]) // 2)
+            inputs = adapter.example_inputs(self.job.task_spec, batch_size=batch, seed=self.job.seed + 1,
+                                            seq_len=seq_len)
             try:
-                self._second[key] = (inputs, self._eager(inputs, first=False))
+                with torch.no_grad():
+                    self._second[key] = (inputs, ctx.outputs(self.job.model, inputs))
             except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
                 log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
                             "and the dynamic axes stay unverified", _describe(inputs), exc)
@@ -261,21 +268,75 @@ class Plan:
                 self._second[key] = None
         return self._second[key]
 
+    def _context_of(self, exporter: "FormatExporter") -> Any:
+        """The context ``exporter`` builds with: the cached graph's where it carries the cache."""
+        return self.cache_context if self.cache_context is not None and exporter.carries_cache else self.context
+
+    def _cache_context(self) -> Any:
+        """The ExportContext of the model's graph with its key/value cache, or None: not asked for
+        (``use_cache=false``), not a causal language model, no format that carries it, or a model
+        without one. ``use_cache=true`` refuses, in one line, what cannot have it."""
+        import torch
+
+        from ..adapters.kv_cache import CausalLMWithCacheAdapter
+        from ..formats import ExportContext
+        from ..formats.registry import cache_refusal
+
+        job, wanted = self.job, self.job.task_spec.use_cache
+        if wanted is False or job.task_spec.task_type != "language_modeling":
+            return None
+        carriers = [n for n, e in self.exporters.items() if e.carries_cache]
+        tracers = [n for n, e in self.exporters.items() if e.carries_cache is False]
+        refused = cache_refusal(wanted, {n: type(e) for n, e in self.exporters.items()}, self.context.quantized)
+        if refused is not None:
+            raise ConfigError(refused)
+        if not carriers:
+            return None
+        refusal = None
+        adapter = None
+        if self.users_adapter or job.task_spec.inputs is not None or self.part is not None:
+            refusal = "the cache is exported by the tool's own language-model adapter, not with task_spec.inputs or an adapter of yours"
+        else:
+            adapter = CausalLMWithCacheAdapter.for_model(job.model)
+            if adapter is None:
+                refusal = (f"the model ({type(job.model).__name__}) has no key/value cache the tool can export "
+                           "(its forward takes no past_key_values, or returns no per-layer keys and values)")
+            elif self.context.quantized:
+                refusal = "a quantized graph with the cache is not built yet; this build's graph has no cache"
+        if refusal is not None:
+            if wanted:
+                raise ConfigError(f"task_spec.use_cache=true: {refusal}; set task_spec.use_cache=null or false")
+            if adapter is not None:  # a model with a cache that this build leaves out: say so
+                log.warning("note: %s (task_spec.use_cache=null)", refusal)
+            return None
+        for name in tracers:
+            log.info("note: %s is built without the key/value cache (transformers' torch.export path for decoders "
+                     "takes a static cache at batch 1 without an attention mask, which the padded batch-2 check "
+                     "cannot validate); %s carries it", name, " and ".join(carriers))
+        inputs = adapter.example_inputs(job.task_spec, batch_size=1, seed=job.seed)
+        with torch.no_grad():
+            raw = adapter.call(job.model, inputs)
+        choice = choose_outputs(None, adapter, raw)
+        return ExportContext(model=job.model, adapter=adapter, task_spec=job.task_spec, example_inputs=inputs,
+                             quantization=job.quantization, output_choice=choice,
+                             example_outputs=choice.pick(adapter, raw))
+
     def _artifact_plan(self, name: str, exporter: "FormatExporter", references: Optional[References]) -> ArtifactPlan:
         """What the format ``name`` builds and is checked against (the eager outputs of its second
         example are computed before any artifact is loaded: the model's activations and an
         artifact's runtime are never held at once)."""
-        examples = [("example", self.inputs, self.eager_outputs)]
+        ctx = self._context_of(exporter)
+        examples = [("example", ctx.example_inputs, ctx.example_outputs)]
         unverified = None
-        if exporter.dynamic_batch or self._shorter(exporter):  # something dynamic declared: to be proven
-            second = self._second_example(exporter) if self.job.validate.enabled else None
+        if exporter.dynamic_batch or self._shorter(exporter, ctx):  # something dynamic declared: to be proven
+            second = self._second_example(exporter, ctx) if self.job.validate.enabled else None
             if second is not None:
                 examples.append(("second example", *second))
             elif self.job.validate.second_batch_size <= 1:
                 unverified = f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
             elif self.job.validate.enabled:
                 unverified = self._second_failure
-        return ArtifactPlan(key=self.key(name), exporter=exporter, dynamic_axes=declared_axes(self.context, exporter),
+        return ArtifactPlan(key=self.key(name), exporter=exporter, context=ctx, dynamic_axes=declared_axes(ctx, exporter),
                             examples=examples, unverified=unverified, references=references)
 
 
@@ -300,7 +361,7 @@ def plan_job(job: ExportJob) -> "list[Plan]":
                           "draws its own: set one of them (task_spec.inputs=null, or no adapter)")
     parts = adapter.parts(job.model) if callable(getattr(adapter, "parts", None)) else None
     if not parts:
-        return [Plan(replace(job, adapter=adapter))]
+        return [Plan(replace(job, adapter=adapter), users_adapter=job.adapter is not None)]
     for name, options in job.formats.items():
         if getattr(options, "dynamic_sequence", True) is False:
             raise ConfigError(f"format.{name}.dynamic_sequence=false: a model exported in parts ({', '.join(p.name for p in parts)}) "

@@ -169,6 +169,12 @@ def _card(build: Build) -> str:
     lines += [f"- {fmt}: greedy decoding of {g.get('steps')} tokens through the parts "
               f"{'matches eager generate' if g.get('match') else 'DIFFERS from eager generate'}"
               for fmt, g in greedy.items() if isinstance(g, Mapping)]
+    for name, rec in artifacts.items():
+        generation = (rec.get("validation") or {}).get("generation")
+        if isinstance(generation, Mapping):
+            lines.append(f"- {name}: generation through the key/value cache (step by step, batch 2 left-padded; greedy "
+                         f"{(generation.get('greedy') or {}).get('steps')} tokens) "
+                         f"{'matches eager' if generation.get('match') else 'DIFFERS from eager'}")
     lines += [f"- {name}: dynamic axes not verified at a second shape" for name, rec in artifacts.items()
               if rec.get("dynamic_axes_verified") is False and not rec.get("unchecked")]
     if quantization_of(md)[0] is not None:
@@ -188,7 +194,33 @@ def _card(build: Build) -> str:
     for name, rec in artifacts.items():
         if rec.get("load_hint") and rec.get("status") != "failed":
             lines += ["", f"## Load {name}", "", "```python", rec["load_hint"], "```"]
+        if rec.get("runtimes") and rec.get("status") != "failed":
+            lines += ["", f"## Generate from this folder ({name}, with its key/value cache)", "",
+                      *_runtime_lines(build, rec["runtimes"])]
     return "\n".join(lines) + "\n"
+
+
+def _runtime_lines(build: Build, runtimes: Mapping[str, Any]) -> list[str]:
+    """How each runtime loads the build folder as it is (``ArtifactRecord.runtimes``)."""
+    folder = str(build.folder)
+    lines = []
+    genai = runtimes.get("onnxruntime_genai") or {}
+    if genai.get("config"):
+        lines += ["ONNX Runtime GenAI (`pip install onnxruntime-genai`), type `" + str(genai.get("type")) + "`:", "",
+                  "```python", "import onnxruntime_genai as og", "", f"model = og.Model({folder!r})",
+                  "params = og.GeneratorParams(model)", "params.set_search_options(max_length=64, do_sample=False)",
+                  "generator = og.Generator(model, params)", "generator.append_tokens([1, 2, 3])  # your prompt's ids",
+                  "while not generator.is_done():", "    generator.generate_next_token()",
+                  "print(generator.get_sequence(0))", "```", ""]
+    elif genai.get("skipped"):
+        lines += [f"- ONNX Runtime GenAI: no genai_config.json: {genai['skipped']}", ""]
+    optimum = runtimes.get("optimum") or {}
+    if optimum.get("class"):
+        lines += [f"Optimum (`optimum[onnxruntime]`), `{optimum['class']}`:", "", "```python",
+                  f"from optimum.onnxruntime import {optimum['class']}", "",
+                  f"model = {optimum['class']}.from_pretrained({folder!r}, use_cache=True, use_io_binding=False)",
+                  "```"]
+    return lines
 
 
 def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

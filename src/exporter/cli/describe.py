@@ -24,15 +24,22 @@ def build_identity(cfg: DictConfig) -> dict[str, Any]:
 def checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
     """Check the composed config (unknown keys, bounds, format options); the config resolved and
     the model's ``_target_``, what its build key is computed from (exporter.process.child.identity_of)."""
-    from ..formats.registry import format_class
+    from ..config.schema import option_value
+    from ..errors import ConfigError
+    from ..formats.registry import cache_refusal, format_class
     from .config_store import check_config
 
     with config_errors():
         # Unknown keys (however added), out-of-range values and format options that contradict each
         # other, before the model is even built.
         check_config(cfg)
-        for name in selected_formats(cfg.format):
-            format_class(name).check_options(OmegaConf.to_object(cfg.format[name]))
+        chosen = {name: format_class(name) for name in selected_formats(cfg.format)}
+        for name, cls in chosen.items():
+            cls.check_options(OmegaConf.to_object(cfg.format[name]))
+        quantized = option_value(OmegaConf.select(cfg, "quantization.mode", default="none")) != "none"
+        refused = cache_refusal(OmegaConf.select(cfg, "task_spec.use_cache"), chosen, quantized)
+        if refused is not None:
+            raise ConfigError(refused)
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return resolved, OmegaConf.select(cfg, "model._target_")
 

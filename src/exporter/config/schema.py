@@ -102,6 +102,10 @@ class TaskSpecConfig:
     inputs: Optional[List[Dict[str, Any]]] = None
     # Axes of the outputs besides the batch, by output name: {logits: {1: sequence}}.
     output_axes: Any = None
+    # A causal language model's key/value cache in the graph (docs/models.md): null (auto: a format
+    # that can carry it gets it when the model has one), true (demanded: refused where it cannot
+    # be), false (the graph without it).
+    use_cache: Optional[bool] = None
 
 
 def selected_formats(formats: Any) -> list[str]:

@@ -43,6 +43,8 @@ class TaskSpec:
     inputs: Optional[list[dict[str, Any]]] = None
     # Axes of the outputs besides the batch, by output name: {logits: {1: sequence}}.
     output_axes: Optional[dict[str, dict[Any, str]]] = None
+    # A causal language model's key/value cache: None (auto), True (demanded), False (without).
+    use_cache: Optional[bool] = None
 
     def __post_init__(self) -> None:
         # Enums from structured configs arrive as Enum members; keep plain strings.
@@ -57,7 +59,7 @@ class TaskSpec:
     def from_mapping(cls, data: Mapping[str, Any]) -> "TaskSpec":
         """Build from a dict or a resolved OmegaConf node (extra keys are refused)."""
         known = {"task_name", "modality", "task_type", "input_schema", "output_schema", "outputs", "inputs",
-                 "output_axes"}
+                 "output_axes", "use_cache"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"task_spec: unknown field(s) {unknown}; valid fields: {sorted(known)}")
@@ -75,6 +77,12 @@ class TaskSpec:
                 f"task_spec.task_type: {self.task_type!r} needs modality {entry.modality!r}, "
                 f"but task_spec.modality is {self.modality!r}"
             )
+        if self.use_cache is not None and not isinstance(self.use_cache, bool):
+            raise ValueError(f"task_spec.use_cache: {self.use_cache!r} is not a boolean; valid values: null (auto), "
+                             "true, false")
+        if self.use_cache and self.task_type != "language_modeling":
+            raise ValueError(f"task_spec.use_cache=true: task type {self.task_type!r} has no key/value cache this "
+                             "tool exports (only language_modeling does); set task_spec.use_cache=null or false")
         if self.inputs is not None or self.output_axes is not None:
             from .input_specs import parse_inputs, parse_output_axes
 

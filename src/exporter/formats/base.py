@@ -158,6 +158,10 @@ class FormatExporter(ABC):
     # The options each alias sets (``{"safetensors": {"serialization": "safetensors"}}``), for the
     # Python API; the command line's alias is its own option file that sets the same.
     alias_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # Whether its graph can carry a causal language model's key/value cache
+    # (``task_spec.use_cache``, adapters/kv_cache.py): True, False (it traces the graph without the
+    # cache), or None (it traces no graph: a state dict).
+    carries_cache: ClassVar[Optional[bool]] = False
 
     @classmethod
     def folder_label(cls, options: Any) -> str:

@@ -253,3 +253,24 @@ def register_configs() -> None:
         cs.store(group="schema/format", name=name, node=cls.options_schema)
         if name not in shipped:
             cs.store(group="format", name=name, node=cls.options_schema(enabled=True), package=f"format.{name}")
+
+
+def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantized: bool) -> Optional[str]:
+    """Why ``task_spec.use_cache=true`` cannot be had with these formats (name -> exporter class) and
+    this quantization, in one line; None when it can (or is not demanded). Checked as the config is
+    composed, before any model is built, and again by the plan for the Python API."""
+    if use_cache is not True:
+        return None
+    tracers = [name for name, cls in formats.items() if cls.carries_cache is False]
+    carriers = [name for name, cls in formats.items() if cls.carries_cache]
+    if tracers:
+        return (f"task_spec.use_cache=true: format {tracers[0]} cannot carry the key/value cache (its graph is "
+                f"traced without it; {' and '.join(n for n, c in registered_formats().items() if c.carries_cache)} "
+                "carries it); drop that format, or set task_spec.use_cache=null to build it without the cache")
+    if not carriers:
+        return (f"task_spec.use_cache=true: no format of this job carries a key/value cache ({', '.join(formats)}); "
+                "add format onnx, or set task_spec.use_cache=null")
+    if quantized:
+        return ("task_spec.use_cache=true: a quantized graph with the cache is not built yet; set "
+                "task_spec.use_cache=null or false, or quantization=none")
+    return None

@@ -41,6 +41,8 @@ class StateDictExporter(FormatExporter):
     the file really carries every weight.
     """
 
+    carries_cache = None
+
     name = "pytorch"
     options_schema = PytorchFormatConfig
     summary = "model.pth state dict, checked by loading into a fresh model"

@@ -73,9 +73,28 @@ def closing_table(metadata: Mapping[str, Any]) -> str:
         row = artifact_row(name, rec)
         rows.append(row[:-1] + quantization_cells(rec) + row[-1:] if quantized else row)
         # Several outputs: one line each under the artifact, with its own largest difference.
-        per_output = (rec.get("validation") or {}).get("outputs") or {}
+        per_output = grouped_outputs((rec.get("validation") or {}).get("outputs") or {})
         if len(per_output) > 1:
             for output, diff in per_output.items():
                 cells = ["", f"  {output}", "", "", "not checked" if diff is None else f"{diff:.2e}"]
                 rows.append(cells + ["", "", ""] * quantized + [""])
     return table(headers + ["status"], rows)
+
+
+def grouped_outputs(per_output: dict[str, Any]) -> dict[str, Any]:
+    """Per-output differences for display, a cache's layers folded into one line each for keys and
+    values (``present.*.key``: the largest over every layer); metadata.json keeps each one.
+
+    >>> grouped_outputs({"logits": 1e-6, "present.0.key": 2e-6, "present.1.key": 3e-6})
+    {'logits': 1e-06, 'present.*.key': 3e-06}
+    """
+    import re
+
+    grouped: dict[str, Any] = {}
+    for name, diff in per_output.items():
+        key = re.sub(r"\.\d+\.", ".*.", name, count=1) if re.search(r"\.\d+\.", name) else name
+        if key in grouped and grouped[key] is not None and diff is not None:
+            grouped[key] = max(grouped[key], diff)
+        else:
+            grouped[key] = diff if key not in grouped else grouped[key]
+    return grouped

@@ -69,6 +69,8 @@ class OnnxFormatConfig:
 class OnnxExporter(FormatExporter):
     """Writes ``model.onnx``; loads it back in an ONNX Runtime CPU session."""
 
+    carries_cache = True
+
     name = "onnx"
     options_schema = OnnxFormatConfig
     summary = "model.onnx, checked in ONNX Runtime"
