@@ -216,6 +216,44 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
                 inputs[PAST.format(i, kind)] = empty
         return inputs
 
+    def as_prompt(self, sample: "Mapping[str, torch.Tensor]") -> "dict[str, torch.Tensor]":
+        """A sample of the graph without the cache (``input_ids``, perhaps ``attention_mask``) as this
+        graph takes it: the whole sequence as a prompt, with a past of length 0."""
+        import torch
+
+        ids = sample["input_ids"]
+        mask = sample.get("attention_mask")
+        return self.prompt_inputs(ids, mask if mask is not None else torch.ones_like(ids))
+
+    def greedy_agreement(self, run: Any, run_reference: Any, steps: int, seed: int, vocab: int) -> dict[str, Any]:
+        """The share of ``steps`` greedy tokens ``run`` (a quantized graph) decodes as
+        ``run_reference`` (its fp32 twin) does from the same random prompt, both through their own
+        cache; the first token that differs, if one does (every token after it follows another text)."""
+        import torch
+
+        prompt = torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(int(seed) + 7))
+        tokens, reference = self.greedy_tokens(run, prompt, steps), self.greedy_tokens(run_reference, prompt, steps)
+        first = next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), None)
+        return {"steps": steps, "agreement": sum(a == b for a, b in zip(tokens, reference)) / steps,
+                "first_difference": first}
+
+    def greedy_tokens(self, run: Any, prompt: "torch.Tensor", steps: int) -> list[int]:
+        """``steps`` tokens decoded greedily by ``run`` (named inputs -> list of arrays) through its cache."""
+        import numpy as np
+        import torch
+
+        mask = torch.ones_like(prompt)
+        inputs = self.prompt_inputs(prompt, mask)
+        tokens: list[int] = []
+        for _ in range(steps):
+            outputs = run(inputs)
+            token = int(np.asarray(outputs[0])[0, -1].argmax())
+            tokens.append(token)
+            mask = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], dim=1)
+            inputs = self.next_inputs(torch.tensor([[token]]), mask,
+                                      [torch.from_numpy(np.asarray(a)) for a in outputs[1:]])
+        return tokens
+
     def next_inputs(self, token: "torch.Tensor", mask: "torch.Tensor", present: list) -> "dict[str, torch.Tensor]":
         """The next step's inputs: one token per row, the mask grown by it, and the present as the past."""
         inputs = {"input_ids": token, "attention_mask": mask}
@@ -270,7 +308,6 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
         return {"stepwise": stepwise, "greedy": greedy, "match": stepwise["passed"] and greedy["match"]}
 
     def _greedy(self, model: Any, run: Any, steps: int, prompt: "torch.Tensor", tie: float) -> dict[str, Any]:
-        import numpy as np
         import torch
 
         with torch.no_grad():
@@ -278,16 +315,7 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
             eager_tokens = model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs)[0, prompt.shape[1]:]
             # Eager's logits along its own tokens: a tie between its two best is no difference.
             full = model(input_ids=torch.cat([prompt[0], eager_tokens]).unsqueeze(0), use_cache=False).logits[0]
-        mask = torch.ones_like(prompt)
-        inputs = self.prompt_inputs(prompt, mask)
-        tokens: list[int] = []
-        for _ in range(steps):
-            outputs = run(inputs)
-            token = int(np.asarray(outputs[0])[0, -1].argmax())
-            tokens.append(token)
-            mask = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], dim=1)
-            inputs = self.next_inputs(torch.tensor([[token]]), mask,
-                                      [torch.from_numpy(np.asarray(a)) for a in outputs[1:]])
+        tokens = self.greedy_tokens(run, prompt, steps)
         expected = [int(t) for t in eager_tokens]
         first = next((i for i, (a, b) in enumerate(zip(tokens, expected)) if a != b), None)
         outcome: dict[str, Any] = {"steps": steps, "match": first is None, "eager_tokens": expected,

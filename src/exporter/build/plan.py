@@ -9,7 +9,7 @@ job leaves no trace."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..adapters import adapter_for_task
@@ -173,7 +173,16 @@ class Plan:
             self.context.calibration = self.calibration
             references = References(self.calibration, self.context.outputs, job.model)
         self.torch_version = torch.__version__
-        self.artifacts = {name: self._artifact_plan(name, exporter, references)
+        cache_references = None
+        if self.cache_context is not None and self.calibration is not None:
+            # The same samples for the graph with the cache, each fed as a prompt (a past of length 0).
+            adapter = self.cache_context.adapter
+            self.cache_context.calibration = replace(
+                self.calibration, samples=[adapter.as_prompt(s) for s in self.calibration.samples],
+                heldout=[adapter.as_prompt(s) for s in self.calibration.heldout])
+            cache_references = References(self.cache_context.calibration, self.cache_context.outputs, job.model)
+        self.artifacts = {name: self._artifact_plan(name, exporter, cache_references if exporter.carries_cache
+                                                    and self.cache_context is not None else references)
                           for name, exporter in self.exporters.items()}
 
     def key(self, format_name: str) -> str:
@@ -287,7 +296,7 @@ class Plan:
             return None
         carriers = [n for n, e in self.exporters.items() if e.carries_cache]
         tracers = [n for n, e in self.exporters.items() if e.carries_cache is False]
-        refused = cache_refusal(wanted, {n: type(e) for n, e in self.exporters.items()}, self.context.quantized)
+        refused = cache_refusal(wanted, {n: type(e) for n, e in self.exporters.items()}, self.context.mode)
         if refused is not None:
             raise ConfigError(refused)
         if not carriers:
@@ -301,8 +310,8 @@ class Plan:
             if adapter is None:
                 refusal = (f"the model ({type(job.model).__name__}) has no key/value cache the tool can export "
                            "(its forward takes no past_key_values, or returns no per-layer keys and values)")
-            elif self.context.quantized:
-                refusal = "a quantized graph with the cache is not built yet; this build's graph has no cache"
+            elif self.context.mode == "static":
+                refusal = "static quantization of the graph with the cache is not built yet; this build's graph has no cache"
         if refusal is not None:
             if wanted:
                 raise ConfigError(f"task_spec.use_cache=true: {refusal}; set task_spec.use_cache=null or false")

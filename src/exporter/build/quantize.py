@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..config.schema import WeightType
+from ..formats.base import as_output_list
 from ..quantization import report as quant_report
 from ..quantization import weight_type_of
 
@@ -62,7 +63,8 @@ def build_quantized(plan: "Plan", artifact: "ArtifactPlan", work: Path) -> tuple
     """Export the fp32 twin once, quantize it into each candidate weight type, measure each against
     the twin and keep the fastest that passes the gates. Returns the chosen artifact and what the
     selection records (``weight_type_selection`` when ``weight_type=auto``)."""
-    ctx, q, job = plan.context, plan.context.quantization, plan.job
+    ctx, job = artifact.context, plan.job
+    q = ctx.quantization
     name, exporter, references = artifact.key, artifact.exporter, artifact.references
     twin_ctx = ctx.fp32()
     twin = timed(work / "fp32", exporter.filename, twin_ctx, lambda path: exporter.export(twin_ctx, path))
@@ -81,12 +83,19 @@ def build_quantized(plan: "Plan", artifact: "ArtifactPlan", work: Path) -> tuple
                                 load_hint=built.outcome.load_hint or twin.outcome.load_hint)
         built.export_seconds = round(twin.export_seconds + built.export_seconds, 4)
         run_fp32 = run_fp32 or exporter.load(twin.path, twin_ctx)
+        run = exporter.load(built.path, cctx)
         built.report = quant_report.measure(
-            run=exporter.load(built.path, cctx), run_fp32=run_fp32, size=_folder_bytes(built.folder),
+            run=run, run_fp32=run_fp32, size=_folder_bytes(built.folder),
             size_fp32=_folder_bytes(twin.folder), task_type=job.task_spec.task_type,
             calibration=references.split("calibration"), heldout=references.split("heldout"),
-            example=plan.inputs, latency_runs=int(q.latency_runs),
+            example=ctx.example_inputs, latency_runs=int(q.latency_runs),
         )
+        agreement = getattr(cctx.adapter, "greedy_agreement", None)
+        if callable(agreement):  # a graph with its cache: how much of a greedy text stays the fp32 twin's
+            steps = max(int(job.validate.generation_steps), 16)
+            built.report["generation"] = agreement(lambda inputs, run=run: as_output_list(run(inputs)),
+                                                   lambda inputs: as_output_list(run_fp32(inputs)), steps, job.seed,
+                                                   int(job.task_spec.input_schema.get("vocab_size", 2)))
         built.gate_failures = quant_report.gate_failures(built.report, job.validate, built.quantized_layers)
         candidates.append(built)
     figures = {weight_type_of(c.context.quantization): {

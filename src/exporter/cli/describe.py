@@ -36,8 +36,8 @@ def checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
         chosen = {name: format_class(name) for name in selected_formats(cfg.format)}
         for name, cls in chosen.items():
             cls.check_options(OmegaConf.to_object(cfg.format[name]))
-        quantized = option_value(OmegaConf.select(cfg, "quantization.mode", default="none")) != "none"
-        refused = cache_refusal(OmegaConf.select(cfg, "task_spec.use_cache"), chosen, quantized)
+        mode = str(option_value(OmegaConf.select(cfg, "quantization.mode", default="none")))
+        refused = cache_refusal(OmegaConf.select(cfg, "task_spec.use_cache"), chosen, mode)
         if refused is not None:
             raise ConfigError(refused)
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -255,10 +255,10 @@ def register_configs() -> None:
             cs.store(group="format", name=name, node=cls.options_schema(enabled=True), package=f"format.{name}")
 
 
-def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantized: bool) -> Optional[str]:
+def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode: str) -> Optional[str]:
     """Why ``task_spec.use_cache=true`` cannot be had with these formats (name -> exporter class) and
-    this quantization, in one line; None when it can (or is not demanded). Checked as the config is
-    composed, before any model is built, and again by the plan for the Python API."""
+    this quantization mode, in one line; None when it can (or is not demanded). Checked as the
+    config is composed, before any model is built, and again by the plan for the Python API."""
     if use_cache is not True:
         return None
     tracers = [name for name, cls in formats.items() if cls.carries_cache is False]
@@ -270,7 +270,7 @@ def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantized: bool) 
     if not carriers:
         return (f"task_spec.use_cache=true: no format of this job carries a key/value cache ({', '.join(formats)}); "
                 "add format onnx, or set task_spec.use_cache=null")
-    if quantized:
-        return ("task_spec.use_cache=true: a quantized graph with the cache is not built yet; set "
-                "task_spec.use_cache=null or false, or quantization=none")
+    if quantization_mode == "static":
+        return ("task_spec.use_cache=true: static quantization of the graph with the cache is not built yet "
+                "(dynamic and fp16 are); set task_spec.use_cache=null or false, or quantization=dynamic")
     return None

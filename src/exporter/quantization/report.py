@@ -248,5 +248,8 @@ def summary_line(report: dict[str, Any]) -> str:
     fid = report["fidelity"]
     held = fid["heldout"] if fid["heldout"]["samples"] else fid["calibration"]
     agreement = "-" if held["agreement"] is None else f"{held['agreement']:.1%}"
+    generation = report.get("generation")
+    greedy = (f", greedy tokens as fp32 {generation['agreement']:.0%} of {generation['steps']}"
+              if generation else "")
     return (f"size x{report['size']['ratio']:.2f}, {fid['agreement_metric'].replace('_', ' ')} {agreement}, "
-            f"latency x{report['speed']['ratio']:.2f} of fp32")
+            f"latency x{report['speed']['ratio']:.2f} of fp32{greedy}")
