@@ -128,6 +128,8 @@ def test_use_cache_false_builds_the_graph_without_it(tmp_path, decoders):
     (("format=torchscript",), "error: task_spec.use_cache=true: format torchscript cannot carry the key/value cache"),
     (("format=exported_program",), "error: task_spec.use_cache=true: format exported_program cannot carry"),
     (("format=pytorch",), "error: task_spec.use_cache=true: no format of this job carries a key/value cache"),
+    (("format=onnx", "format.onnx.dynamic_sequence=false"), "error: task_spec.use_cache=true: "
+                                                             "format.onnx.dynamic_sequence=false: the graph with the cache"),
     (("format=onnx", "quantization=static"), "error: task_spec.use_cache=true: static quantization of the graph "
                                              "with the cache is not built yet"),
 ])
@@ -189,5 +191,22 @@ def test_a_dynamically_quantized_cached_graph_reports_its_greedy_agreement_with_
     generation = record["quantization_report"]["generation"]
     assert generation["steps"] == 16 and 0.0 <= generation["agreement"] <= 1.0
     assert (generation["first_difference"] is None) == (generation["agreement"] == 1.0)
-    assert "generation" in record["validation"]  # checked against eager too, reported (quantized: not gated)
+    # Checked against eager too and reported (quantized, no bounds set: not gated): run, not crashed.
+    checked = record["validation"]["generation"]
+    assert "error" not in checked and checked["stepwise"]["passed"] is None and checked["greedy"]["steps"] == 4
     assert md["cache"]["artifacts"] == ["onnx"]
+
+
+def test_generation_steps_past_the_models_positions_are_cut_and_fixed_axes_build_without_the_cache(tmp_path, decoders):
+    """gpt2 here has 64 positions: 256 steps after a 6-token prompt cannot be run by eager either, so
+    the check runs as many as fit. A fixed sequence axis cannot serve a prompt and then one token:
+    under use_cache=null the graph is built without the cache, with a note."""
+    _, md = _build(tmp_path, decoders / "gpt2", "format=onnx", "validate.generation_steps=256")
+    generation = md["artifacts"]["onnx"]["validation"]["generation"]
+    assert md["artifacts"]["onnx"]["status"] == "ok" and generation["match"]
+    assert generation["greedy"]["steps"] == generation["stepwise"]["steps"] == 64 - 6 - 1
+    r = run_cli("model=hf_causal_lm", f"model.path={decoders / 'gpt2'}", "format=onnx",
+                "format.onnx.dynamic_sequence=false", "export_dir=fixed", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "keeps its batch and sequence axes dynamic" in r.stdout + r.stderr
+    assert json.loads((tmp_path / "fixed" / "metadata.json").read_text())["cache"] is None

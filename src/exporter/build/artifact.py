@@ -155,8 +155,15 @@ def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance, job) -> Val
             trace_log.error("traceback of the generation check", exc_info=exc)
             validation.generation = {"match": False, "error": first_line(exc, with_type=True)}
         outcome = validation.generation
+        if outcome.get("error"):
+            said = f"NOT RUN ({outcome['error']})"
+        elif outcome["match"]:
+            said = "matches eager"
+        else:
+            said = "DIFFERS" + ("" if tolerance.gated else " (quantized: reported, not gated)")
+        ran = (outcome.get("greedy") or {}).get("steps", steps)
         log.info("%-12s generation through the cache (%d steps, batch 2 left-padded; greedy %d tokens): %s",
-                 artifact.key, steps, steps, "matches eager" if outcome["match"] else "DIFFERS")
+                 artifact.key, ran, ran, said)
     return validation
 
 

@@ -296,7 +296,8 @@ class Plan:
             return None
         carriers = [n for n, e in self.exporters.items() if e.carries_cache]
         tracers = [n for n, e in self.exporters.items() if e.carries_cache is False]
-        refused = cache_refusal(wanted, {n: type(e) for n, e in self.exporters.items()}, self.context.mode)
+        refused = cache_refusal(wanted, {n: type(e) for n, e in self.exporters.items()}, self.context.mode,
+                                {n: e.options for n, e in self.exporters.items()})
         if refused is not None:
             raise ConfigError(refused)
         if not carriers:
@@ -310,6 +311,10 @@ class Plan:
             if adapter is None:
                 refusal = (f"the model ({type(job.model).__name__}) has no key/value cache the tool can export "
                            "(its forward takes no past_key_values, or returns no per-layer keys and values)")
+            elif any(not (self.exporters[n].dynamic_batch and self.exporters[n].dynamic_sequence) for n in carriers):
+                fixed = next(n for n in carriers if not (self.exporters[n].dynamic_batch and self.exporters[n].dynamic_sequence))
+                refusal = ("a graph with the key/value cache keeps its batch and sequence axes dynamic, and this "
+                           f"build fixes one (format.{fixed}.dynamic_batch / dynamic_sequence); its graph has no cache")
             elif self.context.mode == "static":
                 refusal = "static quantization of the graph with the cache is not built yet; this build's graph has no cache"
         if refusal is not None:

@@ -154,6 +154,14 @@ def _card(build: Build) -> str:
     else:
         lines += ["", "## Inputs", *(_io_line(i, axes) for i in md.get("inputs", []))]
         lines += ["", "## Outputs", *(_io_line(o, axes) for o in md.get("outputs", []))]
+    cache = md.get("cache")
+    if isinstance(cache, Mapping):  # the graph with the key/value cache has inputs and outputs of its own
+        carriers = ", ".join(cache.get("artifacts") or [])
+        lines += ["", f"## With the key/value cache ({carriers}): {cache.get('layers')} layers, "
+                      f"{cache.get('key_value_heads')} key/value heads of size {cache.get('head_size')}, "
+                      f"{cache.get('dtype')}", "",
+                  *(f"- input `{i['name']}` {i['dtype']}{i['shape']}" for i in cache.get("inputs", [])),
+                  *(f"- output `{o['name']}` {o['dtype']}{o['shape']}" for o in cache.get("outputs", []))]
     artifacts = md["artifacts"]
     rows = []
     for name, rec in artifacts.items():

@@ -34,10 +34,11 @@ def checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
         # other, before the model is even built.
         check_config(cfg)
         chosen = {name: format_class(name) for name in selected_formats(cfg.format)}
+        options = {name: OmegaConf.to_object(cfg.format[name]) for name in chosen}
         for name, cls in chosen.items():
-            cls.check_options(OmegaConf.to_object(cfg.format[name]))
+            cls.check_options(options[name])
         mode = str(option_value(OmegaConf.select(cfg, "quantization.mode", default="none")))
-        refused = cache_refusal(OmegaConf.select(cfg, "task_spec.use_cache"), chosen, mode)
+        refused = cache_refusal(OmegaConf.select(cfg, "task_spec.use_cache"), chosen, mode, options)
         if refused is not None:
             raise ConfigError(refused)
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

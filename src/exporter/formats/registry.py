@@ -255,10 +255,13 @@ def register_configs() -> None:
             cs.store(group="format", name=name, node=cls.options_schema(enabled=True), package=f"format.{name}")
 
 
-def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode: str) -> Optional[str]:
+def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode: str,
+                  options: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     """Why ``task_spec.use_cache=true`` cannot be had with these formats (name -> exporter class) and
-    this quantization mode, in one line; None when it can (or is not demanded). Checked as the
-    config is composed, before any model is built, and again by the plan for the Python API."""
+    this quantization mode and these format options (name -> options dataclass), in one line; None
+    when it can (or is not demanded). Checked as the config is composed, before any model is built,
+    and again by the plan for the Python API."""
+    options = options or {}
     if use_cache is not True:
         return None
     tracers = [name for name, cls in formats.items() if cls.carries_cache is False]
@@ -270,6 +273,11 @@ def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode
     if not carriers:
         return (f"task_spec.use_cache=true: no format of this job carries a key/value cache ({', '.join(formats)}); "
                 "add format onnx, or set task_spec.use_cache=null")
+    fixed = [f"format.{name}.{axis}=false" for name, cls in formats.items() if cls.carries_cache
+             for axis in ("dynamic_batch", "dynamic_sequence") if getattr(options.get(name), axis, True) is False]
+    if fixed:
+        return (f"task_spec.use_cache=true: {fixed[0]}: the graph with the cache takes a prompt and then one token "
+                "at a time, at any batch size, so its axes stay dynamic; leave them true, or set task_spec.use_cache=null")
     if quantization_mode == "static":
         return ("task_spec.use_cache=true: static quantization of the graph with the cache is not built yet "
                 "(dynamic and fp16 are); set task_spec.use_cache=null or false, or quantization=dynamic")
