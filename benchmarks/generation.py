@@ -52,7 +52,8 @@ def make_models(root: Path, names: list[str]) -> dict[str, Path]:
                                                      num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
                                                      max_position_embeddings=2048, bos_token_id=1, eos_token_id=2))
         elif name == "gpt2-tiny":
-            model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=128, n_layer=2, n_head=4, vocab_size=1000))
+            model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=128, n_layer=2, n_head=4, vocab_size=1000, bos_token_id=1,
+                                                   eos_token_id=2))
         else:
             raise SystemExit(f"unknown model {name!r}")
         model.save_pretrained(folder)
