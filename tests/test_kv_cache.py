@@ -210,3 +210,8 @@ def test_generation_steps_past_the_models_positions_are_cut_and_fixed_axes_build
     assert r.returncode == 0, r.stdout + r.stderr
     assert "keeps its batch and sequence axes dynamic" in r.stdout + r.stderr
     assert json.loads((tmp_path / "fixed" / "metadata.json").read_text())["cache"] is None
+    # Names of your own for the graph's inputs: the graph without the cache, which they name.
+    r = run_cli("model=hf_causal_lm", f"model.path={decoders / 'gpt2'}", "format=onnx", "export_dir=named",
+                "format.onnx.input_names=[ids,mask,positions]", cwd=tmp_path)
+    assert r.returncode == 0 and "the graph's inputs or outputs are renamed" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert json.loads((tmp_path / "named" / "metadata.json").read_text())["cache"] is None

@@ -311,6 +311,11 @@ class Plan:
             if adapter is None:
                 refusal = (f"the model ({type(job.model).__name__}) has no key/value cache the tool can export "
                            "(its forward takes no past_key_values, or returns no per-layer keys and values)")
+            elif any(getattr(self.exporters[n].options, field, None) is not None for n in carriers
+                     for field in ("input_names", "output_names")):
+                refusal = ("the graph's inputs or outputs are renamed (format.<name>.input_names / output_names), and "
+                           "the graph with the key/value cache has names of its own that runtimes read; its graph "
+                           "has no cache")
             elif any(not (self.exporters[n].dynamic_batch and self.exporters[n].dynamic_sequence) for n in carriers):
                 fixed = next(n for n in carriers if not (self.exporters[n].dynamic_batch and self.exporters[n].dynamic_sequence))
                 refusal = ("a graph with the key/value cache keeps its batch and sequence axes dynamic, and this "

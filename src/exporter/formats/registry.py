@@ -275,6 +275,11 @@ def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode
                 "add format onnx, or set task_spec.use_cache=null")
     fixed = [f"format.{name}.{axis}=false" for name, cls in formats.items() if cls.carries_cache
              for axis in ("dynamic_batch", "dynamic_sequence") if getattr(options.get(name), axis, True) is False]
+    renamed = [f"format.{name}.{field}" for name, cls in formats.items() if cls.carries_cache
+               for field in ("input_names", "output_names") if getattr(options.get(name), field, None) is not None]
+    if renamed:
+        return (f"task_spec.use_cache=true: {renamed[0]} renames the graph's inputs or outputs, and the graph with "
+                "the cache has the names runtimes read; leave it null, or set task_spec.use_cache=null")
     if fixed:
         return (f"task_spec.use_cache=true: {fixed[0]}: the graph with the cache takes a prompt and then one token "
                 "at a time, at any batch size, so its axes stay dynamic; leave them true, or set task_spec.use_cache=null")
