@@ -289,15 +289,16 @@ class Plan:
 
         from ..adapters.kv_cache import CausalLMWithCacheAdapter
         from ..formats import ExportContext
-        from ..formats.registry import cache_refusal
+        from ..formats.registry import cache_obstacle, cache_refusal
 
         job, wanted = self.job, self.job.task_spec.use_cache
         if wanted is False or job.task_spec.task_type != "language_modeling":
             return None
         carriers = [n for n, e in self.exporters.items() if e.carries_cache]
         tracers = [n for n, e in self.exporters.items() if e.carries_cache is False]
-        refused = cache_refusal(wanted, {n: type(e) for n, e in self.exporters.items()}, self.context.mode,
-                                {n: e.options for n, e in self.exporters.items()})
+        formats = {n: type(e) for n, e in self.exporters.items()}
+        options = {n: e.options for n, e in self.exporters.items()}
+        refused = cache_refusal(wanted, formats, self.context.mode, options)
         if refused is not None:
             raise ConfigError(refused)
         if not carriers:
@@ -311,17 +312,10 @@ class Plan:
             if adapter is None:
                 refusal = (f"the model ({type(job.model).__name__}) has no key/value cache the tool can export "
                            "(its forward takes no past_key_values, or returns no per-layer keys and values)")
-            elif any(getattr(self.exporters[n].options, field, None) is not None for n in carriers
-                     for field in ("input_names", "output_names")):
-                refusal = ("the graph's inputs or outputs are renamed (format.<name>.input_names / output_names), and "
-                           "the graph with the key/value cache has names of its own that runtimes read; its graph "
-                           "has no cache")
-            elif any(not (self.exporters[n].dynamic_batch and self.exporters[n].dynamic_sequence) for n in carriers):
-                fixed = next(n for n in carriers if not (self.exporters[n].dynamic_batch and self.exporters[n].dynamic_sequence))
-                refusal = ("a graph with the key/value cache keeps its batch and sequence axes dynamic, and this "
-                           f"build fixes one (format.{fixed}.dynamic_batch / dynamic_sequence); its graph has no cache")
-            elif self.context.mode == "static":
-                refusal = "static quantization of the graph with the cache is not built yet; this build's graph has no cache"
+            else:
+                obstacle = cache_obstacle(formats, self.context.mode, options)
+                if obstacle is not None:
+                    refusal = f"{obstacle}; this build's graph has no cache"
         if refusal is not None:
             if wanted:
                 raise ConfigError(f"task_spec.use_cache=true: {refusal}; set task_spec.use_cache=null or false")

@@ -255,13 +255,34 @@ def register_configs() -> None:
             cs.store(group="format", name=name, node=cls.options_schema(enabled=True), package=f"format.{name}")
 
 
+def cache_obstacle(formats: Mapping[str, type], quantization_mode: str,
+                   options: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """What in these formats' options (name -> options dataclass) or this quantization mode keeps the
+    formats that carry a key/value cache from carrying it, in one phrase; None when nothing does.
+    ``task_spec.use_cache=true`` refuses it (``cache_refusal``); ``null`` builds without the cache."""
+    options = options or {}
+    carriers = [name for name, cls in formats.items() if cls.carries_cache]
+    renamed = [f"format.{name}.{field}" for name in carriers for field in ("input_names", "output_names")
+               if getattr(options.get(name), field, None) is not None]
+    if renamed:
+        return (f"{renamed[0]}: the graph's inputs or outputs are renamed, and the graph with the key/value cache "
+                "has names of its own that runtimes read")
+    fixed = [f"format.{name}.{axis}=false" for name in carriers for axis in ("dynamic_batch", "dynamic_sequence")
+             if getattr(options.get(name), axis, True) is False]
+    if fixed:
+        return (f"{fixed[0]}: the graph with the cache takes a prompt and then one token at a time, at any batch "
+                "size, so it keeps its batch and sequence axes dynamic")
+    if quantization_mode == "static":
+        return "static quantization of the graph with the cache is not built yet (dynamic and fp16 are)"
+    return None
+
+
 def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode: str,
                   options: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-    """Why ``task_spec.use_cache=true`` cannot be had with these formats (name -> exporter class) and
-    this quantization mode and these format options (name -> options dataclass), in one line; None
-    when it can (or is not demanded). Checked as the config is composed, before any model is built,
-    and again by the plan for the Python API."""
-    options = options or {}
+    """Why ``task_spec.use_cache=true`` cannot be had with these formats (name -> exporter class),
+    this quantization mode and these format options, in one line; None when it can (or is not
+    demanded). Checked as the config is composed, before any model is built, and again by the plan
+    for the Python API."""
     if use_cache is not True:
         return None
     tracers = [name for name, cls in formats.items() if cls.carries_cache is False]
@@ -273,17 +294,7 @@ def cache_refusal(use_cache: Any, formats: Mapping[str, type], quantization_mode
     if not carriers:
         return (f"task_spec.use_cache=true: no format of this job carries a key/value cache ({', '.join(formats)}); "
                 "add format onnx, or set task_spec.use_cache=null")
-    fixed = [f"format.{name}.{axis}=false" for name, cls in formats.items() if cls.carries_cache
-             for axis in ("dynamic_batch", "dynamic_sequence") if getattr(options.get(name), axis, True) is False]
-    renamed = [f"format.{name}.{field}" for name, cls in formats.items() if cls.carries_cache
-               for field in ("input_names", "output_names") if getattr(options.get(name), field, None) is not None]
-    if renamed:
-        return (f"task_spec.use_cache=true: {renamed[0]} renames the graph's inputs or outputs, and the graph with "
-                "the cache has the names runtimes read; leave it null, or set task_spec.use_cache=null")
-    if fixed:
-        return (f"task_spec.use_cache=true: {fixed[0]}: the graph with the cache takes a prompt and then one token "
-                "at a time, at any batch size, so its axes stay dynamic; leave them true, or set task_spec.use_cache=null")
-    if quantization_mode == "static":
-        return ("task_spec.use_cache=true: static quantization of the graph with the cache is not built yet "
-                "(dynamic and fp16 are); set task_spec.use_cache=null or false, or quantization=dynamic")
+    obstacle = cache_obstacle(formats, quantization_mode, options)
+    if obstacle is not None:
+        return f"task_spec.use_cache=true: {obstacle}; set task_spec.use_cache=null to build the graph without it"
     return None
