@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config.task_spec import TaskSpec
+from ..models.hf_cache import build_cache, cache_keyword, cache_layers
 from .tasks import LanguageModelingAdapter, _forward_parameters
 
 if TYPE_CHECKING:
@@ -46,49 +47,8 @@ class CacheLayout:
     attention_heads: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "inputs": [PAST.format("{i}", "key"), PAST.format("{i}", "value")],
+        return {"layout": "decoder", **asdict(self), "inputs": [PAST.format("{i}", "key"), PAST.format("{i}", "value")],
                 "outputs": [PRESENT.format("{i}", "key"), PRESENT.format("{i}", "value")]}
-
-
-def cache_keyword(model: Any) -> Optional[str]:
-    """The keyword ``model.forward`` takes its cache by (``cache`` in transformers 5,
-    ``past_key_values`` before), or None: the model has no key/value cache."""
-    taken = _forward_parameters(model)
-    for name in ("cache", "past_key_values"):
-        if name in taken and "use_cache" in taken:
-            return name
-    return None
-
-
-def _layers(cache: Any) -> "list[tuple[torch.Tensor, torch.Tensor]]":
-    """The (key, value) of each layer of a transformers cache object (or a legacy tuple of tuples)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    if hasattr(cache, "key_cache"):
-        return list(zip(cache.key_cache, cache.value_cache))
-    return [(k, v) for k, v, *_ in cache]
-
-
-def build_cache(pairs: "list[tuple[torch.Tensor, torch.Tensor]]") -> Any:
-    """A ``DynamicCache`` holding ``pairs`` as its layers. Each layer is set directly rather than
-    through ``update``, which starts from a 1-D empty tensor and concatenates onto it: a graph
-    traced so holds a Concat that is wrong for a past of length 0."""
-    from transformers.cache_utils import DynamicCache
-
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:  # before the cache layers
-        return DynamicCache.from_legacy_cache(tuple(pairs))
-    cache = DynamicCache()
-    for key, value in pairs:
-        layer = DynamicLayer()
-        try:
-            layer.lazy_initialization(key, value)
-        except TypeError:  # transformers 4.5x: the key alone
-            layer.lazy_initialization(key)
-        layer.keys, layer.values = key, value
-        cache.layers.append(layer)
-    return cache
 
 
 def cache_layout(model: Any) -> Optional[CacheLayout]:
@@ -103,7 +63,7 @@ def cache_layout(model: Any) -> Optional[CacheLayout]:
     try:
         with torch.no_grad():
             out = model(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True, return_dict=True)
-        pairs = _layers(getattr(out, "cache", None) or out.past_key_values)
+        pairs = cache_layers(getattr(out, "cache", None) or out.past_key_values)
     except Exception:  # noqa: BLE001 - a cache this adapter cannot read: the model builds without one
         return None
     if not pairs or any(k.dim() != 4 or v.shape != k.shape for k, v in pairs):
@@ -196,7 +156,7 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
         out = model(**kwargs)
         present = getattr(out, "cache", None) or out.past_key_values
         flat = {"logits": out.logits}
-        for i, (key, value) in enumerate(_layers(present)):
+        for i, (key, value) in enumerate(cache_layers(present)):
             flat[PRESENT.format(i, "key")], flat[PRESENT.format(i, "value")] = key, value
         return flat
 
@@ -361,22 +321,18 @@ def _source_folder(model: Any) -> Optional[str]:
     return str(path) if path and os.path.isdir(str(path)) else None
 
 
-def write_model_folder(model: Any, folder: Any, graph_file: str, layout: CacheLayout,
-                       position_ids: bool = True) -> dict[str, Any]:
-    """Write beside ``graph_file`` in ``folder`` what runtimes read with it: ``config.json`` and
-    ``generation_config.json`` (the model's own, as saved), the tokenizer files its folder holds,
-    and ``genai_config.json`` for the families ONNX Runtime GenAI runs. Returns what the folder is
-    ready for (``ArtifactRecord.runtimes``)."""
-    import json
+def copy_model_files(model: Any, folder: Any) -> list[str]:
+    """Write into ``folder`` the model's ``config.json`` and ``generation_config.json`` (copied from
+    the folder it was loaded from, else saved from the model) and the tokenizer files that folder
+    holds; returns the names of those tokenizer files."""
     import shutil
     from pathlib import Path
 
     folder, source = Path(folder), _source_folder(model)
-    config = model.config
     if source is not None and (Path(source) / "config.json").is_file():
         shutil.copyfile(Path(source) / "config.json", folder / "config.json")
     else:
-        config.to_json_file(str(folder / "config.json"))
+        model.config.to_json_file(str(folder / "config.json"))
     generation = getattr(model, "generation_config", None)
     if source is not None and (Path(source) / "generation_config.json").is_file():
         shutil.copyfile(Path(source) / "generation_config.json", folder / "generation_config.json")
@@ -387,6 +343,21 @@ def write_model_folder(model: Any, folder: Any, graph_file: str, layout: CacheLa
         if source is not None and (Path(source) / name).is_file():
             shutil.copyfile(Path(source) / name, folder / name)
             tokenizer.append(name)
+    return tokenizer
+
+
+def write_model_folder(model: Any, folder: Any, graph_file: str, layout: CacheLayout,
+                       position_ids: bool = True) -> dict[str, Any]:
+    """Write beside ``graph_file`` in ``folder`` what runtimes read with it: ``config.json`` and
+    ``generation_config.json`` (the model's own, as saved), the tokenizer files its folder holds,
+    and ``genai_config.json`` for the families ONNX Runtime GenAI runs. Returns what the folder is
+    ready for (``ArtifactRecord.runtimes``)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    config, generation = model.config, getattr(model, "generation_config", None)
+    tokenizer = copy_model_files(model, folder)
     runtimes: dict[str, Any] = {"optimum": {"class": "ORTModelForCausalLM", "files": ["config.json", graph_file]}}
     family = getattr(config, "model_type", None)
     if family not in GENAI_FAMILIES:

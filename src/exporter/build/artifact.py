@@ -250,7 +250,11 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
         trace_log.error("%s: traceback of the joint check", format_name, exc_info=exc)
         outcome = {"match": False, "error": first_line(exc, with_type=True)}
     what = f"greedy decoding of {whole.validate.generation_steps} tokens through {' + '.join(p.part for p in plans)}"
-    log.info("%-12s %s: %s", format_name, what, "matches eager generate" if outcome["match"] else "DIFFERS")
+    stepwise = outcome.get("through_cache")
+    log.info("%-12s %s: %s%s", format_name, what, "matches eager generate" if outcome["match"] else "DIFFERS",
+             f" (each step's logits through the cache: max |diff| {stepwise['max_abs_diff']:.2e}"
+             f"{'' if stepwise['passed'] else ', OVER the tolerance at step ' + str(stepwise.get('first_failing_step'))})"
+             if isinstance(stepwise, dict) else "")
     if outcome.get("note"):
         log.info("%-12s %s", "", outcome["note"])
     for key in keys:
@@ -259,7 +263,11 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
     if outcome["match"]:
         return
     where = outcome.get("error") or (f"token {outcome.get('first_difference')} differs "
-                                     f"(eager {outcome.get('eager_tokens')}, artifacts {outcome.get('artifact_tokens')})")
+                                     f"(eager {outcome.get('eager_tokens')}, artifacts {outcome.get('artifact_tokens')})"
+                                     if outcome.get("first_difference") is not None else
+                                     f"the logits through the cache differ from eager's at step "
+                                     f"{(stepwise or {}).get('first_failing_step')} (max |diff| "
+                                     f"{(stepwise or {}).get('max_abs_diff', 0):.2e})")
     problem = f"{what} does not match eager generate: {where}"
     if first.context.quantized:
         for key in keys:

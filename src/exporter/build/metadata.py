@@ -93,9 +93,9 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
         # A model exported in parts: each part's inputs and outputs (artifacts: <format>/<part>).
         **({"parts": parts} if parts else {}),
         "dynamic_axes": axes,
-        # A causal language model built with its key/value cache: the cache's layout, the artifacts
-        # that carry it, and their graph's inputs and outputs (adapters/kv_cache.py); null without.
-        "cache": _cache_record(plan, results),
+        # A build with the key/value cache: its layout ("decoder" or "encoder-decoder"), the artifacts
+        # that carry it, and their inputs and outputs (adapters/kv_cache.py, seq2seq.py); null without.
+        "cache": _cache_record(plans, results),
         "exported_at": utc_now(),
         "torch_version": plan.torch_version,
         "formats": list(job.formats),
@@ -115,7 +115,16 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
     }
 
 
-def _cache_record(plan: Any, results: dict) -> Optional[dict[str, Any]]:
+def _cache_record(plans: list[Any], results: dict) -> Optional[dict[str, Any]]:
+    """The ``cache`` entry: the layout of the cache the build's graphs carry, which artifacts carry
+    it, and (a causal LM) its graph's inputs and outputs with named axes; None without a cache."""
+    cached = [plan for plan in plans if getattr(getattr(plan.whole, "adapter", None), "cache", None) is not None]
+    if cached:  # an encoder-decoder's parts with the cache (adapters/seq2seq.py): each part's I/O is under parts
+        layout = cached[0].whole.adapter.cache
+        keys = [artifact.key for plan in cached for artifact in plan.artifacts.values()]
+        return {**layout.to_dict(), "artifacts": [k for k in keys if k in results],
+                "parts": [plan.part for plan in cached]}
+    plan = plans[0]
     ctx = getattr(plan, "cache_context", None)
     if ctx is None:
         return None

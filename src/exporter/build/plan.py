@@ -361,8 +361,9 @@ def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
 
 def plan_job(job: ExportJob) -> "list[Plan]":
     """The plans of a job: one, or one per part for a model its adapter exports in parts
-    (encoder-decoder models: ``seq2seq.py``)."""
-    from dataclasses import replace
+    (encoder-decoder models: ``seq2seq.py``; with the key/value cache, the formats that carry it
+    get three parts and the others two)."""
+    from ..formats import format_class
 
     try:
         job.task_spec.validate()
@@ -374,11 +375,72 @@ def plan_job(job: ExportJob) -> "list[Plan]":
                           "draws its own: set one of them (task_spec.inputs=null, or no adapter)")
     parts = adapter.parts(job.model) if callable(getattr(adapter, "parts", None)) else None
     if not parts:
+        if job.task_spec.use_cache and job.task_spec.task_type != "language_modeling":
+            raise ConfigError(f"task_spec.use_cache=true: {type(adapter).__name__} exports no key/value cache; set "
+                              "task_spec.use_cache=null or false")
         return [Plan(replace(job, adapter=adapter), users_adapter=job.adapter is not None)]
     for name, options in job.formats.items():
         if getattr(options, "dynamic_sequence", True) is False:
             raise ConfigError(f"format.{name}.dynamic_sequence=false: a model exported in parts ({', '.join(p.name for p in parts)}) "
                               "is used with inputs that grow (the decoder takes the tokens decoded so far), so its "
                               "sequence axes must stay dynamic; leave dynamic_sequence=true")
-    return [Plan(replace(job, model=p.module, adapter=p.adapter), part=p.name, whole=replace(job, adapter=adapter))
-            for p in parts]
+    groups = [(adapter, job.formats)]
+    cached = _parts_with_cache(job, adapter)
+    if cached is not None:  # the formats that carry the cache get the cached parts; the others the plain ones
+        carriers = {n: o for n, o in job.formats.items() if format_class(n).carries_cache}
+        rest = {n: o for n, o in job.formats.items() if n not in carriers}
+        groups = [(cached, carriers)] + ([(adapter, rest)] if rest else [])
+    plans = []
+    for each, formats in groups:
+        whole = replace(job, adapter=each, formats=formats)
+        plans += [Plan(replace(whole, model=p.module, adapter=p.adapter), part=p.name, whole=whole)
+                  for p in (parts if each is adapter else each.parts(job.model))]
+    return plans
+
+
+def plans_of(plans: "list[Plan]", format_name: str) -> "list[Plan]":
+    """The plans that build ``format_name``: the one plan, or its parts (an encoder-decoder's formats
+    with the cache have other parts than those without)."""
+    return [plan for plan in plans if format_name in plan.artifacts]
+
+
+def _parts_with_cache(job: ExportJob, adapter: Any) -> Any:
+    """The adapter of a model exported in parts for its layout with the key/value cache, or None:
+    not asked for (``use_cache=false``), no format of the job carries it, something in the formats'
+    options keeps them from it, or the model has none. ``use_cache=true`` refuses, in one line, what
+    cannot have it; ``null`` says why a model with a cache is built without it."""
+    from ..formats import format_class
+    from ..formats.registry import cache_obstacle, cache_refusal
+    from ..quantization import mode_of
+
+    wanted = job.task_spec.use_cache
+    if wanted is False:
+        return None
+    formats = {n: format_class(n) for n in job.formats}
+    refused = cache_refusal(wanted, formats, mode_of(job.quantization), job.formats)
+    if refused is not None:
+        raise ConfigError(refused)
+    if not any(cls.carries_cache for cls in formats.values()):
+        return None
+    layout = None
+    if job.adapter is not None or not callable(getattr(adapter, "cache_layout", None)):
+        refusal = "the cache is exported by the tool's own seq2seq_lm adapter, not by an adapter of yours"
+    elif (layout := adapter.cache_layout(job.model)) is None:
+        refusal = (f"the model ({type(job.model).__name__}) has no key/value cache the tool can export (its forward "
+                   "takes no cache, or its first decoding step returns no per-layer keys and values)")
+    else:
+        refusal = cache_obstacle(formats, mode_of(job.quantization), job.formats)
+        if refusal is not None:
+            refusal += "; this build's parts have no cache"
+    if refusal is not None:
+        if wanted:
+            raise ConfigError(f"task_spec.use_cache=true: {refusal}; set task_spec.use_cache=null or false")
+        if layout is not None:
+            log.warning("note: %s (task_spec.use_cache=null)", refusal)
+        return None
+    for name, cls in formats.items():
+        if cls.carries_cache is False:
+            log.info("note: %s is built without the key/value cache (encoder and decoder; its decoder takes the "
+                     "whole decoded prefix at each step); %s carries it", name,
+                     " and ".join(n for n, c in formats.items() if c.carries_cache))
+    return adapter.with_cache(layout)

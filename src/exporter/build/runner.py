@@ -23,7 +23,7 @@ from .artifact import build_artifact, check_parts_together, trace_log
 from .folder import BuildTransaction, toolchain_sandbox
 from .job import ArtifactRecord, ArtifactResult, ExportJob, ExportResult
 from .metadata import build_metadata
-from .plan import plan_job
+from .plan import plan_job, plans_of
 
 __all__ = ["ArtifactRecord", "ArtifactResult", "ExportJob", "ExportResult", "run_export"]
 
@@ -48,11 +48,12 @@ def run_export(job: ExportJob) -> ExportResult:
                 results = {}
                 with toolchain_sandbox(txn.work):
                     for name in job.formats:
-                        for plan in plans:  # one plan, or one per part (encoder, decoder)
+                        building = plans_of(plans, name)  # one plan, or one per part (encoder, decoder)
+                        for plan in building:
                             artifact = plan.artifacts[name]
                             results[artifact.key] = build_artifact(plan, artifact, txn, _disk_full)
-                        if len(plans) > 1:
-                            check_parts_together(plans, name, results, txn)
+                        if len(building) > 1:
+                            check_parts_together(building, name, results, txn)
                 metadata = build_metadata(job, plans, results, time.perf_counter() - started)
                 records = {}
                 if job.snapshot_yaml:

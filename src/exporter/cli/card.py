@@ -155,7 +155,17 @@ def _card(build: Build) -> str:
         lines += ["", "## Inputs", *(_io_line(i, axes) for i in md.get("inputs", []))]
         lines += ["", "## Outputs", *(_io_line(o, axes) for o in md.get("outputs", []))]
     cache = md.get("cache")
-    if isinstance(cache, Mapping):  # the graph with the key/value cache has inputs and outputs of its own
+    if isinstance(cache, Mapping) and cache.get("layout") == "encoder-decoder":  # each part's I/O is above
+        carriers = ", ".join(cache.get("artifacts") or [])
+        lines += ["", f"## With the key/value cache ({carriers}): {cache.get('layers')} decoder layers, "
+                      f"{cache.get('key_value_heads')} key/value heads of size {cache.get('head_size')} "
+                      f"(cross-attention: {cache.get('cross_heads')} heads, computed once by decoder_model), "
+                      f"{cache.get('dtype')}", "",
+                  "- per layer `{i}`, into decoder_with_past_model: "
+                  + ", ".join(f"`{name}`" for name in cache.get("inputs", [])),
+                  "- out of decoder_model (all four) and decoder_with_past_model (the decoder's): "
+                  + ", ".join(f"`{name}`" for name in cache.get("outputs", []))]
+    elif isinstance(cache, Mapping):  # the graph with the key/value cache has inputs and outputs of its own
         carriers = ", ".join(cache.get("artifacts") or [])
         lines += ["", f"## With the key/value cache ({carriers}): {cache.get('layers')} layers, "
                       f"{cache.get('key_value_heads')} key/value heads of size {cache.get('head_size')}, "
@@ -174,7 +184,8 @@ def _card(build: Build) -> str:
     # What the build did not check says so, next to the table that would otherwise vouch for it.
     lines += [f"- {name}: NOT CHECKED: {rec['unchecked']}" for name, rec in artifacts.items() if rec.get("unchecked")]
     greedy = {name.split("/")[0]: (rec.get("validation") or {}).get("greedy_decoding") for name, rec in artifacts.items()}
-    lines += [f"- {fmt}: greedy decoding of {g.get('steps')} tokens through the parts "
+    lines += [f"- {fmt}: greedy decoding of {g.get('steps')} tokens through the parts"
+              f"{' and their key/value cache' if isinstance(g.get('through_cache'), Mapping) else ''} "
               f"{'matches eager generate' if g.get('match') else 'DIFFERS from eager generate'}"
               for fmt, g in greedy.items() if isinstance(g, Mapping)]
     for name, rec in artifacts.items():
@@ -227,6 +238,7 @@ def _runtime_lines(build: Build, runtimes: Mapping[str, Any]) -> list[str]:
         lines += [f"Optimum (`optimum[onnxruntime]`), `{optimum['class']}`:", "", "```python",
                   f"from optimum.onnxruntime import {optimum['class']}", "",
                   f"model = {optimum['class']}.from_pretrained({folder!r}, use_cache=True, use_io_binding=False)",
+                  "tokens = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=32)",
                   "```"]
     return lines
 

@@ -19,6 +19,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# Task types whose models have a key/value cache the tool exports (task_spec.use_cache).
+CACHED_TASK_TYPES = ("language_modeling", "seq2seq_lm")
+
 @dataclass
 class TaskSpec:
     """Describes an export target independently of any one architecture.
@@ -80,9 +83,10 @@ class TaskSpec:
         if self.use_cache is not None and not isinstance(self.use_cache, bool):
             raise ValueError(f"task_spec.use_cache: {self.use_cache!r} is not a boolean; valid values: null (auto), "
                              "true, false")
-        if self.use_cache and self.task_type != "language_modeling":
+        if self.use_cache and self.task_type not in CACHED_TASK_TYPES:
             raise ValueError(f"task_spec.use_cache=true: task type {self.task_type!r} has no key/value cache this "
-                             "tool exports (only language_modeling does); set task_spec.use_cache=null or false")
+                             f"tool exports (only {' and '.join(CACHED_TASK_TYPES)} do); set task_spec.use_cache=null "
+                             "or false")
         if self.inputs is not None or self.output_axes is not None:
             from .input_specs import parse_inputs, parse_output_axes
 
