@@ -25,6 +25,7 @@ class Run:
     peak: int  # bytes
     returncode: int
     output: str
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
 
 def run(args: list[str], cwd: Path | None = None, env: dict | None = None) -> Run:
@@ -37,7 +38,7 @@ def run(args: list[str], cwd: Path | None = None, env: dict | None = None) -> Ru
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return Run(wall, usage.ru_maxrss * 1024, child.returncode, output)
+    return Run(wall, usage.ru_maxrss * 1024, child.returncode, output, usage.ru_utime + usage.ru_stime)
 
 
 def tool(args: list[str], out: Path, python: str = sys.executable) -> list[str]:

@@ -255,3 +255,45 @@ def test_external_data_false_is_refused_for_weights_over_the_protobuf_limit():
     with pytest.raises(ConfigError, match="format.onnx.external_data=false: 2.00 GiB of weights do not fit"):
         OnnxExporter(OnnxFormatConfig(enabled=True, external_data=False)).check(ctx)
     OnnxExporter(OnnxFormatConfig(enabled=True, external_data=None)).check(ctx)  # null: a data file instead
+
+
+def test_the_legacy_exporter_writes_its_weights_beside_the_graph_and_is_put_back(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from exporter.formats.onnx.deferred import weights_beside
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 4)).eval()
+    original = torch._C.Graph._export_onnx
+    path = tmp_path / "m.onnx"
+    with weights_beside() as streamed:
+        torch.onnx.export(model, (torch.randn(2, 64),), str(path), dynamo=False, input_names=["x"])
+    assert streamed and torch._C.Graph._export_onnx is original  # torch's own encoder again afterwards
+    graph = onnx.load(str(path), load_external_data=False)
+    large = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    # the two weight matrices in the data file, the small biases inside the graph
+    assert sorted(tuple(t.dims) for t in large) == [(4, 96), (96, 64)]
+    assert path.stat().st_size < 4096 and (tmp_path / "m.onnx.data").stat().st_size >= (64 * 96 + 4 * 96) * 4
+    x = torch.randn(2, 64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], model(x).detach().numpy(), atol=1e-5)
+    # and the plain export still works after the block (nothing left patched)
+    torch.onnx.export(model, (torch.randn(2, 64),), str(tmp_path / "plain.onnx"), dynamo=False)
+    assert not (tmp_path / "plain.onnx.data").exists()
+
+
+def test_what_native_code_prints_during_an_export_stays_off_the_terminal():
+    # The legacy exporter's C++ code prints straight to file descriptor 1 (at opset 9 or 13 a GPT-2 with
+    # its cache printed its whole graph, about 280 lines, before the job fell back to dynamo).
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom exporter.formats.base import quiet_torch\n"
+            "with quiet_torch() as noise:\n    os.write(1, b'native stdout\\n'); os.write(2, b'native stderr\\n')\n"
+            "print('kept:', sorted(w for w in ('stdout', 'stderr') if 'native ' + w in noise.getvalue()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "kept: ['stderr', 'stdout']\n" and "native" not in done.stderr

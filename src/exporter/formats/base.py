@@ -38,10 +38,43 @@ def quiet_torch() -> Iterator[io.StringIO]:
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
-        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+        with _descriptors_into(noise), contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
             yield noise
     finally:
         logging.disable(previous)
+
+
+@contextlib.contextmanager
+def _descriptors_into(noise: io.StringIO) -> Iterator[None]:
+    """What C++ code writes straight to file descriptors 1 and 2 meanwhile (the legacy ONNX
+    exporter prints its graph there at some opsets), into ``noise`` too. The capture is an unlinked
+    temporary file: nothing is left behind, whatever stops the process."""
+    import os
+    import sys
+    import tempfile
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no descriptors to capture (closed): nothing to do
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            capture.seek(0)
+            noise.write(capture.read().decode(errors="replace"))
 
 
 def as_arrays(result: Any) -> "list[np.ndarray]":

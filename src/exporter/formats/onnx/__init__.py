@@ -3,6 +3,8 @@ Runtime's quantizers on the exported graph (``quantize.py``)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format
 from ..traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
 from . import external as external_data
+from .deferred import weights_beside, weights_streamable
 
 log = logging.getLogger("exporter")
 
@@ -151,14 +154,15 @@ class OnnxExporter(FormatExporter):
         size = external_data.weight_bytes(ctx.model)
         if self.opset >= DYNAMO_MIN_OPSET:
             return "auto", self.opset, (f"opset {self.opset}: the dynamo exporter, with the legacy one as a fallback")
-        large = size > external_data.auto_dynamo_bytes()
+        limit = external_data.auto_dynamo_bytes(streamed=weights_streamable())
+        large = limit is not None and size > limit
         if large and self.options.strict_opset:
             return "legacy", self.opset, (f"{size / 2**20:.1f} MiB of weights would take the dynamo exporter at opset "
                                           f"{DYNAMO_MIN_OPSET}, but format.onnx.strict_opset=true keeps opset "
                                           f"{self.opset}: the legacy exporter")
         if large:
             return "dynamo", DYNAMO_MIN_OPSET, (
-                f"{size / 2**20:.1f} MiB of weights (over {external_data.auto_dynamo_bytes() / 2**20:.0f} MiB): the "
+                f"{size / 2**20:.1f} MiB of weights (over {limit / 2**20:.0f} MiB): the "
                 f"dynamo exporter at opset {DYNAMO_MIN_OPSET}, which does not hold the serialized graph in memory "
                 f"as the legacy one does (format.onnx.strict_opset=true keeps opset {self.opset})")
         return "legacy", self.opset, (f"opset {self.opset} and {size / 2**20:.1f} MiB of weights: the legacy "
@@ -314,7 +318,13 @@ class OnnxExporter(FormatExporter):
         # job's log says what matters.
         # The legacy exporter cannot trace transformers 4.53-4.57's vmap attention masks, and the
         # dynamo one gets a graph of vmap's pieces: both export the broadcasting masks instead.
-        with warnings.catch_warnings(), quiet_torch(), torch.no_grad(), traceable_attention_masks() as swapped:
+        # The legacy exporter's weights go straight to a data file too (deferred.py): never the whole
+        # serialized model in memory.
+        # Over the protobuf limit its C++ encoder writes each weight to a file itself, copying nothing.
+        small = external_data.weight_bytes(ctx.model) <= external_data.INLINE_LIMIT
+        streamed = weights_beside() if not dynamo and small else contextlib.nullcontext(False)
+        with warnings.catch_warnings(), quiet_torch(), torch.no_grad(), traceable_attention_masks() as swapped, \
+                streamed:
             warnings.simplefilter("ignore")
             torch.onnx.export(module, tuple(ctx.example_inputs.values()), str(path), **kwargs)
         # Read by _finish for the artifact's record (the last export is the one kept).

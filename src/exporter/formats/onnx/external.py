@@ -39,15 +39,20 @@ def threshold() -> int:
 
 
 AUTO_DYNAMO_ENV = settings.ONNX_AUTO_DYNAMO_BYTES
-# A 124M GPT-2 (475 MiB) peaks at 5.8x its weights through the legacy exporter and 3.8x through the
-# dynamo one (docs/performance.md); below this the legacy one's speed wins.
+# Where the legacy exporter cannot write its weights to a file (deferred.py: another torch), it holds
+# the whole serialized model in memory: a 124M GPT-2 (475 MiB) peaked at 5.8x its weights through it
+# and 3.8x through the dynamo one (docs/performance.md); below this the legacy one's speed wins.
 DEFAULT_AUTO_DYNAMO = 256 * 2**20
 
 
-def auto_dynamo_bytes() -> int:
+def auto_dynamo_bytes(streamed: bool) -> "int | None":
     """Weight bytes above which ``backend=auto`` picks the dynamo exporter below opset 18 (internal
-    setting ``EXPORTER_ONNX_AUTO_DYNAMO_BYTES``, default 256 MiB): the legacy exporter serializes the
-    whole graph in memory, the dynamo one writes the weights straight to a file."""
+    setting ``EXPORTER_ONNX_AUTO_DYNAMO_BYTES``); None: never. By default never when the legacy
+    exporter writes its weights straight to a file (``streamed``, deferred.py), else 256 MiB."""
+    import os
+
+    if AUTO_DYNAMO_ENV not in os.environ and streamed:
+        return None
     return settings.bytes_setting(AUTO_DYNAMO_ENV, DEFAULT_AUTO_DYNAMO)
 
 
