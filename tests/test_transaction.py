@@ -252,12 +252,13 @@ def test_the_python_api_refuses_a_folder_holding_other_files(tmp_path, cnn_model
 
 @pytest.mark.slow
 def test_every_format_and_quantization_leaves_the_working_directory_empty(tmp_path):
-    """The sweep that used to leave sym_shape_infer_temp.onnx and <uuid>.data in the user's cwd."""
+    """The sweep that used to leave sym_shape_infer_temp.onnx and <uuid>.data in the user's cwd: every
+    format that quantizes with each mode that writes temporary files (fp32 and state dicts write none)."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    r = run_cli("-m", *LM, "format=onnx,torchscript,pytorch", "quantization=none,dynamic,static,fp16",
+    r = run_cli("-m", *LM, "format=onnx,torchscript", "quantization=dynamic,static,fp16",
                 f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=cwd, timeout=600)
-    assert "sweep: 12 job(s)" in r.stdout, r.stdout + r.stderr
+    assert "sweep: 6 job(s)" in r.stdout, r.stdout + r.stderr
     assert list(cwd.iterdir()) == []
     built = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/*/metadata.json"))
     assert "onnx-static" in built and "onnx-fp16" in built and "torchscript-static" in built
