@@ -294,7 +294,7 @@ def test_a_signal_while_the_tool_is_still_loading_is_an_interruption_not_a_trace
     err = "".join(line for line in [*seen, *err.splitlines(True)] if not line.startswith("import time:"))
     assert proc.returncode == code, out + err
     expected = ("interrupted: exporter verify did not finish" if command == "verify"
-                else "interrupted; the previous build is intact")
+                else "interrupted; nothing was published (an earlier build is intact)")
     assert err.strip().splitlines() == [expected], err
     assert "RecursionError" not in out and not list(tmp_path.rglob("*.staging-*"))
     assert not (tmp_path / "exports").exists() or not list((tmp_path / "exports").rglob("metadata.json"))

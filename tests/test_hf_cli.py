@@ -86,9 +86,13 @@ def test_a_transformers_checkpoint_with_tied_weights_loads_and_stays_tied(tmp_pa
 
 def test_a_folder_that_is_not_a_saved_model_is_named(tmp_path):
     r = run_cli("model=hf_causal_lm", f"model.path={tmp_path}", cwd=tmp_path)
-    assert r.returncode == 2 and f"model.path: {tmp_path} holds no config.json" in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith(f"error: model.path: {tmp_path} holds no config.json"), r.stderr
+    r = run_cli("model=hf_causal_lm", f"model.path={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: model.path: {tmp_path / 'nowhere'} does not exist")
+    # the key at fault, not the one whose default was to be read from it (vocab_size)
     r = run_cli("model=hf_causal_lm", cwd=tmp_path)
-    assert r.returncode == 2 and "model.path" in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith("error: model.path: missing;") and "vocab_size" in r.stderr
+    assert "interpolation" not in r.stderr, r.stderr
 
 
 def test_a_model_folder_saved_over_in_place_rebuilds(tmp_path, saved):
@@ -120,7 +124,16 @@ def test_a_folder_of_another_kind_of_model_is_one_clear_error(tmp_path, saved):
     r = run_cli("model=hf_seq2seq_lm", f"model.path={saved / 'gpt2-tiny'}", "format=onnx", "export_dir=out", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "holds a 'gpt2' model, which AutoModelForSeq2SeqLM (model.task=seq2seq_lm) does not load" in r.stderr
+    assert "use model=hf_causal_lm" in r.stderr and "Error in call to target" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # nothing of transformers' own before it
     assert not (tmp_path / "out").exists()
+    # an example longer than the model's positions: said up front, not an IndexError from inside it
+    r = run_cli("model=hf_causal_lm", f"model.path={saved / 'gpt2-tiny'}", "task_spec.input_schema.max_seq_len=100",
+                "format=pytorch", "export_dir=long", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: task_spec.input_schema.max_seq_len=100 is more than the model's 48 positions (its config's "
+        "max_position_embeddings); set task_spec.input_schema.max_seq_len<=48"], r.stderr
+    assert not (tmp_path / "long").exists()
 
 
 # The saved tiny model each YAML of docs/models.md is tried on, by the option it builds on.

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, wait_for
+
+from exporter.console import INTERRUPTED_MESSAGE as INTERRUPTED
 
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
@@ -198,7 +199,7 @@ def test_a_signal_to_the_jobs_own_process_stops_the_sweep(tmp_path):
     os.kill(job_pid, signal.SIGTERM)
     out, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 143, out + err
-    assert err.strip().splitlines()[-1] == "interrupted; the previous build is intact" and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1] == INTERRUPTED and "Traceback" not in out + err
     assert ended(job_pid)
     assert not (tmp_path / "pids.txt").exists()  # the second job never started
     assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
@@ -245,7 +246,7 @@ def test_a_signal_to_a_sweep_stops_its_running_job_and_the_sweep(tmp_path, how):
             os.killpg(sweep.pid, signal.SIGINT)  # the sweep still waits for its job
     out, err = sweep.communicate(timeout=60)
     assert sweep.returncode == (143 if how.startswith("SIGTERM") else 130), out + err
-    assert err.count("interrupted") == 1 and err.strip().splitlines()[-1] == "interrupted; the previous build is intact"
+    assert err.count("interrupted") == 1 and err.strip().splitlines()[-1] == INTERRUPTED
     assert "Traceback" not in out + err
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)  # the job's process ended (and was reaped) before the sweep did

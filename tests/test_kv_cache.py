@@ -215,3 +215,19 @@ def test_generation_steps_past_the_models_positions_are_cut_and_fixed_axes_build
                 "format.onnx.input_names=[ids,mask,positions]", cwd=tmp_path)
     assert r.returncode == 0 and "the graph's inputs or outputs are renamed" in r.stdout + r.stderr, r.stdout + r.stderr
     assert json.loads((tmp_path / "named" / "metadata.json").read_text())["cache"] is None
+
+
+@pytest.mark.parametrize("max_seq_len", [2, 4, 6, 16])
+def test_even_a_tiny_max_seq_len_gives_a_second_shape_that_differs_in_past_and_new_tokens(max_seq_len):
+    from exporter import TaskSpec
+    from exporter.adapters.kv_cache import CacheLayout, CausalLMWithCacheAdapter
+
+    adapter = CausalLMWithCacheAdapter(CacheLayout(layers=1, key_value_heads=1, head_size=2, dtype="float32"),
+                                       "past_key_values", position_ids=True)
+    spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 10, "max_seq_len": max_seq_len}, {})
+    first = adapter.example_inputs(spec, batch_size=1)
+    # what the plan asks for the second shape: half the new tokens of the first
+    second = adapter.example_inputs(spec, batch_size=2, seq_len=first["input_ids"].shape[1] // 2)
+    for name, axis in (("input_ids", 1), ("past_key_values.0.key", 2), ("attention_mask", 1)):
+        assert first[name].shape[axis] != second[name].shape[axis], (name, first[name].shape, second[name].shape)
+    assert first["input_ids"].shape[1] >= 2 and second["input_ids"].shape[1] >= 2  # grouped-query attention needs 2

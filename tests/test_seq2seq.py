@@ -82,6 +82,11 @@ def test_parts_in_every_format_with_the_greedy_decoding_check(tmp_path, build):
         "past_key_values.0.encoder.key", "past_key_values.0.encoder.value"]
     assert [o["name"] for o in with_past["outputs"]] == [
         "logits", "present.0.decoder.key", "present.0.decoder.value", "present.1.decoder.key", "present.1.decoder.value"]
+    # each part's own axes (the parts share names: input_ids, present.*)
+    assert md["parts"]["encoder_model"]["inputs"][0]["dynamic_axes"] == {"0": "batch", "1": "encoder_sequence"}
+    assert md["parts"]["decoder_model"]["inputs"][0]["dynamic_axes"] == {"0": "batch", "1": "decoder_sequence"}
+    assert md["parts"]["decoder_model"]["outputs"][1]["dynamic_axes"] == {"0": "batch", "2": "decoder_sequence"}
+    assert with_past["outputs"][1]["dynamic_axes"] == {"0": "batch", "2": "total_decoder_sequence"}
     assert md["cache"]["layout"] == "encoder-decoder" and md["cache"]["layers"] == 2
     assert md["cache"]["artifacts"] == [f"onnx/{part}" for part in CACHED]
     assert md["outputs"][0]["name"] == "logits" and md["output_shape"] == [1, 6, 100]
@@ -188,6 +193,8 @@ def test_hf_seq2seq_lm_from_the_command_line_and_verify(tmp_path):
     card = run_cli("card", str(build), cwd=tmp_path)
     assert card.returncode == 0 and "## Part decoder: inputs" in card.stdout
     assert "## Part decoder_with_past_model: inputs" in card.stdout and "ORTModelForSeq2SeqLM" in card.stdout
+    encoder_part = card.stdout[card.stdout.index("## Part encoder_model: inputs"):]
+    assert "`input_ids`: int64 [1, 16] (dynamic: axis 0 = batch, axis 1 = encoder_sequence)" in encoder_part
     assert ("- onnx: greedy decoding of 4 tokens through the parts and their key/value cache matches eager generate"
             in card.stdout)
     assert "- torchscript: greedy decoding of 4 tokens through the parts matches eager generate" in card.stdout

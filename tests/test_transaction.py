@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NO_ONNX, run_cli, wait_for
+
+from exporter.console import INTERRUPTED_MESSAGE as INTERRUPTED
 
 LM = ["model=lm_stub", "task_spec.input_schema.max_seq_len=16", "quantization.latency_runs=2",
       "calibration.num_samples=4", "calibration.heldout_samples=2"]
@@ -103,7 +104,7 @@ def test_a_rebuild_killed_after_its_first_artifact_leaves_the_previous_build_who
     assert after["seed"] == 0 and after["artifacts"] == before["artifacts"]
     if code is not None:
         assert proc.returncode == code
-        assert err.strip().splitlines()[-1] == "interrupted; the previous build is intact"
+        assert err.strip().splitlines()[-1] == INTERRUPTED
         assert "Traceback" not in out + err
         no_leftovers(tmp_path)
     # The next run removes what a killed one left, and builds.
@@ -402,7 +403,7 @@ def test_ctrl_c_as_the_torchscript_trace_starts_exits_130_not_an_abort(tmp_path,
             break
     rest = proc.stdout.read()
     assert proc.wait(timeout=120) == 130, rest
-    assert "terminate called" not in rest and rest.strip().splitlines()[-1] == "interrupted; the previous build is intact"
+    assert "terminate called" not in rest and rest.strip().splitlines()[-1] == INTERRUPTED
     assert not (tmp_path / "b").exists()
 
 

@@ -128,7 +128,9 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
         random) and at least two new tokens; rows after the first are left-padded in the past."""
         import torch
 
-        length = max(int(seq_len or task_spec.input_schema.get("max_seq_len", 16)), 4)
+        # At least 3 past and 3 new tokens in the example and 2 and 2 in the second shape, so that even
+        # a tiny max_seq_len gives two examples that differ in both the past and the new tokens.
+        length = max(int(seq_len or task_spec.input_schema.get("max_seq_len", 16)), 4 if seq_len else 6)
         past = length // 2
         new = length - past
         generator = torch.Generator().manual_seed(int(seed or 0))
@@ -195,7 +197,8 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
         tokens, reference = self.greedy_tokens(run, prompt, steps), self.greedy_tokens(run_reference, prompt, steps)
         first = next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b), None)
         return {"steps": steps, "agreement": sum(a == b for a, b in zip(tokens, reference)) / steps,
-                "first_difference": first}
+                "first_difference": first, "prompt": prompt[0].tolist(), "tokens": tokens, "fp32_tokens": reference,
+                "compared_with": "the fp32 graph of this build (not eager PyTorch), from this prompt"}
 
     def greedy_tokens(self, run: Any, prompt: "torch.Tensor", steps: int) -> list[int]:
         """``steps`` tokens decoded greedily by ``run`` (named inputs -> list of arrays) through its cache."""

@@ -251,7 +251,8 @@ def check_parts_together(plans: "list[Plan]", format_name: str, results: dict, t
         outcome = {"match": False, "error": first_line(exc, with_type=True)}
     what = f"greedy decoding of {whole.validate.generation_steps} tokens through {' + '.join(p.part for p in plans)}"
     stepwise = outcome.get("through_cache")
-    log.info("%-12s %s: %s%s", format_name, what, "matches eager generate" if outcome["match"] else "DIFFERS",
+    differs = "DIFFERS" + (" (quantized: reported, not gated)" if first.context.quantized else "")
+    log.info("%-12s %s: %s%s", format_name, what, "matches eager generate" if outcome["match"] else differs,
              f" (each step's logits through the cache: max |diff| {stepwise['max_abs_diff']:.2e}"
              f"{'' if stepwise['passed'] else ', OVER the tolerance at step ' + str(stepwise.get('first_failing_step'))})"
              if isinstance(stepwise, dict) else "")

@@ -43,10 +43,20 @@ def _io_record(name: str, tensor: Any) -> dict[str, Any]:
     return {"name": name, "dtype": str(tensor.dtype).replace("torch.", ""), "shape": list(tensor.shape)}
 
 
-def _io(plan: Any, axes: dict[str, dict[str, str]]) -> dict[str, Any]:
-    return {"inputs": [_io_record(n, t) for n, t in plan.inputs.items()],
+def _io(plan: Any, axes: dict[str, dict[str, str]], with_input_axes: bool = False) -> dict[str, Any]:
+    return {"inputs": [{**_io_record(n, t), **({"dynamic_axes": dict(axes.get(n, {}))} if with_input_axes else {})}
+                       for n, t in plan.inputs.items()],
             "outputs": [{**_io_record(n, t), "dynamic_axes": dict(axes.get(n, {}))}
                         for n, t in zip(plan.context.output_names, plan.eager_outputs)]}
+
+
+def _common_axes(plan: Any) -> dict[str, dict[str, str]]:
+    """The axes every artifact of ``plan`` has, per input and output name."""
+    per_artifact = [artifact.dynamic_axes for artifact in plan.artifacts.values()]
+    common = {name: {axis: dim for axis, dim in dims.items()
+                     if all(other.get(name, {}).get(axis) == dim for other in per_artifact)}
+              for name, dims in per_artifact[0].items()}
+    return {name: dims for name, dims in common.items() if dims}
 
 
 def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -68,16 +78,13 @@ def build_metadata(job: Any, plans: list[Any], results: dict[str, Any], seconds:
     # The axes every artifact of a part has (each artifact records its own under dynamic_axes).
     axes: dict[str, dict[str, str]] = {}
     for each in plans:
-        per_artifact = [artifact.dynamic_axes for artifact in each.artifacts.values()]
-        common = {name: {axis: dim for axis, dim in dims.items()
-                         if all(other.get(name, {}).get(axis) == dim for other in per_artifact)}
-                  for name, dims in per_artifact[0].items()}
-        axes.update({name: dims for name, dims in common.items() if dims})
+        axes.update(_common_axes(each))
     format_keys: dict[str, Any] = {key: None for cls in registered_formats().values() for key in cls.metadata_keys}
     for name, exporter in plan.exporters.items():
         if plan.key(name) in results:
             format_keys.update(exporter.job_metadata(results[plan.key(name)].record.to_dict()))
-    parts = {each.part: _io(each, axes) for each in plans} if len(plans) > 1 else None
+    # Each part's own axes: parts share names (input_ids, present.*) whose axes differ between them.
+    parts = {each.part: _io(each, _common_axes(each), with_input_axes=True) for each in plans} if len(plans) > 1 else None
     return {
         "schema_version": SCHEMA_VERSION,
         "status": overall_status([r.status for r in results.values()]),

@@ -118,6 +118,7 @@ class Plan:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         check_quantization(job.quantization)
+        _check_positions(job)
         # Every format known and able to build the quantization asked for, every option in range:
         # refused here, before the folder is touched.
         check_formats(job.formats, job.quantization)
@@ -353,6 +354,20 @@ class Plan:
                             examples=examples, unverified=unverified, references=references)
 
 
+def _check_positions(job: ExportJob) -> None:
+    """A text model's example cannot be longer than the positions its config gives it
+    (``max_position_embeddings``, GPT-2's ``n_positions``): refused in one line, before it fails
+    deep inside the model (an IndexError in its position embedding) or builds a graph its runtimes'
+    context length does not allow."""
+    config = getattr(job.model, "config", None)
+    length = (job.task_spec.input_schema or {}).get("max_seq_len")
+    positions = next((getattr(config, name) for name in ("max_position_embeddings", "n_positions")
+                      if isinstance(getattr(config, name, None), int)), None)
+    if positions is not None and isinstance(length, int) and length > positions:
+        raise ConfigError(f"task_spec.input_schema.max_seq_len={length} is more than the model's {positions} positions "
+                          f"(its config's max_position_embeddings); set task_spec.input_schema.max_seq_len<={positions}")
+
+
 def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
     """The symbolic axes this format's artifact is built with, per input and output name."""
     axes = ctx.dynamic_axes(batch=exporter.dynamic_batch, sequence=exporter.dynamic_sequence)
@@ -370,6 +385,7 @@ def plan_job(job: ExportJob) -> "list[Plan]":
         adapter = job.adapter or adapter_for_task(job.task_spec)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    _check_positions(job)
     if job.adapter is not None and job.task_spec.inputs is not None:
         raise ConfigError(f"task_spec.inputs declares the model's inputs, but adapter {type(job.adapter).__name__} "
                           "draws its own: set one of them (task_spec.inputs=null, or no adapter)")

@@ -67,7 +67,7 @@ def newest_build(root: Path) -> Path:
 
 
 def _io_line(io: Mapping[str, Any], axes: Mapping[str, Any]) -> str:
-    dyn = axes.get(io["name"])
+    dyn = io["dynamic_axes"] if isinstance(io.get("dynamic_axes"), Mapping) else axes.get(io["name"])
     dynamic = f" (dynamic: {', '.join(f'axis {a} = {n}' for a, n in dyn.items())})" if dyn else ""
     return f"- `{io['name']}`: {io['dtype']} {io['shape']}{dynamic}"
 

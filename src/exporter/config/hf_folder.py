@@ -13,6 +13,9 @@ from ..errors import ConfigError
 
 def read_config(path: Any) -> dict[str, Any]:
     folder = Path(str(path)).expanduser()
+    if not folder.exists():
+        raise ConfigError(f"model.path: {folder} does not exist; give a folder saved with save_pretrained "
+                          "(model.path=DIR)")
     try:
         return json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -33,13 +33,39 @@ def from_pretrained(path: str, task: str, **kwargs: Any) -> Any:
         raise ConfigError(f"model.task: unknown task {task!r}; valid values: {sorted(TASKS)}")
     read_config(path)  # a clear message for a folder that is not a saved model
     auto = getattr(transformers, TASKS[task])
+    from transformers.utils import logging as hf_logging
+
+    # No progress bar or notes of transformers' own on the console: the job says what matters.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model = auto.from_pretrained(str(Path(path).expanduser()), local_files_only=True, **kwargs)
     except ValueError as exc:
         if "Unrecognized configuration class" not in str(exc):
             raise
-        kind = read_config(path).get("model_type", "?")
+        config = read_config(path)
+        kind = config.get("model_type", "?")
         others = sorted(name for name, cls in TASKS.items() if name != task)
+        guess = _task_of(config)
+        hint = (f"it is a {guess} model: use model=hf_{guess}" if guess and guess != task
+                else f"choose the option for its kind (model=hf_<task>, tasks: {others})")
         raise ConfigError(f"model.path: {path} holds a {kind!r} model, which {TASKS[task]} (model.task={task}) "
-                          f"does not load; choose the option for its kind (model=hf_<task>, tasks: {others})") from None
+                          f"does not load; {hint}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.eval()
+
+
+def _task_of(config: dict) -> "str | None":
+    """The task a saved model's config.json says it was built for (its architecture's head), if one of ``TASKS``."""
+    heads = {"ForCausalLM": "causal_lm", "LMHeadModel": "causal_lm", "ForConditionalGeneration": "seq2seq_lm",
+             "ForSequenceClassification": "sequence_classification", "ForQuestionAnswering": "question_answering",
+             "ForTokenClassification": "token_classification", "ForImageClassification": "image_classification"}
+    for architecture in config.get("architectures") or []:
+        for suffix, name in heads.items():
+            if str(architecture).endswith(suffix) and name in TASKS:
+                return name
+    return "seq2seq_lm" if config.get("is_encoder_decoder") and "seq2seq_lm" in TASKS else None

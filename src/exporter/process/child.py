@@ -194,6 +194,15 @@ def config_errors():
             raise
         key = getattr(exc, "full_key", None)
         message = first_line(exc)
+        # An interpolation another key depends on (task_spec.input_schema.vocab_size reads model.path's
+        # config.json): the error of the key at fault, not of the one that read it.
+        refused = f"{ConfigError.__name__} raised while resolving interpolation: "
+        if refused in message:  # a resolver of the tool's refused: its own words
+            raise ConfigError(message.split(refused, 1)[1]) from None
+        missing = "Missing mandatory value: "
+        if missing in message and "interpolation" in message:
+            name = message.split(missing, 1)[1].strip()
+            raise ConfigError(f"{name}: missing; {key or 'the config'} is read from it: set {name}=...") from None
         raise ConfigError(f"{key}: {message}" if key else message) from None
 
 
@@ -233,6 +242,8 @@ def _called(where: str, target: str, function: Callable[..., Any], kwargs: dict[
 
     try:
         return function(**kwargs)
+    except ConfigError:
+        raise  # the tool's own factories (exporter.models.hf) word their refusals themselves, in full
     except Exception as exc:
         name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', target)}"
         message = f"Error in call to target '{name}': {exc!r}"
