@@ -141,6 +141,17 @@ def test_card_onto_a_directory_is_one_line_and_exit_2(copy, tmp_path):
     assert list((tmp_path / "cards").iterdir()) == [] and not list(tmp_path.glob(".cards.*"))  # no temporary left
 
 
+def test_card_into_the_build_folder_itself_is_refused_and_the_build_stays_whole(copy, tmp_path):
+    copy()
+    before = sorted(p.name for p in (tmp_path / "t").iterdir())
+    for target in ("t/CARD.md", "t/../t/card.md"):
+        r = run("card", "t", "-o", target, cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"error: card -o: {target} is inside the build folder ")
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == before
+    assert run("card", "t", cwd=tmp_path).returncode == 0  # still a whole, undamaged build
+
+
 def test_card_into_an_unwritable_place_is_one_line_and_exit_2(copy, tmp_path):
     copy()
     r = run("card", "t", "-o", "/proc/exporter-card.md", cwd=tmp_path)

@@ -349,6 +349,16 @@ def test_hydra_output_subdir_cannot_rewrite_a_good_folder(tmp_path, cli, cnn_bui
     assert (tmp_path / "b/.hydra/overrides.yaml").read_bytes() == before
 
 
+def test_hydra_job_chdir_is_refused_in_one_line_before_anything_runs(tmp_path, cli):
+    for args in ([SMALL, "hydra.job.chdir=true"], ["-m", SMALL, "seed=0,1", "hydra.job.chdir=True"]):
+        r = cli(*args)
+        assert r.returncode == 2 and r.stderr.startswith("error: hydra.job.chdir: a job never runs inside its build "
+                                                         "folder"), r.stderr
+        assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "exports").exists() and not (tmp_path / "multirun").exists()
+    assert cli(SMALL, "hydra.job.chdir=false", "format=pytorch").returncode == 0  # the default, said out loud
+
+
 def test_records_and_stray_files_are_checked_like_artifacts(tmp_path, cli, cnn_build):
     folder = copy_build(cnn_build, tmp_path)
     md = assert_consistent(folder)

@@ -258,6 +258,10 @@ def _refuse_unsupported_overrides(args: list[str]) -> None:
         if key == "hydra.output_subdir" and value not in ("null", ""):
             raise ConfigError("hydra.output_subdir: the build writes .hydra/ into its own staged folder, so that a "
                               "failed run never rewrites a good build's records; leave hydra.output_subdir=null")
+        if key == "hydra.job.chdir" and value.strip().lower() not in ("false", "null", "0", "no", "off", ""):
+            raise ConfigError("hydra.job.chdir: a job never runs inside its build folder (it would leave its records "
+                              "among the artifacts, and a sweep could not count its jobs); paths resolve from where "
+                              "you run it; leave hydra.job.chdir=false")
 
 
 def _drop_sweep_records() -> None:

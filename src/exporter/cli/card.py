@@ -371,6 +371,11 @@ def render_config_diff(a: Path, b: Path, fmt: str = "text") -> tuple[str, bool]:
 def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
     """Print the card (and write it to ``output``); 1 when a file does not match its record."""
     build = read_build(find_build(export_dir))
+    if output and _inside(Path(output), build.folder):
+        # A build folder holds only what its build wrote: a card written into it would make it "damaged".
+        print(f"error: card -o: {output} is inside the build folder {build.folder}, which holds only what its "
+              "build wrote; write the card elsewhere (e.g. -o CARD.md)", file=sys.stderr)
+        return 2
     text = render_card(build)
     if output:
         from ..files import write_text_atomic
@@ -382,6 +387,14 @@ def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
             return 2
     sys.stdout.write(text)
     return 1 if files_problems(build) else 0
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (symbolic links and ``..`` resolved)."""
+    try:
+        return path.expanduser().resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def run_diff(a: str, b: str, fmt: str = "text") -> int:
