@@ -324,11 +324,14 @@ def test_a_folder_holding_the_users_own_model_files_is_refused(tmp_path, cli):
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["config.yaml", "metadata.json"]
 
 
-@pytest.mark.parametrize("override", ["hydra.run.dir=.", "hydra.job.chdir=true"])
-def test_building_into_the_working_directory_is_refused(tmp_path, cli, override):
+@pytest.mark.parametrize("override, message", [
+    ("hydra.run.dir=.", "is the working directory or holds it"),
+    ("hydra.job.chdir=true", "hydra.job.chdir: a job never runs inside its build folder"),  # refused before that
+])
+def test_building_into_the_working_directory_is_refused(tmp_path, cli, override, message):
     r = cli(SMALL, override)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "is the working directory or holds it" in r.stderr and "Traceback" not in r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stdout + r.stderr
     assert not list(tmp_path.glob("model.*")) and not (tmp_path / "metadata.json").exists()
 
 
