@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config.task_spec import TaskSpec
-from ..models.hf_cache import build_cache, cache_keyword, cache_layers
+from ..models.hf_cache import build_cache, cache_keyword, cache_layers, returned_cache
 from .tasks import LanguageModelingAdapter, _forward_parameters
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def cache_layout(model: Any) -> Optional[CacheLayout]:
     try:
         with torch.no_grad():
             out = model(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True, return_dict=True)
-        pairs = cache_layers(getattr(out, "cache", None) or out.past_key_values)
+        pairs = cache_layers(returned_cache(out))
     except Exception:  # noqa: BLE001 - a cache this adapter cannot read: the model builds without one
         return None
     if not pairs or any(k.dim() != 4 or v.shape != k.shape for k, v in pairs):
@@ -156,7 +156,7 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
         if self.takes_position_ids:
             kwargs["position_ids"] = inputs["position_ids"]
         out = model(**kwargs)
-        present = getattr(out, "cache", None) or out.past_key_values
+        present = returned_cache(out)
         flat = {"logits": out.logits}
         for i, (key, value) in enumerate(cache_layers(present)):
             flat[PRESENT.format(i, "key")], flat[PRESENT.format(i, "value")] = key, value

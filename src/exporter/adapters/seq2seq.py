@@ -273,7 +273,7 @@ class Seq2SeqLMAdapter(ModelAdapter):
                                   "eager_tokens": eager.tolist(), "artifact_tokens": tokens.tolist()}
         from ..models.seq2seq_parts import DecoderPart, EncoderPart
 
-        decoder, eager_hidden = DecoderPart(model), None
+        decoder = DecoderPart(model)
         with torch.no_grad():
             eager_hidden = EncoderPart(model)(**encoder_inputs)
         if self.cache is not None:
