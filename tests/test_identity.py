@@ -317,10 +317,14 @@ def test_verify_says_differs_and_exits_1_when_the_rebuild_gives_other_bytes(tmp_
     (tmp_path / "nets.py").write_text(NET.format(scale=1))
     assert cli("~model", "+model={_target_: nets.Net}", "task_spec.input_schema.image_size=[3,8,8]", "format=pytorch",
                "export_dir=b").returncode == 0
-    r = cli("verify", "b")
+    r = cli("verify", "b")  # your own code is imported only from a folder you name
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert "model._target_ nets.Net" in r.stderr and "verify b --code FOLDER" in r.stderr
+    r = cli("verify", "b", "--code", ".")
     assert r.returncode == 0 and "identical bytes" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.startswith(f"model code: nets.Net from {tmp_path} (--code)\n"), r.stdout
     (tmp_path / "nets.py").write_text(NET.format(scale=2))
-    r = cli("verify", "b")
+    r = cli("verify", "b", "--code", ".")
     assert r.returncode == 1, r.stdout + r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("pytorch "))
     assert row.rstrip().endswith("DIFFERS") and "MODIFIED" not in r.stdout, r.stdout

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config.task_spec import TaskSpec
 from ..models.hf_cache import build_cache, cache_keyword, cache_layers, returned_cache
+from ..records.layout import TOKENIZER_FILES
 from .tasks import LanguageModelingAdapter, _forward_parameters
 
 if TYPE_CHECKING:
@@ -305,11 +306,6 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
         return outcome
 
 
-
-
-# Hugging Face files a runtime reads beside the graph, copied from the model's own folder.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                   "tokenizer.model", "added_tokens.json", "chat_template.jinja")
 # model_type values ONNX Runtime GenAI 0.18 runs in this graph's layout (split keys and values per
 # layer, past_key_values.%d.key) under its generic "decoder" type. Its own "gpt2" type expects one
 # combined past per layer and fails on this graph, so the type written is always "decoder".

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from ..records.layout import METADATA_FILE
 from ..records.read import (
+    FOREIGN,
     MISSING,
     MODIFIED,
     OK,
@@ -85,6 +86,8 @@ def _on_disk(build: Build, fmt: str, record: Mapping[str, Any]) -> str:
         if check.state in (MISSING, MODIFIED):
             text = "MISSING" if check.state == MISSING else "MODIFIED (sha256 differs from metadata.json)"
             return text if check.file == record.get("file") else f"{text}: {check.file}"
+        if check.state == FOREIGN:
+            return f"NOT PART OF THE BUILD: {check.file}"
     if any(check.state == OK for check in checks):
         return "verified"
     return "-" if record.get("status") == "failed" else "not recorded"
@@ -435,6 +438,10 @@ def main(argv: list[str]) -> int:
                                            "compare the artifacts byte for byte; exit 1 on a difference, 2 when "
                                            "the build cannot be read or rebuilt")
     verify.add_argument("export_dir")
+    verify.add_argument("--code", metavar="PATH", type=Path,
+                        help="a folder of your own model code to import (model._target_: mynets.Net); without it, "
+                             "verify imports model code only from installed distributions, never from the build "
+                             "folder or the working directory")
     args = parser.parse_args(argv)
     try:
         if args.command == "card":
@@ -442,7 +449,7 @@ def main(argv: list[str]) -> int:
         if args.command == "verify":
             from .verify import run_verify
 
-            return run_verify(Path(args.export_dir))
+            return run_verify(Path(args.export_dir), args.code)
         return run_diff(args.a, args.b, args.format)
     except (BuildNotFound, BuildUnreadable) as exc:
         print(f"error: {exc}", file=sys.stderr)

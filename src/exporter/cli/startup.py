@@ -31,10 +31,27 @@ def run() -> NoReturn:
     (``exporter.cli.app.entry``)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stopped_while_loading)
+    if len(sys.argv) > 1 and sys.argv[1] in _readers():
+        _working_directory_off_the_path()
     hold_signals_while_importing(NATIVE_PACKAGES)
     from .app import entry
 
     entry()
+
+
+def _readers() -> tuple[str, ...]:
+    from .commands import READERS
+
+    return READERS
+
+
+def _working_directory_off_the_path() -> None:
+    """``card``, ``diff`` and ``verify`` import nothing from the working directory: ``python -m``
+    puts it first on ``sys.path``, and a build folder read from inside (``cd DIR && exporter verify
+    .``) could bring a ``yaml.py`` or ``torch.py`` of its own."""
+    cwd = os.path.realpath(os.getcwd())
+    sys.path[:] = [entry for entry in sys.path
+                   if entry and os.path.isabs(entry) and os.path.realpath(entry) != cwd]
 
 
 def _stopped_while_loading(signum: int, _frame: Any) -> NoReturn:

@@ -15,11 +15,11 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..config import environment as settings
 from ..errors import ExportError
-from ..records.read import MISSING, MODIFIED, Build, BuildUnreadable, read_build
+from ..records.read import FOREIGN, MISSING, MODIFIED, Build, BuildUnreadable, read_build
 from ..records.tables import table
 
 BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process, except where a "
@@ -30,22 +30,132 @@ BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a 
 
 @contextmanager
 def _in_folder(folder: Any) -> Iterator[None]:
-    """Run where the build was made from: relative paths (checkpoint, calibration file) and modules
-    next to it (``model._target_: mynets.Net``) resolve as they did."""
+    """Run where the build was made from, so that relative paths (checkpoint, calibration file)
+    resolve as they did. Only files are read from there: no import looks in it (``_import_path``)."""
     if not folder or not Path(folder).is_dir():
         yield
         return
     saved = os.getcwd()
     os.chdir(folder)
-    sys.path.insert(0, str(folder))
     try:
         yield
     finally:
         os.chdir(saved)
-        sys.path.remove(str(folder))
 
 
-def _rebuild(build: Build, into: Path) -> dict[str, Any]:
+def untrusted_path_entries(path: list[str], folders: list[Path], build: Optional[Path] = None) -> list[str]:
+    """The entries of ``path`` (``sys.path``) through which a verify could import code a build
+    folder brings: relative ones (``''`` is the working directory, wherever that is), the
+    ``folders`` themselves (the working directory, the folder the records name) and the ``build``
+    folder or any folder inside it. Entries inside a working directory stay: a virtual environment
+    in the project folder is the user's own installation.
+
+    >>> untrusted_path_entries(["", "/w", "/w/.venv/lib", "/b", "/b/x", "rel"], [Path("/w")], Path("/b"))
+    ['', '/w', '/b', '/b/x', 'rel']
+    """
+    exact = {Path(os.path.realpath(folder)) for folder in folders}
+    inside = Path(os.path.realpath(build)) if build is not None else None
+    bad = []
+    for entry in path:
+        real = Path(os.path.realpath(entry)) if entry and os.path.isabs(entry) else None
+        if real is None or real in exact or (inside is not None and (real == inside or inside in real.parents)):
+            bad.append(entry)
+    return bad
+
+
+@contextmanager
+def _import_path(folders: list[Path], build: Path, code: Optional[Path]) -> Iterator[None]:
+    """``sys.path`` without the entries ``untrusted_path_entries`` names, with ``code`` (the folder
+    the user named with ``--code``) in front."""
+    saved = list(sys.path)
+    bad = set(untrusted_path_entries(sys.path, folders, build))
+    sys.path[:] = ([str(code)] if code is not None else []) + [entry for entry in sys.path if entry not in bad]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _targets(node: Any) -> list[str]:
+    """Every ``_target_`` a config names (the model, an adapter, a calibration dataset), in order."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_" and isinstance(value, str):
+                found.append(value)
+            else:
+                found += _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _targets(value)
+    return found
+
+
+def _where_of(config: dict[str, Any], target: str) -> str:
+    """The config key that names ``target``: ``model._target_``, ``adapter._target_``."""
+    def walk(node: Any, prefix: str) -> Optional[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "_target_" and value == target:
+                    return f"{prefix}_target_"
+                hit = walk(value, f"{prefix}{key}.")
+                if hit:
+                    return hit
+        return None
+    return walk(config, "") or "_target_"
+
+
+def code_sources(config: dict[str, Any], code: Optional[Path], folder: Path) -> list[str]:
+    """Where the code each ``_target_`` of ``config`` names would be imported from, one line each,
+    found without running any of it (only top-level modules are looked up). Raises BuildUnreadable
+    for code that is neither an installed distribution nor under ``code``: the working directory,
+    a build folder or the standard library (``os.system``) are no model code a verify imports."""
+    import importlib.util
+    from importlib import metadata
+
+    distributions = metadata.packages_distributions()
+    lines = []
+    for target in dict.fromkeys(_targets(config)):
+        where = _where_of(config, target)
+        top = target.split(".")[0]
+        hint = (f"if it is your code, name the folder that holds it: exporter verify {folder} --code FOLDER")
+        try:
+            spec = importlib.util.find_spec(top) if top.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            raise BuildUnreadable(f"{where} {target}: no module {top!r} is installed here; {hint}")
+        origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None
+        location = Path(origin) if origin else (
+            Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations else None)
+        if code is not None and location is not None and (
+                Path(os.path.realpath(location)) == Path(os.path.realpath(code))
+                or Path(os.path.realpath(code)) in Path(os.path.realpath(location)).parents):
+            lines.append(f"model code: {target} from {code} (--code)")
+        elif top in distributions and location is not None and not _in_stdlib(location):
+            name = distributions[top][0]
+            lines.append(f"model code: {target} from the installed distribution {name} {metadata.version(name)}")
+        elif location is None or _in_stdlib(location):
+            raise BuildUnreadable(f"{where} {target}: Python's own {top!r} is not model code; verify imports "
+                                  "model code only from an installed distribution or a folder given with --code")
+        else:
+            raise BuildUnreadable(f"{where} {target}: {location} is neither an installed distribution nor under a "
+                                  f"folder given with --code; {hint}")
+    return lines
+
+
+def _in_stdlib(location: Path) -> bool:
+    import sysconfig
+
+    real = Path(os.path.realpath(location))
+    for key in ("stdlib", "platstdlib"):
+        root = Path(os.path.realpath(sysconfig.get_paths()[key]))
+        if real == root or (root in real.parents and "site-packages" not in real.relative_to(root).parts):
+            return True
+    return False
+
+
+def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:
     """The rebuilt metadata.json of DIR's config, built into ``into``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -55,19 +165,6 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
     from .describe import job_from_config
 
     origin = dict(build.metadata.get("config") or {})
-    if origin.get("source") != "cli":
-        raise BuildUnreadable(
-            f"{build.folder} was built with the Python API: the model was handed over as an object, which its "
-            "records cannot rebuild; verify needs a build made from the command line (a config that names the model)")
-    if not build.config:
-        raise BuildUnreadable(f"{build.folder}: no config.yaml to rebuild from")
-    from ..formats.registry import registered_formats
-
-    unknown = sorted(set((build.config.get("format") or {})) - set(registered_formats()))
-    if unknown:
-        raise BuildUnreadable(
-            f"{build.folder} was built with format(s) {unknown}, which no installed format or plug-in registers "
-            f"here (registered: {sorted(registered_formats())}); install the plug-in that provides them to verify")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(export_schema()), build.config)
     except OmegaConfBaseException as exc:
@@ -87,10 +184,31 @@ def _rebuild(build: Build, into: Path) -> dict[str, Any]:
     return result.metadata
 
 
+def _check_rebuildable(build: Build) -> None:
+    """BuildUnreadable when the records cannot say what to rebuild."""
+    from ..formats.registry import registered_formats
+
+    origin = dict(build.metadata.get("config") or {})
+    if origin.get("source") != "cli":
+        raise BuildUnreadable(
+            f"{build.folder} was built with the Python API: the model was handed over as an object, which its "
+            "records cannot rebuild; verify needs a build made from the command line (a config that names the model)")
+    if not build.config:
+        raise BuildUnreadable(f"{build.folder}: no config.yaml to rebuild from")
+
+    unknown = sorted(set((build.config.get("format") or {})) - set(registered_formats()))
+    if unknown:
+        raise BuildUnreadable(
+            f"{build.folder} was built with format(s) {unknown}, which no installed format or plug-in registers "
+            f"here (registered: {sorted(registered_formats())}); install the plug-in that provides them to verify")
+
+
 def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[str, bool]:
     for check in build.files_of(fmt):
         if check.state in (MISSING, MODIFIED):
             return f"{check.file} {check.state.upper()} in {build.folder.name} (its record is not the file)", False
+        if check.state == FOREIGN:
+            return f"{check.file} is no file a build writes (its record was not written by this tool)", False
     if rebuilt.get("status") == "failed":
         return f"not rebuilt: {rebuilt.get('error')}", False
     extras = [(e.get("file"), e.get("sha256")) for e in recorded.get("extra_files") or []]
@@ -124,19 +242,29 @@ def auto_choice_differs(recorded: dict[str, Any], rebuilt: dict[str, Any]) -> Op
             f"quantization.weight_type={then} builds the recorded choice")
 
 
-def verify(folder: Path) -> tuple[str, bool]:
-    """The report and whether every artifact of ``folder`` rebuilds to the same bytes."""
+def verify(folder: Path, code: Optional[Path] = None,
+           announce: Callable[[str], None] = lambda line: None) -> tuple[str, bool]:
+    """The report and whether every artifact of ``folder`` rebuilds to the same bytes. Before the
+    rebuild, ``announce`` gets one line per model code it imports (``code_sources``)."""
     from ..config.build_key import versions
     from ..interrupts import signals_deferred
 
     build = read_build(folder)
-    # The folder and what removes it come into being together: a Ctrl-C in between (after mkdtemp,
-    # before a try) left it behind. Should the signal arrive as this block ends, the object is
-    # dropped on the way out and its finalizer removes the folder.
-    with signals_deferred():
-        scratch = tempfile.TemporaryDirectory(prefix="exporter-verify-", ignore_cleanup_errors=True)
-    with scratch:
-        rebuilt = _rebuild(build, Path(scratch.name) / "build")
+    origin = dict(build.metadata.get("config") or {})
+    # No import from here on looks in the working directory, the build folder or the folder its records name.
+    drop = [Path.cwd()] + ([Path(str(origin["cwd"]))] if origin.get("cwd") else [])
+    with _import_path(drop, build.folder, code):
+        _check_rebuildable(build)
+        sources = code_sources(build.config, code, folder)
+        for line in sources:
+            announce(line)
+        # The folder and what removes it come into being together: a Ctrl-C in between (after mkdtemp,
+        # before a try) left it behind. Should the signal arrive as this block ends, the object is
+        # dropped on the way out and its finalizer removes the folder.
+        with signals_deferred():
+            scratch = tempfile.TemporaryDirectory(prefix="exporter-verify-", ignore_cleanup_errors=True)
+        with scratch:
+            rebuilt = _rebuild(build, Path(scratch.name) / "build", code)
     rows, ok = [], True
     for fmt, recorded in build.metadata["artifacts"].items():
         if recorded.get("status") == "failed":
@@ -157,10 +285,18 @@ def verify(folder: Path) -> tuple[str, bool]:
     return "\n".join(lines) + "\n", ok
 
 
-def run_verify(folder: Path) -> int:
-    """Command line: print the report; 0 all match, 1 a difference, 2 unreadable or not rebuildable."""
+def run_verify(folder: Path, code: Optional[Path] = None) -> int:
+    """Command line: say which model code it imports, then print the report; 0 all match, 1 a
+    difference, 2 unreadable or not rebuildable."""
+    if code is not None and not code.is_dir():
+        print(f"error: --code {code}: not a folder (name the folder that holds your model's code)", file=sys.stderr)
+        return 2
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
     try:
-        text, ok = verify(folder)
+        text, ok = verify(folder, code.resolve() if code is not None else None, announce)
     except ExportError as exc:
         print(f"error: cannot rebuild {folder}: {exc}", file=sys.stderr)
         return 2

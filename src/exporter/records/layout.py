@@ -22,6 +22,29 @@ HYDRA_SUBDIR = ".hydra"
 # What a build folder holds besides the files its records list.
 RECORD_NAMES = frozenset({METADATA_FILE, CONFIG_SNAPSHOT_FILE, LOG_FILE, HYDRA_SUBDIR})
 
+# The model-folder files a text model's build writes beside its graphs for the runtimes that load the
+# folder as it is (ONNX Runtime GenAI, Optimum's ORT classes): copied from the model's folder or written.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "tokenizer.model", "added_tokens.json", "chat_template.jinja")
+MODEL_FOLDER_FILES = frozenset({"config.json", "generation_config.json", "genai_config.json", *TOKENIZER_FILES})
+# Files that are code to Python or to a loader: a build never writes one.
+CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".pyx", ".so", ".dylib", ".dll", ".sh", ".exe")
+
+
+def written_by_a_build(name: str, artifact: Optional[str]) -> bool:
+    """Whether a build of this tool writes a file of that ``name`` for the artifact file ``artifact``:
+    the artifact itself, its data files (``model.onnx.data``) or a model-folder file
+    (``MODEL_FOLDER_FILES``), and never code. A record that lists anything else was not written by
+    a build: ``card`` counts it as no part of the build.
+
+    >>> [written_by_a_build(n, "model.onnx") for n in ("model.onnx.data", "tokenizer.json", "evilmod.py")]
+    [True, True, False]
+    """
+    if name.lower().endswith(CODE_SUFFIXES):
+        return False
+    return name == artifact or (artifact is not None and name.startswith(artifact + ".")) or name in MODEL_FOLDER_FILES
+
+
 # The overrides a sweep varies (JSON list of keys), set by the sweep for its jobs (exporter.cli.sweep).
 SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
 # Already part of the folder name <model>/<formats>-<quantization>, or not about what is built.

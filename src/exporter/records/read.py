@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Union
 
-from .layout import CONFIG_SNAPSHOT_FILE, METADATA_FILE, RECORD_NAMES
+from .layout import CONFIG_SNAPSHOT_FILE, CODE_SUFFIXES, METADATA_FILE, RECORD_NAMES, written_by_a_build
 
 OK, MISSING, MODIFIED, NOT_RECORDED, UNLISTED = "ok", "missing", "modified", "not recorded", "unlisted"
+# A file the records list that no build of this tool writes (a .py among an artifact's extra_files).
+FOREIGN = "foreign"
 # The FileCheck "format" of the build's own records (config.yaml, export.log, .hydra/*).
 RECORDS = "(records)"
 # Artifact statuses of a file the build kept (a failed format has none).
@@ -94,6 +96,10 @@ def files_problems(build: Build) -> list[str]:
             lines.append(f"{build.folder / check.file}: modified (sha256 differs from metadata.json)")
         elif check.state == UNLISTED:
             lines.append(f"{build.folder / check.file}: not part of the build (metadata.json does not list it)")
+        elif check.state == FOREIGN:
+            lines.append(f"{build.folder / check.file}: not part of the build (metadata.json lists it, but a build "
+                         "writes only its artifacts, their data files, its records and the model-folder files; "
+                         "never code)")
     return lines
 
 
@@ -156,6 +162,8 @@ def _read_at(fd: int, folder: Path) -> Build:
     files = tuple(check for fmt, record in metadata["artifacts"].items() for check in _checks(fd, folder, fmt, record))
     # The build's other records (config.yaml, export.log, .hydra/) are hashed too, where it lists them.
     files += tuple(_check(fd, folder, RECORDS, {"file": name, "sha256": sha256})
+                   if Path(name).parts[0] in RECORD_NAMES and not name.lower().endswith(CODE_SUFFIXES)
+                   else FileCheck(RECORDS, name, sha256, None, FOREIGN)
                    for name, sha256 in (metadata.get("records") or {}).items())
     # A file no record lists is not part of the build (dropped in by hand, or by another tool).
     listed = RECORD_NAMES | {Path(c.file).parts[0] for c in files if c.file}
@@ -281,11 +289,16 @@ def _config_at(fd: int, folder: Path) -> dict[str, Any]:
 
 def _checks(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> list[FileCheck]:
     """The artifact file of one format record, then any extra files (external data) it lists."""
+    artifact = record.get("file")
     if record.get("sha256") is None:
-        checks = [FileCheck(fmt, record.get("file"), None, record.get("bytes"), NOT_RECORDED)]
+        checks = [FileCheck(fmt, artifact, None, record.get("bytes"), NOT_RECORDED)]
+    elif not written_by_a_build(str(artifact), str(artifact)):
+        checks = [FileCheck(fmt, artifact, record.get("sha256"), record.get("bytes"), FOREIGN)]
     else:
         checks = [_check(fd, folder, fmt, record)]
-    return checks + [_check(fd, folder, fmt, extra) for extra in record.get("extra_files") or []]
+    return checks + [_check(fd, folder, fmt, extra) if written_by_a_build(extra["file"], artifact)
+                     else FileCheck(fmt, extra["file"], extra.get("sha256"), extra.get("bytes"), FOREIGN)
+                     for extra in record.get("extra_files") or []]
 
 
 def _check(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> FileCheck:
