@@ -66,3 +66,55 @@ def test_verify_says_which_model_code_it_imports(golden, tmp_path):
     assert r.stdout.startswith("model code: exporter.models.SimpleCNN from the installed distribution exporter "), r.stdout
     r = run_cli("verify", str(golden("onnx")), "--code", str(tmp_path / "nope"), cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: --code ") and r.stderr.count("\n") == 1, r.stderr
+
+
+LINEAR = ("import torch\n\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+          "        self.fc = torch.nn.Linear(16, 4)\n\n    def forward(self, pixel_values):\n"
+          "        return self.fc(pixel_values.flatten(1))\n")
+NET_ARGS = ["~model", "+model={_target_: nets.Net}", "task_spec.input_schema.image_size=[1,4,4]",
+            "task_spec.output_schema.num_classes=4", "format=[onnx,pytorch]", "export_dir=exports/good"]
+
+
+def test_a_failed_run_never_replaces_a_build_in_which_that_format_was_ok(tmp_path):
+    from conftest import NO_ONNX
+
+    (tmp_path / "nets.py").write_text(LINEAR)
+    assert run_cli(*NET_ARGS, cwd=tmp_path).returncode == 0
+    good, aside = tmp_path / "exports/good", tmp_path / "exports/good.failed"
+    before = (good / "metadata.json").read_bytes()
+    # the model's code changes and its ONNX export now fails: the good build stays, this run's goes beside it
+    (tmp_path / "nets.py").write_text(NO_ONNX.replace("NoOnnx", "Net"))
+    r = run_cli(*NET_ARGS, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert r.stderr.startswith("error: a format failed: onnx: ") and "Traceback" not in r.stdout + r.stderr
+    assert "\\x1b" not in r.stderr
+    assert "exports/good keeps its earlier build, in which onnx was ok; this run's build, in which onnx failed, is in exports/good.failed" \
+        in r.stderr, r.stderr
+    assert (good / "metadata.json").read_bytes() == before and (good / "model.onnx").is_file()
+    assert run_cli("card", str(good), cwd=tmp_path).returncode == 0
+    failed = json.loads((aside / "metadata.json").read_text())
+    assert failed["status"] == "failed" and not (aside / "model.onnx").exists() and (aside / "model.pth").is_file()
+    # the next failure replaces it; the good build still stays
+    r = run_cli(*NET_ARGS, "seed=1", cwd=tmp_path)
+    assert r.returncode == 1 and (good / "metadata.json").read_bytes() == before
+    assert json.loads((aside / "metadata.json").read_text())["seed"] == 1
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == [".good.lock", "good", "good.failed"]
+    # a run that builds it again publishes, and the failed result beside it goes
+    (tmp_path / "nets.py").write_text(LINEAR)
+    r = run_cli(*NET_ARGS, "seed=2", cwd=tmp_path)
+    assert r.returncode == 0 and not aside.exists(), r.stdout + r.stderr
+    assert json.loads((good / "metadata.json").read_text())["seed"] == 2
+
+
+def test_impossible_onnx_names_are_refused_before_the_model_loads(tmp_path, golden):
+    build = golden.copy("onnx", tmp_path / "exports/good")
+    before = (build / "metadata.json").read_bytes()
+    for names, said in (("format.onnx.input_names=[logits]", "format.onnx.input_names: ['logits'] would name both"),
+                        ("format.onnx.output_names=[a,a]", "format.onnx.output_names: ['a'] given more than once"),
+                        ("format.onnx.output_names=[pixel_values]", "format.onnx.output_names: ['pixel_values']")):
+        r = run_cli("task_spec.input_schema.image_size=[3,32,32]", "export_dir=exports/good", names, cwd=tmp_path,
+                    env={"PYTHONPROFILEIMPORTTIME": "1"})
+        lines = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: " + said), r.stderr[-800:]
+        assert not any(line.rstrip().endswith(("| torch", "| onnx")) for line in r.stderr.splitlines())
+    assert (build / "metadata.json").read_bytes() == before

@@ -145,6 +145,10 @@ def export_model(
     for name, artifact in result.artifacts.items():
         if artifact.status == "failed":
             log.error("export_model: %s was not exported: %s", name, artifact.record.error)
+    if result.kept is not None:
+        from .build.runner import kept_message
+
+        log.error("export_model: %s", kept_message(result))
     return result.paths()
 
 

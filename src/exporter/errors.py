@@ -1,5 +1,7 @@
 """Errors that the command line reports as one clear message, without a traceback."""
 
+import re
+
 
 class ExportError(Exception):
     """A problem with the user's input (config, checkpoint, model, schema) or an export that failed.
@@ -23,7 +25,9 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
 
     ``with_type`` puts the type name in front: ``EOFError: Ran out of input``.
     """
-    line = next((text.strip() for text in str(exc).splitlines() if text.strip()), "")
+    # Terminal colour codes (torch.onnx's messages carry them) would print as garbage in a log or a file.
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     if not line:
         return type(exc).__name__
     return f"{type(exc).__name__}: {line}" if with_type else line

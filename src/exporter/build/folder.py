@@ -49,6 +49,9 @@ log = logging.getLogger("exporter")
 # Entries a folder may hold and still count as an earlier build (anything else is the user's).
 _BUILD_ENTRIES = RECORD_NAMES
 _STAGING = ".staging-"
+FAILED_SUFFIX = ".failed"
+# Artifact statuses of a good artifact: one a failed run never replaces.
+GOOD = ("ok", "unchecked")
 
 
 class BuildLocked(ExportError):
@@ -58,6 +61,28 @@ class BuildLocked(ExportError):
 def lock_path(target: Path) -> Path:
     """The lock of a build folder: a hidden file beside it (the folder itself is swapped whole)."""
     return target.parent / f".{target.name}.lock"
+
+
+def failed_folder(target: Path) -> Path:
+    """Where a run keeps its build when a format failed that was ok in the target's build, which it
+    must not replace: ``exports/good`` -> ``exports/good.failed``."""
+    return target.with_name(target.name + FAILED_SUFFIX)
+
+
+def lost_formats(previous: Optional[dict], metadata: dict) -> list[str]:
+    """The formats that failed in ``metadata`` (this run) and were ok in ``previous`` (the build the
+    target holds): publishing would lose them.
+
+    >>> lost_formats({"artifacts": {"onnx": {"status": "ok"}, "pytorch": {"status": "failed"}}},
+    ...              {"artifacts": {"onnx": {"status": "failed"}, "pytorch": {"status": "failed"}}})
+    ['onnx']
+    >>> lost_formats(None, {"artifacts": {"onnx": {"status": "failed"}}})
+    []
+    """
+    before = (previous or {}).get("artifacts") or {}
+    return [name for name, record in (metadata.get("artifacts") or {}).items()
+            if record.get("status") == "failed" and isinstance(before.get(name), dict)
+            and before[name].get("status") in GOOD]
 
 
 def staging_prefix(target: Path) -> str:
@@ -266,25 +291,32 @@ class BuildTransaction:
         roots = sorted(self.parent.glob(f"{prefix}*"), key=lambda p: p.stat().st_mtime)
         return _owner_of(roots[-1].name, prefix) if roots else "another process"
 
-    def publish(self) -> None:
-        """Make the staged build the target, in one atomic step (see the module docstring)."""
+    def publish(self, into: Optional[Path] = None) -> None:
+        """Make the staged build the target (or ``into``: the ``failed_folder`` beside it, under
+        the target's lock), in one atomic step (see the module docstring)."""
+        into = self.target if into is None else into
+        if into != self.target:
+            check_target(into)
         _fsync_tree(self.build)
         with signals_deferred():
-            self._swap()
+            self._swap(into)
             self.published = True
-            PUBLISHED.append(self.target)
+            PUBLISHED.append(into)
         _fsync_dir(self.parent)
 
-    def _swap(self) -> None:
+    def _swap(self, into: Path) -> None:
         for _ in range(5):
             try:
-                if self.target.exists() or self.target.is_symlink():
-                    if exchange(self.build, self.target):
+                if into.exists() or into.is_symlink():
+                    if exchange(self.build, into):
                         return
                     # No atomic exchange here: two renames, with a moment in which the target is
                     # absent (never mixed); a run that dies in between is rolled back by the next.
-                    os.rename(self.target, self.root / "previous")
-                os.rename(self.build, self.target)
+                    if into == self.target:
+                        os.rename(into, self.root / "previous")
+                    else:
+                        os.rename(into, self.root / "replaced")
+                os.rename(self.build, into)
                 return
             except FileNotFoundError:
                 continue  # the (empty) target was removed under us: rename instead of exchange
@@ -292,7 +324,19 @@ class BuildTransaction:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                     continue  # an empty target appeared (another process's Hydra mkdir): exchange
                 raise
-        raise ExportError(f"could not publish the build into {self.target}: it keeps changing")
+        raise ExportError(f"could not publish the build into {into}: it keeps changing")
+
+    def previous_build(self) -> Optional[dict]:
+        """The metadata.json of the build the target holds now (under the lock), or None."""
+        return _our_metadata(self.target) if self.target.is_dir() else None
+
+    def remove_failed_result(self) -> None:
+        """After a publish into the target: the result an earlier failed run kept beside it
+        (``failed_folder``) describes a build that is no longer the question; remove it."""
+        aside = failed_folder(self.target)
+        if aside.is_dir() and not aside.is_symlink() and _our_metadata(aside) is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+            log.info("removed %s, the result of an earlier failed run", aside)
 
     def __exit__(self, *exc_info) -> None:
         with signals_deferred():

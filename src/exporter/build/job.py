@@ -110,6 +110,10 @@ class ExportResult:
     metadata_path: Path
     artifacts: dict[str, ArtifactResult]
     metadata: dict[str, Any]
+    # Set when a format failed that was ok in the build the folder held: that folder (``kept``) keeps
+    # its build, and ``export_dir`` is the ``<folder>.failed`` beside it; ``lost``: those formats.
+    kept: Optional[Path] = None
+    lost: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:

@@ -20,7 +20,7 @@ from ..errors import ExportError
 from ..files import sha256_of, write_json_atomic, write_text_atomic
 from ..records.layout import CONFIG_SNAPSHOT_FILE, LOG_FILE, METADATA_FILE
 from .artifact import build_artifact, check_parts_together, trace_log
-from .folder import BuildTransaction, toolchain_sandbox
+from .folder import BuildTransaction, failed_folder, lost_formats, toolchain_sandbox
 from .job import ArtifactRecord, ArtifactResult, ExportJob, ExportResult
 from .metadata import build_metadata
 from .plan import plan_job, plans_of
@@ -40,6 +40,8 @@ def run_export(job: ExportJob) -> ExportResult:
     started = time.perf_counter()
     was_training = job.model.training
     export_dir = Path(job.export_dir)
+    kept: Optional[Path] = None
+    lost: list[str] = []
     try:
         with held_back() as planning:  # the calibration warning, say: logged before export.log exists
             plans = plan_job(job)
@@ -72,12 +74,21 @@ def run_export(job: ExportJob) -> ExportResult:
                 if _disk_full(exc, txn.work):
                     raise _disk_full_error(export_dir) from None
                 raise
-            txn.publish()
+            # A format that failed here but was ok in the build the folder holds: that build stays,
+            # and this run's goes beside it (docs/reliability.md, "A failed run loses no good artifact").
+            lost = lost_formats(txn.previous_build(), metadata)
+            if lost:
+                kept = export_dir
+                export_dir = failed_folder(export_dir)
+                txn.publish(into=export_dir)  # each door says so (kept_message)
+            else:
+                txn.publish()
+                txn.remove_failed_result()
     finally:
         job.model.train(was_training)
     artifacts = {name: replace(r, path=export_dir / r.path.name) if r.path else r for name, r in results.items()}
     return ExportResult(export_dir=export_dir, metadata_path=export_dir / METADATA_FILE, artifacts=artifacts,
-                        metadata=metadata)
+                        metadata=metadata, kept=kept, lost=lost)
 
 
 # Less free space than this where the build is staged, after a failure: the disk was the cause.
@@ -139,6 +150,13 @@ def _at_info() -> Iterator[None]:
         yield
     finally:
         log.setLevel(saved)
+
+
+def kept_message(result: ExportResult) -> str:
+    """What a run says when its folder kept the earlier build (``ExportResult.kept``)."""
+    lost = ", ".join(result.lost)
+    return (f"{result.kept} keeps its earlier build, in which {lost} {'was' if len(result.lost) == 1 else 'were'} "
+            f"ok; this run's build, in which {lost} failed, is in {result.export_dir}")
 
 
 def _close_job_log() -> None:

@@ -60,6 +60,8 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
     problems = "; ".join(error if str(error).startswith(f"{name}: ") else f"{name}: {error}"
                          for name, error in (outcome.get("errors") or {}).items() if error)
+    if outcome.get("kept"):
+        stop(1, f"error: a format failed: {problems}; {outcome['kept']}")
     if outcome["status"] == "failed":
         stop(1, f"error: the build is published, but a format failed: {problems}")
     if outcome["status"] in ("mismatch", "unchecked"):

@@ -89,6 +89,8 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             raise ConfigError(f"adapter: expected null or a node with _target_, got {adapter!r}; "
                               "e.g. +adapter._target_=pkg.MyAdapter")
         formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
+        if adapter is None:
+            _check_names(task_spec, formats)
         hydra_files: dict[str, str] = {}
         provenance: dict[str, Any] = {}
         notes: list[str] = []
@@ -105,6 +107,22 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             calibration=OmegaConf.to_object(cfg.calibration), export_dir=Path(cfg.export_dir), seed=cfg.seed,
             checkpoint=cfg.checkpoint, wait=bool(cfg.wait), snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
             origin=origin, hydra_files=hydra_files, provenance=provenance, notes=notes)
+
+
+def _check_names(task_spec: Any, formats: dict[str, Any]) -> None:
+    """Format options that clash with the task's input and output names, before the model is built
+    (``FormatExporter.check_names``). The names are the task adapter's before it sees the model;
+    where it cannot name them without the model, the format checks them when the job runs."""
+    from ..adapters.registry import adapter_for_task
+    from ..formats.registry import format_class
+
+    try:
+        adapter = adapter_for_task(task_spec)
+        inputs, outputs = list(adapter.input_names), list(adapter.output_names)
+    except Exception:  # noqa: BLE001 - names that depend on the model: checked with it
+        return
+    for name, options in formats.items():
+        format_class(name).check_names(options, inputs, outputs)
 
 
 def own_model_call(cfg: DictConfig) -> Optional[tuple[str, dict[str, Any]]]:

@@ -8,7 +8,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence
 
 from ..adapters.outputs import as_output_list  # noqa: F401 (formats read results through it)
 from ..config.schema import option_value
@@ -256,6 +256,12 @@ class FormatExporter(ABC):
     def check_options(cls, options: Any) -> None:
         """Refuse option combinations this format cannot build whatever the model (raise
         ConfigError). The command line checks them with the config, before the model is built."""
+
+    @classmethod
+    def check_names(cls, options: Any, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+        """Refuse options that cannot work with the task's input and output names (as its adapter
+        names them before it sees the model): the command line checks them before the model is
+        built. ONNX refuses an input and an output of one name (``format.onnx.input_names=[logits]``)."""
 
     def check(self, ctx: ExportContext) -> None:
         """Refuse option combinations this format cannot build (raise ConfigError), before any work

@@ -152,8 +152,13 @@ def build(description: JobDescription, checked: tuple[dict[str, Any], Optional[s
         job = build_job(description, identity or identity_in_background(checked))
         result = run_export(job)
     log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
-    return {"status": result.metadata["status"], "export_dir": str(result.export_dir),
-            "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}
+    outcome = {"status": result.metadata["status"], "export_dir": str(result.export_dir),
+               "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}
+    if result.kept is not None:
+        from ..build.runner import kept_message
+
+        outcome["kept"] = kept_message(result)
+    return outcome
 
 
 def job_outcome(work: Callable[[], dict[str, Any]], export_dir: Callable[[], str], multirun: bool) -> dict[str, Any]:

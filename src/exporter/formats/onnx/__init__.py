@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Sequence
 
 from ...config.schema import option_value
 from ...errors import ConfigError, ExportError, first_line
@@ -117,6 +117,26 @@ class OnnxExporter(FormatExporter):
                 f"format.onnx.backend=dynamo exports opset {DYNAMO_MIN_OPSET} or newer, but format.onnx.opset="
                 f"{options.opset}; set format.onnx.opset>={DYNAMO_MIN_OPSET} or format.onnx.backend=legacy (or auto)"
             )
+
+    @classmethod
+    def check_names(cls, options: Any, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+        inputs = list(options.input_names or input_names)
+        outputs = list(options.output_names or output_names)
+        for key, names in (("input_names", options.input_names), ("output_names", options.output_names)):
+            if names is not None:
+                if any(not str(name) for name in names):
+                    raise ConfigError(f"format.onnx.{key}: an empty name in {list(names)}; give every one a name")
+                twice = sorted({str(name) for name in names if list(names).count(name) > 1})
+                if twice:
+                    raise ConfigError(f"format.onnx.{key}: {twice} given more than once in {list(names)}; "
+                                      "a graph's names are unique")
+        clash = [name for name in inputs if name in outputs]
+        if clash:
+            which = ("format.onnx.input_names" if options.input_names is not None else
+                     "format.onnx.output_names" if options.output_names is not None else "the task's names")
+            raise ConfigError(
+                f"{which}: {clash} would name both a graph input and an output (inputs {inputs}, outputs "
+                f"{outputs}); an ONNX graph's names are unique: choose other names")
 
     def check(self, ctx: ExportContext) -> None:
         super().check(ctx)
