@@ -118,3 +118,39 @@ def test_impossible_onnx_names_are_refused_before_the_model_loads(tmp_path, gold
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: " + said), r.stderr[-800:]
         assert not any(line.rstrip().endswith(("| torch", "| onnx")) for line in r.stderr.splitlines())
     assert (build / "metadata.json").read_bytes() == before
+
+
+def _edited(golden, to: Path, change) -> Path:
+    build = golden.copy("onnx", to)
+    metadata = json.loads((build / "metadata.json").read_text())
+    change(metadata)
+    (build / "metadata.json").write_text(json.dumps(metadata))
+    return build
+
+
+def test_card_and_diff_on_hand_edited_records_name_the_key(tmp_path, golden):
+    import os
+
+    good = golden("onnx")
+    cases = {
+        "inputs": (lambda md: md.update(inputs="x"), "'inputs' must be a list, got a string"),
+        "outputs": (lambda md: md.update(outputs="x"), "'outputs' must be a list, got a string"),
+        "validation": (lambda md: md["artifacts"]["onnx"].update(validation="x"),
+                       "'artifacts.onnx.validation' must be an object, got a string"),
+        "bytes": (lambda md: md["artifacts"]["onnx"].update(bytes=10**400),
+                  "'artifacts.onnx.bytes' must be a whole number of bytes below 2**63, got 10000000000000000000..."),
+    }
+    for name, (change, said) in cases.items():
+        build = _edited(golden, tmp_path / name, change)
+        for command in (("card", str(build)), ("diff", str(good), str(build))):
+            r = run_cli(*command, cwd=tmp_path)
+            assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (name, r.stdout, r.stderr)
+            assert said in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # a FIFO in place of the artifact: read at once as no file, never waited on
+    fifo = golden.copy("onnx", tmp_path / "fifo")
+    (fifo / "model.onnx").unlink()
+    os.mkfifo(fifo / "model.onnx")
+    r = run_cli("card", str(fifo), cwd=tmp_path, timeout=60)
+    assert r.returncode == 1 and "model.onnx: missing" in r.stdout, r.stdout + r.stderr
+    r = run_cli("diff", str(good), str(fifo), cwd=tmp_path, timeout=60)
+    assert r.returncode == 1 and "identical" not in r.stdout.splitlines()[-1], r.stdout

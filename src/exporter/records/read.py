@@ -12,9 +12,11 @@ was exchanged meanwhile: metadata, config and hashes always come from one and th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Union
@@ -152,8 +154,21 @@ def _replaced(fd: int, folder: Path) -> bool:
     return (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino)
 
 
+class NotAFile(OSError):
+    """A name in the folder that is no regular file (a FIFO, a device): never read, it could block."""
+
+
 def _opener(fd: int):
-    return lambda name, flags: os.open(name, flags, dir_fd=fd)
+    def opener(name: str, flags: int) -> int:
+        # Non-blocking, so a FIFO put in a file's place opens at once (and is refused) instead of
+        # waiting forever for a writer; a regular file reads as ever.
+        handle = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            os.close(handle)
+            raise NotAFile(errno.EINVAL, "not a regular file")
+        return handle
+
+    return opener
 
 
 def _read_at(fd: int, folder: Path) -> Build:
@@ -223,8 +238,10 @@ def _check_artifacts(metadata: Mapping[str, Any], path: Path) -> None:
     if records is not None and not (isinstance(records, dict) and all(
             isinstance(k, str) and isinstance(v, str) and _inside(k) for k, v in records.items())):
         raise BuildUnreadable(f"{path}: 'records' must be an object of file name -> sha256 inside the folder")
+    _check_kinds(metadata, TOP_LEVEL_KINDS, f"{path}: '")
     for fmt, record in artifacts.items():
         where = f"{path}: 'artifacts.{fmt}"
+        _check_kinds(record, ARTIFACT_KINDS, where + ".")
         _check_size(record, where)
         if record.get("status") in KEPT and (not record.get("file") or not record.get("sha256")):
             # An artifact the build kept always has its file and hash on record: without them nothing can vouch for it.
@@ -237,6 +254,26 @@ def _check_artifacts(metadata: Mapping[str, Any], path: Path) -> None:
         for item in extra:
             _check_file_record(item, f"{where}.extra_files", needs_sha256=True)
             _check_size(item, f"{where}.extra_files")
+
+
+# The keys card and diff read, and the kinds they must be (None: absent or null is fine too).
+TOP_LEVEL_KINDS = {"inputs": list, "outputs": list, "dynamic_axes": dict, "parts": dict, "cache": dict,
+                   "config": dict, "environment": dict, "build_key_inputs": dict, "formats": list, "status": str,
+                   "quantization_config": dict, "checkpoint": dict, "runtimes": dict}
+ARTIFACT_KINDS = {"validation": dict, "details": dict, "quantization_report": dict, "status": str, "error": str,
+                  "runtimes": dict}
+_KIND_NAMES = {list: "a list", dict: "an object", str: "a string"}
+
+
+def _check_kinds(record: Mapping[str, Any], kinds: Mapping[str, type], where: str) -> None:
+    """Each key of ``kinds`` that ``record`` holds is null or of its kind; the lists of inputs and
+    outputs hold objects. A hand-edited record otherwise reads as something it is not."""
+    for key, kind in kinds.items():
+        value = record.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise BuildUnreadable(f"{where}{key}' must be {_KIND_NAMES[kind]}, got {_kind(value)}")
+        if key in ("inputs", "outputs") and value is not None and not all(isinstance(item, dict) for item in value):
+            raise BuildUnreadable(f"{where}{key}' must be a list of objects (name, dtype, shape)")
 
 
 def _inside(name: str) -> bool:
@@ -255,8 +292,9 @@ def _check_file_record(record: Mapping[str, Any], where: str, needs_sha256: bool
 
 def _check_size(record: Mapping[str, Any], where: str) -> None:
     size = record.get("bytes")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise BuildUnreadable(f"{where}.bytes' must be a whole number of bytes, got {size!r}")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 2**63):
+        shown = repr(size) if len(repr(size)) <= 40 else repr(size)[:20] + f"... ({len(repr(size))} characters)"
+        raise BuildUnreadable(f"{where}.bytes' must be a whole number of bytes below 2**63, got {shown}")
 
 
 def parse_config(raw: bytes, path: Path) -> dict[str, Any]:
@@ -305,7 +343,7 @@ def _check(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> FileCh
     name, recorded = record["file"], record["sha256"]
     try:
         actual = _sha256_at(fd, name)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, NotAFile):
         state = MISSING
     except OSError as exc:
         raise BuildUnreadable(f"{folder / name}: {os_error_text(exc)}") from None
