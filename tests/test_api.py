@@ -270,3 +270,25 @@ def test_the_specs_validation_command(tmp_path, monkeypatch):
     assert exports["torchscript"].exists()
     assert exports["onnx"].exists()
     assert exports["metadata"].exists()
+
+
+def test_wrong_kinds_of_arguments_are_a_config_error_naming_the_argument(tmp_path, cnn_model, vision_spec):
+    cases = [
+        ({"model": lambda x: x}, "model: expected a torch.nn.Module, got a function (test_wrong_kinds"),
+        ({"model": type(cnn_model)}, "model: expected a torch.nn.Module, got the class SimpleCNN itself; pass an instance"),
+        ({"task_spec": vision_spec.to_dict()}, "task_spec: expected a TaskSpec, got a dict; TaskSpec.from_mapping"),
+        ({"export_dir": None}, "export_dir: expected a folder path (a str or a Path), got None"),
+        ({"adapter": LanguageModelingAdapter}, "adapter: expected None (the task type's own adapter) or a ModelAdapter, "
+                                               "got the class LanguageModelingAdapter itself"),
+        ({"formats": []}, "formats: expected a list of format names"),
+        ({"format_options": {"onnx": 17}}, "format_options['onnx']: expected a dict of options"),
+        ({"validate": "strict"}, "validate: expected None, a dict of fields or a ValidateConfig, got a str"),
+        ({"wait": "no"}, "wait: expected True or False, got a str"),
+    ]
+    for change, said in cases:
+        args = {"model": cnn_model, "adapter": None, "task_spec": vision_spec, "export_dir": tmp_path / "out",
+                "formats": ["onnx"], **change}
+        with pytest.raises(ConfigError) as caught:
+            export_model(**args)
+        assert str(caught.value).startswith(said), (change, str(caught.value))
+    assert not (tmp_path / "out").exists()

@@ -90,9 +90,12 @@ def export_model(
     """
     from .build.runner import ExportJob, run_export
 
+    _check_arguments(model, adapter, task_spec, export_dir, formats, wait)
     check_field(ExportConfig, "seed", seed, "seed")
     if isinstance(formats, str):
         formats = [formats]
+    if format_options is not None and not isinstance(format_options, Mapping):
+        raise ConfigError(f"format_options: expected None or a dict of format name -> options, got {_kind(format_options)}")
     format_options = dict(format_options or {})
     stray = sorted(set(format_options) - set(formats))
     if stray:
@@ -107,6 +110,9 @@ def export_model(
             raise ConfigError(f"formats: {chosen_as[target]!r} and {name!r} are the same format ({target}); one build "
                               "holds one file of it: export them into two folders")
         given = format_options.get(name)
+        if given is not None and not is_dataclass(given) and not isinstance(given, Mapping):
+            raise ConfigError(f"format_options[{name!r}]: expected a dict of options (e.g. {{'opset': 17}}) or the "
+                              f"format's options dataclass, got {_kind(given)}")
         if is_dataclass(given):
             options = replace(given, **preset) if preset else given
         else:
@@ -152,6 +158,50 @@ def export_model(
     return result.paths()
 
 
+def _kind(value: Any) -> str:
+    """``a function (<lambda>)``, ``a dict``, ``None``: what was passed, for a one-line message."""
+    import types
+
+    if value is None:
+        return "None"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return f"a function ({getattr(value, '__qualname__', '?')})"
+    if isinstance(value, type):
+        return f"the class {value.__qualname__} itself"
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def _check_arguments(model: Any, adapter: Any, task_spec: Any, export_dir: Any, formats: Any, wait: Any) -> None:
+    """ConfigError naming the argument and what it takes, before anything is built: a raw
+    AttributeError deep in the job says neither."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        hint = "; wrap it in a torch.nn.Module whose forward calls it" if callable(model) else ""
+        if isinstance(model, type) and issubclass(model, torch.nn.Module):
+            hint = f"; pass an instance: {model.__qualname__}(...)"
+        raise ConfigError(f"model: expected a torch.nn.Module, got {_kind(model)}{hint}")
+    if adapter is not None and not isinstance(adapter, ModelAdapter):
+        hint = (f"; pass an instance: {adapter.__qualname__}()" if isinstance(adapter, type)
+                and issubclass(adapter, ModelAdapter) else "")
+        raise ConfigError(f"adapter: expected None (the task type's own adapter) or a ModelAdapter, "
+                          f"got {_kind(adapter)}{hint}")
+    if not isinstance(task_spec, TaskSpec):
+        hint = "; TaskSpec.from_mapping(...) builds one from a dict" if isinstance(task_spec, Mapping) else ""
+        raise ConfigError(f"task_spec: expected a TaskSpec, got {_kind(task_spec)}{hint}")
+    if not isinstance(export_dir, (str, os.PathLike)) or not str(os.fspath(export_dir)).strip():
+        raise ConfigError(f"export_dir: expected a folder path (a str or a Path), got "
+                          f"{_kind(export_dir) if not isinstance(export_dir, str) else 'an empty string'}")
+    names = [formats] if isinstance(formats, str) else formats
+    if not isinstance(names, Sequence) or not names or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"formats: expected a list of format names (e.g. ['onnx', 'torchscript']), got "
+                          f"{names!r}" if isinstance(names, Sequence) else f"formats: expected a list of format names, "
+                          f"got {_kind(names)}")
+    if not isinstance(wait, bool):
+        raise ConfigError(f"wait: expected True or False, got {_kind(wait)}")
+
+
 def _identity(snapshot: dict[str, Any], model: Any) -> dict[str, Any]:
     """The build key of an API build: its settings, the model class's code, the tool versions.
     (The model object's weights are not in it: an API build is never skipped as up to date.)"""
@@ -191,6 +241,9 @@ def _dataclass_from(cls: type, values: Any, where: str, prefix: str) -> Any:
     checked against the schema's bounds with the CLI's dotted key (``prefix``, e.g. ``"validate."``)."""
     if isinstance(values, cls):
         config = values
+    elif values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected None, a dict of fields or a {cls.__name__}, got {_kind(values)}; "
+                          f"valid fields: {[f.name for f in fields(cls)]}")
     else:
         from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
