@@ -154,3 +154,22 @@ def test_card_and_diff_on_hand_edited_records_name_the_key(tmp_path, golden):
     assert r.returncode == 1 and "model.onnx: missing" in r.stdout, r.stdout + r.stderr
     r = run_cli("diff", str(good), str(fifo), cwd=tmp_path, timeout=60)
     assert r.returncode == 1 and "identical" not in r.stdout.splitlines()[-1], r.stdout
+
+
+def test_a_dollar_brace_in_a_value_is_text_when_escaped_and_one_line_when_not(tmp_path):
+    small = "task_spec.input_schema.image_size=[3,8,8]"
+    for args, said in (
+            (["task_spec.task_name='a ${x}'"], "error: task_spec.task_name: Interpolation key 'x' not found; a value "
+                                               "meant literally escapes it"),
+            (["hydra.run.dir='lit${y}'"], "error: hydra.run.dir: Interpolation key 'y' not found; a value meant"),
+            (["hydra.run.dir='lit\\${y}'"], "error: hydra.run.dir: a folder name with '${' in it is not supported")):
+        r = run_cli(small, "format=pytorch", *args, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith(said), r.stdout + r.stderr
+        assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    # escaped, it is the text it says, in the build and in its rebuild
+    r = run_cli(small, "format=pytorch", "task_spec.task_name='a \\${x}'", "export_dir='e\\${y}'", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    build = tmp_path / "e${y}"
+    assert json.loads((build / "metadata.json").read_text())["task_name"] == "a ${x}"
+    r = run_cli("verify", str(build), cwd=tmp_path)
+    assert r.returncode == 0 and "identical bytes" in r.stdout, r.stdout + r.stderr

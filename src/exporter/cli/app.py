@@ -25,7 +25,7 @@ from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from .config_store import register_configs
 from .commands import MODE_KEYS, READERS
-from .describe import _refuse_one_format_twice, checked_config, describe, up_to_date
+from .describe import _refuse_one_format_twice, checked_config, describe, task_overrides, up_to_date
 
 log = logging.getLogger("exporter")
 
@@ -82,12 +82,11 @@ def _fork_for_the_job(hydra_cfg: Any, multirun: bool) -> bool:
 def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
     """The job's steps in this process: checked, its build key, up to date or not, described; then
     built where exporter.process.dispatch says (``fork``: in a process forked for it)."""
-    from hydra.core.hydra_config import HydraConfig
 
     from ..process.dispatch import build_described
     from .sweep import claim_folder
 
-    _refuse_one_format_twice(HydraConfig.get().overrides.task)
+    _refuse_one_format_twice(task_overrides())
     folder = Path(cfg.export_dir)
     checked = checked_config(cfg)  # config errors end the job here, before torch is imported
     # Nothing to be up to date with: the key is computed beside the model's build, not before it.
@@ -260,6 +259,9 @@ def _refuse_unsupported_overrides(args: list[str]) -> None:
         if key == "hydra.output_subdir" and value not in ("null", ""):
             raise ConfigError("hydra.output_subdir: the build writes .hydra/ into its own staged folder, so that a "
                               "failed run never rewrites a good build's records; leave hydra.output_subdir=null")
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir") and "\\${" in value:
+            raise ConfigError(f"{key}: a folder name with '${{' in it is not supported (Hydra reads its own job "
+                              "folder back as an interpolation); choose a name without it, or put it in export_dir")
         if key == "hydra.job.chdir" and value.strip().lower() not in ("false", "null", "0", "no", "off", ""):
             raise ConfigError("hydra.job.chdir: a job never runs inside its build folder (it would leave its records "
                               "among the artifacts, and a sweep could not count its jobs); paths resolve from where "
@@ -306,6 +308,10 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
         return text
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
+    if isinstance(exc, OmegaConfBaseException) and "nterpolation" in type(exc).__name__ + str(exc):
+        key = getattr(exc, "full_key", None) or "a value"
+        return (f"{key}: {first_line(exc)}; a value meant literally escapes it: '\\${{...}}' "
+                f"(e.g. hydra.run.dir='runs/\\${{x}}')")
     return f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)"
 
 

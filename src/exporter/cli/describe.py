@@ -95,11 +95,10 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
         provenance: dict[str, Any] = {}
         notes: list[str] = []
         if origin is None:
-            from hydra.core.hydra_config import HydraConfig
 
             origin, hydra_files = _hydra_origin(cfg, formats)
             provenance["sweep"] = sweep_identity()
-            notes = _ignored_format_options(HydraConfig.get().overrides.task, formats)
+            notes = _ignored_format_options(task_overrides(), formats)
         return JobDescription(
             config=cfg, model_call=own_model_call(cfg), has_adapter=adapter is not None,
             task_spec=task_spec, formats=formats,
@@ -158,13 +157,24 @@ def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, A
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
     choices["format"] = list(formats)
-    origin = {"source": "cli", "choices": choices, "overrides": list(hydra_cfg.overrides.task), "cwd": os.getcwd()}
+    origin = {"source": "cli", "choices": choices, "overrides": task_overrides(hydra_cfg), "cwd": os.getcwd()}
     records = {
         ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
         ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
         ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
     }
     return origin, records
+
+
+def task_overrides(hydra_cfg: Any = None) -> list[str]:
+    """The job's command-line overrides as typed: ``hydra.overrides.task`` read without resolving, so
+    that a value holding ``${`` (escaped, or an error the config check names) is text, not an
+    interpolation to resolve in the wrong place."""
+    if hydra_cfg is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
 
 
 def _refuse_one_format_twice(overrides: Any) -> None:
@@ -176,7 +186,10 @@ def _refuse_one_format_twice(overrides: Any) -> None:
     from ..formats.registry import format_aliases
 
     chosen: list[str] = []
-    for override in OverridesParser.create().parse_overrides(list(overrides or [])):
+    # Only the format choice is read: another override's value may hold an interpolation this parser
+    # would try to resolve on its own (the config's errors name such a key, with its remedy).
+    formats = [o for o in overrides or [] if str(o).lstrip("+~").split("=", 1)[0].strip() == "format"]
+    for override in OverridesParser.create().parse_overrides(formats):
         if override.key_or_group == "format":
             value = override.value()
             chosen = [str(v) for v in value] if isinstance(value, list) else [str(value)]

@@ -86,12 +86,11 @@ def write_job_record(outcome: Mapping[str, Any]) -> None:
     identity = sweep_identity()
     if identity is None or not identity["id"]:
         return
-    from hydra.core.hydra_config import HydraConfig
-
     from ..files import write_json_atomic
+    from .describe import task_overrides
 
     folder = Path(identity["dir"]) / f".sweep-{identity['id']}"
-    record = {"job": identity["job"], "overrides": list(HydraConfig.get().overrides.task), **outcome}
+    record = {"job": identity["job"], "overrides": task_overrides(), **outcome}
     write_json_atomic(folder / f"job-{identity['job']:05d}.json", record)
 
 
@@ -207,13 +206,15 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from .describe import task_overrides
+
         # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
         os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         os.environ[SWEEP_RECORDS_ENV] = str(sweep_dir / f".sweep-{os.environ[SWEEP_ID_ENV]}")
         STARTED.update(dir=sweep_dir, had_multirun_yaml=(sweep_dir / "multirun.yaml").exists())
-        overrides = list(config.hydra.overrides.task)
+        overrides = task_overrides(config.hydra)
         params = config.hydra.sweeper.get("params") or {}
         overrides += [f"{k}={v}" for k, v in params.items()]
         parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -166,7 +167,7 @@ def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:
 
     origin = dict(build.metadata.get("config") or {})
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(export_schema()), build.config)
+        cfg = OmegaConf.merge(OmegaConf.structured(export_schema()), literal(build.config))
     except OmegaConfBaseException as exc:
         raise BuildUnreadable(f"{build.folder / 'config.yaml'}: does not fit this version's schema ({exc})") from None
     cfg.export_dir = str(into)
@@ -182,6 +183,25 @@ def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:
     finally:
         logger.propagate = propagate
     return result.metadata
+
+
+def literal(node: Any) -> Any:
+    """``config.yaml`` holds the resolved config: every value as it was used. Read back through
+    omegaconf, a ``${`` in a value (``model.path='dir \\${x}'`` on the command line) would be an
+    interpolation again; escaped here, it stays the text it was.
+
+    >>> from omegaconf import OmegaConf
+    >>> OmegaConf.to_container(OmegaConf.create(literal({"path": "dir ${x}", "n": [1, "${y}"]})), resolve=True)
+    {'path': 'dir ${x}', 'n': [1, '${y}']}
+    """
+    if isinstance(node, dict):
+        return {key: literal(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [literal(value) for value in node]
+    if isinstance(node, str) and "${" in node:
+        # omegaconf: \${ is an escaped interpolation; backslashes right before it are doubled first.
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", node)
+    return node
 
 
 def _check_rebuildable(build: Build) -> None:

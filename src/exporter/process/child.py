@@ -208,6 +208,9 @@ def config_errors():
         if missing in message and "interpolation" in message:
             name = message.split(missing, 1)[1].strip()
             raise ConfigError(f"{name}: missing; {key or 'the config'} is read from it: set {name}=...") from None
+        if type(exc).__name__ in ("InterpolationKeyError", "GrammarParseError", "InterpolationResolutionError") \
+                and "${" not in message:
+            message += "; a value meant literally escapes it: '\\${...}' (e.g. model.path='dir \\${x}')"
         raise ConfigError(f"{key}: {message}" if key else message) from None
 
 
