@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -173,3 +174,34 @@ def test_a_dollar_brace_in_a_value_is_text_when_escaped_and_one_line_when_not(tm
     assert json.loads((build / "metadata.json").read_text())["task_name"] == "a ${x}"
     r = run_cli("verify", str(build), cwd=tmp_path)
     assert r.returncode == 0 and "identical bytes" in r.stdout, r.stdout + r.stderr
+
+
+def _shell(command: str, cwd: Path) -> "subprocess.CompletedProcess":
+    import os
+    import shlex
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "HYDRA_FULL_ERROR")}
+    return subprocess.run(["sh", "-c", f"exec {shlex.quote(sys.executable)} -m exporter {command}"], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=240)
+
+
+def test_closed_or_full_output_is_one_line_for_every_command(tmp_path, golden):
+    g = golden("onnx")
+    cases = [
+        ("validate.atol=-1 >&-", 2, "error: validate.atol: -1.0 is out of range; valid values: >= 0\n"),
+        (f"card {g} >&-", 120, "error: cannot write the output: stdout is closed\n"),
+        (f"card {g} > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
+        (f"diff {g} {g} > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
+        ("--help > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
+        ("--cfg job > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
+        ("card nothing-here 2>&- >&-", 2, ""),
+        ("task_spec.input_schema.image_size=[3,8,8] format=pytorch export_dir=b >&-", 120,
+         "error: cannot write the output: stdout is closed\n"),
+    ]
+    for command, code, stderr in cases:
+        r = _shell(command, tmp_path)
+        assert (r.returncode, r.stderr) == (code, stderr), (command, r.returncode, r.stderr)
+    # the build with its stdout closed is whole, and its export.log holds the log, not a stray write
+    assert run_cli("card", "b", cwd=tmp_path).returncode == 0
+    assert "build: " in (tmp_path / "b/export.log").read_text() or "pytorch" in (tmp_path / "b/export.log").read_text()

@@ -3,10 +3,12 @@ neither raising when a reader closed its pipe (``exporter ... | head -1``) or a 
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 # Python's own exit status when it cannot flush stdout at exit (a full disk, an I/O error).
 OUTPUT_LOST = 120
@@ -68,3 +70,90 @@ def flush_streams() -> Optional[OSError]:
     except (OSError, ValueError):
         pass
     return lost or next(iter(LOST), None)
+
+
+class GuardedStream(io.TextIOBase):
+    """sys.stdout (or sys.stderr) such that no write ever raises into the tool or a library (Hydra's
+    ``--help`` and ``--cfg``, the readers' reports, the job's log lines): an error writing stdout is
+    noted (``note_lost``: the run then exits 120 saying so, if it was otherwise fine) and the rest
+    goes to /dev/null. A stream closed before the process started (``exporter ... >&-``) is one
+    whose first write is lost."""
+
+    def __init__(self, inner: Optional[Any], fd: int, notes: bool):
+        super().__init__()
+        self._inner, self._fd, self._notes = inner, fd, notes
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._notes:
+            note_lost(exc)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._fd)
+            os.close(devnull)
+        except OSError:
+            pass
+        self._inner = None
+
+    def write(self, text: str) -> int:
+        if self._inner is None:
+            if self._notes and not LOST and not getattr(self, "_said", False):
+                self._said = True
+                note_lost(OSError(errno.EBADF, "stdout is closed"))
+            return len(text)
+        try:
+            return self._inner.write(text)
+        except (OSError, ValueError) as exc:
+            self._lost(exc)
+            return len(text)
+
+    def flush(self) -> None:
+        if self._inner is None:
+            return
+        try:
+            self._inner.flush()
+        except (OSError, ValueError) as exc:
+            self._lost(exc)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        try:
+            return self._inner is not None and self._inner.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._inner, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> Optional[str]:  # type: ignore[override]
+        return getattr(self._inner, "errors", None)
+
+    @property
+    def buffer(self) -> Any:
+        return self._inner.buffer if self._inner is not None else io.BytesIO()
+
+
+def guard_standard_streams() -> None:
+    """At the start of the process: a closed descriptor 0, 1 or 2 is opened on /dev/null (or the
+    next file the tool opens, a build's export.log, say, would take its number and receive its
+    output), and stdout and stderr become ``GuardedStream``s."""
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)
+    if not isinstance(sys.stdout, GuardedStream):
+        sys.stdout = GuardedStream(None if 1 in closed or sys.stdout is None else sys.stdout, 1, notes=True)
+    if not isinstance(sys.stderr, GuardedStream):
+        sys.stderr = GuardedStream(None if 2 in closed or sys.stderr is None else sys.stderr, 2, notes=False)

@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import Any, NoReturn, Optional
 
-from ..console import INTERRUPTED_MESSAGE, say
+from ..console import INTERRUPTED_MESSAGE, guard_standard_streams, say
 from ..interrupts import STOP_SIGNALS
 from ..process.preload import NATIVE_PACKAGES
 
@@ -31,6 +31,7 @@ def run() -> NoReturn:
     (``exporter.cli.app.entry``)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stopped_while_loading)
+    guard_standard_streams()
     if len(sys.argv) > 1 and sys.argv[1] in _readers():
         _working_directory_off_the_path()
     hold_signals_while_importing(NATIVE_PACKAGES)
