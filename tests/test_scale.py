@@ -70,7 +70,7 @@ def test_tied_weights_are_stored_once_by_the_legacy_exporter(tied_build):
     assert "Transpose" in {n.op_type for n in graph.node}
     # built at the default sizes: verify rebuilds at them too, whatever its own environment says
     assert "settings" not in md["build_key_inputs"]
-    v = run_cli("verify", "out", cwd=project, env=SMALL)
+    v = run_cli("verify", "out", "--code", ".", cwd=project, env=SMALL)
     assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
 
 
@@ -101,7 +101,7 @@ def test_weights_over_the_threshold_go_to_one_data_file_hashed_checked_and_verif
     assert {p.key for p in proto.metadata_props} >= {"exporter.version", "exporter.task_type"}  # tagged
     # the setting is recorded with the build key, and verify rebuilds under it whatever its own environment
     assert md["build_key_inputs"]["settings"] == SMALL
-    v = run_cli("verify", "out", cwd=project)
+    v = run_cli("verify", "out", "--code", ".", cwd=project)
     assert v.returncode == 0 and "identical bytes (with model.onnx.data)" in v.stdout, v.stdout + v.stderr
     # one changed byte in the data file is caught by card and verify
     data = bytearray((out / "model.onnx.data").read_bytes())
@@ -109,7 +109,7 @@ def test_weights_over_the_threshold_go_to_one_data_file_hashed_checked_and_verif
     (out / "model.onnx.data").write_bytes(bytes(data))
     card = run_cli("card", "out", cwd=project)
     assert card.returncode == 1 and "model.onnx.data" in card.stdout + card.stderr
-    v = run_cli("verify", "out", cwd=project, env=SMALL)
+    v = run_cli("verify", "out", "--code", ".", cwd=project, env=SMALL)
     assert v.returncode == 1 and "model.onnx.data MODIFIED" in v.stdout
 
 
@@ -162,7 +162,7 @@ def test_a_dynamo_build_rebuilds_byte_identically_and_verifies(project):
     assert r.returncode == 0, r.stderr
     record = json.loads((project / "out" / "metadata.json").read_text())["artifacts"]["onnx"]
     assert record["details"]["backend"] == "dynamo" and not record.get("extra_files")  # one file, nothing beside it
-    v = run_cli("verify", "out", cwd=project)
+    v = run_cli("verify", "out", "--code", ".", cwd=project)
     assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
 
 

@@ -82,6 +82,9 @@ class GuardedStream(io.TextIOBase):
     def __init__(self, inner: Optional[Any], fd: int, notes: bool):
         super().__init__()
         self._inner, self._fd, self._notes = inner, fd, notes
+        # Closed before the process started: its first write is output lost (a reader that went
+        # away later, ``| head -1``, is not: note_lost tells the two apart).
+        self._closed_at_start = inner is None
 
     def _lost(self, exc: BaseException) -> None:
         if self._notes:
@@ -96,8 +99,7 @@ class GuardedStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         if self._inner is None:
-            if self._notes and not LOST and not getattr(self, "_said", False):
-                self._said = True
+            if self._notes and self._closed_at_start and text:
                 note_lost(OSError(errno.EBADF, "stdout is closed"))
             return len(text)
         try:

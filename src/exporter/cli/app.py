@@ -25,7 +25,7 @@ from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from .config_store import register_configs
 from .commands import MODE_KEYS, READERS
-from .describe import _refuse_one_format_twice, checked_config, describe, task_overrides, up_to_date
+from .describe import _refuse_one_format_twice, checked_config, describe, up_to_date
 
 log = logging.getLogger("exporter")
 
@@ -85,6 +85,8 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
 
     from ..process.dispatch import build_described
     from .sweep import claim_folder
+
+    from .sweep import task_overrides
 
     _refuse_one_format_twice(task_overrides())
     folder = Path(cfg.export_dir)

@@ -77,7 +77,7 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
     Hydra job (``origin`` None) its choices, overrides, ``.hydra/`` records and place in a sweep."""
     from ..config.task_spec import TaskSpec
     from ..errors import ConfigError
-    from .sweep import sweep_identity
+    from .sweep import sweep_identity, task_overrides
 
     with config_errors():
         try:
@@ -154,6 +154,8 @@ def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, A
     rewrites a good folder's records."""
     from hydra.core.hydra_config import HydraConfig
 
+    from .sweep import task_overrides
+
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra") and k != "format"}
     choices["format"] = list(formats)
@@ -164,17 +166,6 @@ def _hydra_origin(cfg: DictConfig, formats: dict[str, Any]) -> tuple[dict[str, A
         ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
     }
     return origin, records
-
-
-def task_overrides(hydra_cfg: Any = None) -> list[str]:
-    """The job's command-line overrides as typed: ``hydra.overrides.task`` read without resolving, so
-    that a value holding ``${`` (escaped, or an error the config check names) is text, not an
-    interpolation to resolve in the wrong place."""
-    if hydra_cfg is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
 
 
 def _refuse_one_format_twice(overrides: Any) -> None:

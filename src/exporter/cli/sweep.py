@@ -39,6 +39,19 @@ SUMMARY_PNG = "sweep_summary.png"
 # The sweep folder of this process's sweep, and whether Hydra's multirun.yaml was there before it
 # (SweepSummary.on_multirun_start), so that a sweep that fails before any job can leave no trace.
 STARTED: dict[str, Any] = {}
+def task_overrides(hydra_cfg: Any = None) -> list[str]:
+    """The job's command-line overrides as typed: ``hydra.overrides.task`` read without resolving, so
+    that a value holding ``${`` (escaped, or an error the config check names) is text, not an
+    interpolation to resolve in the wrong place."""
+    from omegaconf import OmegaConf
+
+    if hydra_cfg is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def sweep_identity() -> Optional[dict[str, Any]]:
     """This job's place in its sweep (None outside a sweep): recorded in metadata.json."""
     from hydra.core.hydra_config import HydraConfig
@@ -87,7 +100,6 @@ def write_job_record(outcome: Mapping[str, Any]) -> None:
     if identity is None or not identity["id"]:
         return
     from ..files import write_json_atomic
-    from .describe import task_overrides
 
     folder = Path(identity["dir"]) / f".sweep-{identity['id']}"
     record = {"job": identity["job"], "overrides": task_overrides(), **outcome}
@@ -205,8 +217,6 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        from .describe import task_overrides
 
         # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
