@@ -124,17 +124,6 @@ def test_a_kill_right_after_the_publish_leaves_the_new_build_whole(tmp_path, lm_
     assert assert_consistent(folder)["seed"] == 1
 
 
-def test_a_failing_format_never_removes_files_of_a_published_build(tmp_path, cli):
-    (tmp_path / "noonnx.py").write_text(NO_ONNX)
-    assert cli(SMALL, "format=[onnx,torchscript]", "hydra.run.dir=b").returncode == 0
-    r = cli(*NO_ONNX_ARGS, "format=[onnx,torchscript]", "hydra.run.dir=b")
-    assert r.returncode == 1, r.stdout + r.stderr
-    # onnx was ok in the folder's build: it stays whole, and the new one (onnx failed) is kept beside it
-    assert assert_consistent(tmp_path / "b")["artifacts"]["onnx"]["status"] == "ok"
-    md = assert_consistent(tmp_path / "b.failed")
-    assert md["artifacts"]["onnx"]["status"] == "failed" and not (tmp_path / "b.failed/model.onnx").exists()
-
-
 def test_a_rebuild_with_fewer_formats_leaves_only_its_own_files(tmp_path, cli, golden):
     golden.copy("onnx+torchscript+pytorch", tmp_path / "b")
     r = cli(SMALL, "format=torchscript", "hydra.run.dir=b")
