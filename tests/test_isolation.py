@@ -54,6 +54,19 @@ def slow(**kwargs):
     time.sleep(120)
 
 
+class _Stalls(SimpleCNN):
+    def forward(self, pixel_values):
+        # Inside the build's staging (the export traces it): note it, then take a long while.
+        if list(Path("exports").rglob(f".*.staging-*-{os.getpid()}-*")):
+            Path(f"started-{os.getpid()}").touch()
+            time.sleep(120)
+        return super().forward(pixel_values)
+
+
+def stalls(**kwargs):
+    return _Stalls(**kwargs)
+
+
 def busy(**kwargs):
     """Seconds inside one C call, where no signal handler can run."""
     Path(f"started-{os.getpid()}").touch()
@@ -287,3 +300,54 @@ def test_a_sweep_interrupted_after_a_job_published_keeps_its_multirun_yaml(tmp_p
     assert sweep.returncode == 143, out + err
     assert len(list(tmp_path.rglob("metadata.json"))) == 1  # the first job's build
     assert (tmp_path / "exports/multirun.yaml").is_file()  # which says how it was made
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2:].split()[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_joblib_sweep_stopped_by_any_signal_leaves_no_process_and_no_folder(tmp_path, signum):
+    """Loky's workers used to build on under PID 1 after a SIGKILL, holding the caller's pipes, and a
+    SIGTERM left their staging folders: now each stops its job as a single run does, and ends."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    sweep = start("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model._target_=jobs.stalls", "seed=0,1",
+                  "format=onnx", SMALL, cwd=tmp_path, start_new_session=True)
+    wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, sweep)
+    processes = _children(sweep.pid)  # the workers and their resource trackers
+    assert len(processes) >= 2 and list(tmp_path.rglob(".*.staging-*"))
+    sweep.send_signal(signum)
+    out, err = sweep.communicate(timeout=90)  # the pipes close: no worker holds them any more
+    deadline = time.monotonic() + 30
+    while not all(ended(pid) for pid in processes):
+        assert time.monotonic() < deadline, [pid for pid in processes if not ended(pid)]
+        time.sleep(0.05)
+    assert not list(tmp_path.rglob(".*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
+    if signum == signal.SIGTERM:
+        assert sweep.returncode == 143 and err.strip().splitlines()[-1] == INTERRUPTED, err
+        assert "Traceback" not in err and not list(tmp_path.glob("exports/.sweep-*"))
+    else:
+        # Its records stay until the next sweep in the folder, which removes them: their process is gone.
+        assert len(list(tmp_path.glob("exports/.sweep-*"))) == 1
+        r = run_cli("-m", "format=pytorch", SMALL, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not list(tmp_path.glob("exports/.sweep-*"))
+
+
+def test_sighup_stops_a_run_as_sigterm_does_exit_129(tmp_path):
+    (tmp_path / "jobs.py").write_text(JOBS)
+    run = start("model._target_=jobs.stalls", "format=onnx", SMALL, "export_dir=exports/b", cwd=tmp_path)
+    wait_for(lambda: list(tmp_path.glob("started-*")), run)
+    run.send_signal(signal.SIGHUP)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 129 and err.strip().splitlines() == [INTERRUPTED], err
+    assert not list(tmp_path.rglob(".*.staging-*")) and not (tmp_path / "exports/b").exists()

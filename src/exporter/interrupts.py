@@ -19,11 +19,12 @@ PUBLISHED: list[Path] = []
 # into another one (omegaconf, torch); this record lets such an error still end as an interruption.
 INTERRUPTED: list[int] = []
 # The signals that stop the tool (its handlers, what a job's process passes on, what is held back).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP (the terminal closed, an ssh session dropped) stops it as SIGTERM does: exit 129.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` runs. A BaseException,
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` runs. A BaseException,
     like KeyboardInterrupt: no ``except Exception`` in a format may swallow it."""
 
     def __init__(self, signum: int):
@@ -48,8 +49,8 @@ def stop_once_on_signals() -> None:
             stopping.append(signum)
             raise_interrupted(signum, frame)
 
-    signal.signal(signal.SIGTERM, stop_once)
-    signal.signal(signal.SIGINT, stop_once)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_once)
 
 
 def python_signal_handlers() -> None:
@@ -57,6 +58,7 @@ def python_signal_handlers() -> None:
     code): terminating it at exit must not print an Interrupted traceback."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
 from ..errors import ExportError, first_line
-from ..interrupts import INTERRUPTED, PUBLISHED, Interrupted, python_signal_handlers, raise_interrupted
+from ..interrupts import INTERRUPTED, PUBLISHED, STOP_SIGNALS, Interrupted, python_signal_handlers, raise_interrupted
+from ..process import watchdog
 from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from .config_store import register_configs
@@ -47,7 +48,8 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     PUBLISHED.clear()  # "published" in an interruption message means: by this job
     forked = _fork_for_the_job(hydra_cfg, multirun)
     try:
-        outcome = job_outcome(lambda: _run_job(cfg, forked, multirun), lambda: str(cfg.export_dir), multirun)
+        with _a_job_of_the_sweep(multirun):
+            outcome = job_outcome(lambda: _run_job(cfg, forked, multirun), lambda: str(cfg.export_dir), multirun)
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
@@ -67,6 +69,21 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     if outcome["status"] in ("mismatch", "unchecked"):
         print(f"warning: build status {outcome['status']}: {problems}", file=sys.stderr, flush=True)
     return outcome
+
+
+@contextmanager
+def _a_job_of_the_sweep(multirun: bool) -> Any:
+    """A sweep's job in a process the launcher started (a joblib worker, a Submitit or Ray job): it
+    stops on SIGINT, SIGTERM and SIGHUP as a single run does (its staging removed, its lock freed:
+    the worker's own handlers would end it mid-write, or not at all), and ends with the sweep's
+    process (exporter.process.watchdog). In the sweep's own process, nothing changes."""
+    if not multirun or not watchdog.in_a_worker():
+        yield
+        return
+    from .sweep import SWEEP_RECORDS_ENV
+
+    with watchdog.job_in_a_worker(os.environ.get(SWEEP_RECORDS_ENV)):
+        yield
 
 
 def _fork_for_the_job(hydra_cfg: Any, multirun: bool) -> bool:
@@ -122,13 +139,13 @@ def main() -> None:
 
     Every failure ends in one line on stderr and a non-zero exit, never a traceback (unless
     HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
-    locked and wait=false, 130 Ctrl-C, 143 SIGTERM. docs/errors.md lists the messages.
+    locked and wait=false, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP. docs/errors.md lists the messages.
     """
     if len(sys.argv) > 1 and sys.argv[1] in READERS:
         # An exception instead of exporter.cli.startup's immediate end: verify's rebuild removes its
         # temporary folder on the way out.
-        signal.signal(signal.SIGINT, raise_interrupted)
-        signal.signal(signal.SIGTERM, raise_interrupted)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, raise_interrupted)
         from .card import main as card_main
 
         try:
@@ -139,9 +156,10 @@ def main() -> None:
     # A process the job forks (a multiprocessing helper of the user's code) gets Python's own
     # handlers, not these: terminating it at exit must not print an Interrupted traceback.
     os.register_at_fork(after_in_child=python_signal_handlers)
-    signal.signal(signal.SIGTERM, raise_interrupted)
-    # Ctrl-C: the same handler, so a KeyboardInterrupt a library wraps still ends as an interruption.
-    signal.signal(signal.SIGINT, raise_interrupted)
+    # SIGTERM and SIGHUP; Ctrl-C the same handler, so a KeyboardInterrupt a library wraps still ends
+    # as an interruption.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, raise_interrupted)
     # Output piped into `head` that closes early: no logging tracebacks for the lines that can't go.
     logging.raiseExceptions = False
     try:
@@ -149,15 +167,18 @@ def main() -> None:
         with _mode_without_composing(sys.argv[1:]):
             export_job()
     except KeyboardInterrupt:
+        message = _interrupted_message()
         _drop_sweep_records()
-        stop(130, _interrupted_message())
+        stop(130, message)
     except Interrupted as exc:
+        message = _interrupted_message()
         _drop_sweep_records()
-        stop(128 + exc.signum, _interrupted_message())
+        stop(128 + exc.signum, message)
     except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
         if INTERRUPTED:
+            message = _interrupted_message()
             _drop_sweep_records()
-            stop(128 + INTERRUPTED[-1], _interrupted_message())
+            stop(128 + INTERRUPTED[-1], message)
         _undo_sweep_start()
         if SHOW_TRACEBACKS:
             raise
@@ -165,8 +186,8 @@ def main() -> None:
     finally:
         # The job is over: a signal from here on must not raise into interpreter shutdown (torch's
         # and Hydra's exit handlers would print a traceback) but end the process at once, saying so.
-        signal.signal(signal.SIGTERM, _signal_after_the_job)
-        signal.signal(signal.SIGINT, _signal_after_the_job)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _signal_after_the_job)
 
 
 def entry() -> NoReturn:
@@ -246,6 +267,12 @@ def _mode_without_composing(args: list[str]):
 
 
 def _interrupted_message() -> str:
+    records = os.environ.get("EXPORTER_SWEEP_RECORDS")
+    if records and Path(records).is_dir():  # a sweep: its jobs may have published in other processes
+        done = len(list(Path(records).glob("job-*.json")))
+        if done:
+            return (f"interrupted: the sweep stopped after {done} job(s) ended; every job it stopped left its folder "
+                    "as it was (an earlier build there is intact)")
     if PUBLISHED:
         return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
     return INTERRUPTED_MESSAGE

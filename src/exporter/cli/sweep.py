@@ -221,8 +221,14 @@ class SweepSummary(Callback):
         # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
         os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
+        # The jobs that run in other processes of this host end with this one (exporter.process.watchdog).
+        from ..process.watchdog import SWEEP_OWNER_ENV, owner_value
+
+        os.environ[SWEEP_OWNER_ENV] = owner_value()
+        _stop_the_jobs_on_signals()
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         os.environ[SWEEP_RECORDS_ENV] = str(sweep_dir / f".sweep-{os.environ[SWEEP_ID_ENV]}")
+        _hold_records(Path(os.environ[SWEEP_RECORDS_ENV]))
         STARTED.update(dir=sweep_dir, had_multirun_yaml=(sweep_dir / "multirun.yaml").exists())
         overrides = task_overrides(config.hydra)
         params = config.hydra.sweeper.get("params") or {}
@@ -279,6 +285,73 @@ class SweepSummary(Callback):
             raise SystemExit(1)
 
 
+# The records folder of a sweep holds this lock while its sweep's process lives (the kernel frees it
+# when the process ends, however it ends): the next sweep in the folder removes records whose lock is free.
+RECORDS_LOCK = "owner.lock"
+# A records folder without its lock yet (being made by a sweep starting now) is left alone this long.
+_YOUNG_SECONDS = 60.0
+
+
+def _stop_the_jobs_on_signals() -> None:
+    """In the sweep's process: a signal is passed on to the jobs running in the launcher's workers
+    (joblib's loky processes, Submitit's local jobs), which stop as a single run does (staging
+    removed, lock freed) and end; once they have, the sweep stops (exit 128 + the signal). The
+    launcher's own teardown would kill them first, leaving their staging folders behind."""
+    import signal
+
+    from ..interrupts import STOP_SIGNALS, raise_interrupted
+    from ..process.watchdog import stop_children
+
+    stopping: list[int] = []
+
+    def stop_the_jobs(signum: int, frame: Any) -> None:
+        if not stopping:
+            stopping.append(signum)
+            # SIGHUP stops a job as SIGTERM does; helpers such as a resource tracker ignore SIGINT and
+            # SIGTERM (and must outlive the workers), but not SIGHUP.
+            stop_children(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM,
+                          os.environ.get(SWEEP_RECORDS_ENV))
+        raise_interrupted(signum, frame)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_the_jobs)
+
+
+def _hold_records(records: Path) -> None:
+    """Make this sweep's records folder and hold its lock; remove the records folders of sweeps
+    whose process is gone (SIGKILLed: they never reached their summary), by the rule the staging
+    folders of builds follow (exporter.build.folder.remove_leftovers)."""
+    from filelock import FileLock, Timeout
+
+    records.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(records / RECORDS_LOCK))
+    lock.acquire()
+    STARTED["records_lock"] = lock
+    import time
+
+    for other in records.parent.glob(".sweep-*"):
+        if other == records or not other.is_dir():
+            continue
+        if not (other / RECORDS_LOCK).exists():
+            try:
+                young = time.time() - other.stat().st_mtime < _YOUNG_SECONDS
+            except OSError:
+                continue
+            if not young:
+                shutil.rmtree(other, ignore_errors=True)
+            continue
+        theirs = FileLock(str(other / RECORDS_LOCK))
+        try:
+            theirs.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue  # its sweep runs
+        try:
+            shutil.rmtree(other, ignore_errors=True)
+            log.info("removed %s, left by a sweep that did not finish", other.name)
+        finally:
+            theirs.release()
+
+
 def undo_sweep_start() -> None:
     """A sweep that stopped before any job published a build (an override no job can compose, a
     signal): remove the multirun.yaml Hydra wrote for it, and its folder if that leaves it empty."""
@@ -287,6 +360,9 @@ def undo_sweep_start() -> None:
     sweep_dir = STARTED.get("dir")
     if sweep_dir is None or PUBLISHED or STARTED.get("published") or STARTED.get("had_multirun_yaml"):
         return
+    records = os.environ.get(SWEEP_RECORDS_ENV)
+    if records:
+        shutil.rmtree(records, ignore_errors=True)
     (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
     try:
         sweep_dir.rmdir()  # only ever removes an empty folder
