@@ -205,3 +205,24 @@ def test_closed_or_full_output_is_one_line_for_every_command(tmp_path, golden):
     # the build with its stdout closed is whole, and its export.log holds the log, not a stray write
     assert run_cli("card", "b", cwd=tmp_path).returncode == 0
     assert "build: " in (tmp_path / "b/export.log").read_text() or "pytorch" in (tmp_path / "b/export.log").read_text()
+
+
+def test_a_killed_verify_leaves_its_temporary_folder_to_the_next_one(tmp_path, golden):
+    import os
+    import signal
+    import sys
+
+    from conftest import wait_for
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "verify", str(golden("onnx"))], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: list(scratch.glob("exporter-verify-*/.lock")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert len(list(scratch.glob("exporter-verify-*"))) == 1  # SIGKILL gives no handler a say
+    r = run_cli("verify", str(golden("onnx")), cwd=tmp_path, env={"TMPDIR": str(scratch)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert list(scratch.iterdir()) == []  # the stale one went, and its own

@@ -156,6 +156,50 @@ def _in_stdlib(location: Path) -> bool:
     return False
 
 
+SCRATCH_PREFIX = "exporter-verify-"
+_SCRATCH_LOCK = ".lock"
+
+
+@contextmanager
+def _held(scratch: Path) -> Iterator[None]:
+    """A lock inside verify's temporary folder while it runs: the kernel frees it when the process
+    ends, however it ends, and the next verify removes a folder whose lock is free."""
+    from filelock import FileLock
+
+    lock = FileLock(str(scratch / _SCRATCH_LOCK))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_stale_scratch() -> None:
+    """Remove the temporary folders of verifies that were killed (SIGKILL leaves no handler a say):
+    those whose lock is free, or that hold no lock and are over an hour old."""
+    import shutil
+    import time
+
+    from filelock import FileLock, Timeout
+
+    for folder in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
+        try:
+            if not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            if not (folder / _SCRATCH_LOCK).exists():
+                if time.time() - folder.stat().st_mtime > 3600:
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            lock = FileLock(str(folder / _SCRATCH_LOCK))
+            lock.acquire(timeout=0)
+        except (OSError, Timeout):
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            lock.release()
+
+
 def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:
     """The rebuilt metadata.json of DIR's config, built into ``into``."""
     from omegaconf import OmegaConf
@@ -281,9 +325,10 @@ def verify(folder: Path, code: Optional[Path] = None,
         # The folder and what removes it come into being together: a Ctrl-C in between (after mkdtemp,
         # before a try) left it behind. Should the signal arrive as this block ends, the object is
         # dropped on the way out and its finalizer removes the folder.
+        _remove_stale_scratch()
         with signals_deferred():
-            scratch = tempfile.TemporaryDirectory(prefix="exporter-verify-", ignore_cleanup_errors=True)
-        with scratch:
+            scratch = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, ignore_cleanup_errors=True)
+        with scratch, _held(Path(scratch.name)):
             rebuilt = _rebuild(build, Path(scratch.name) / "build", code)
     rows, ok = [], True
     for fmt, recorded in build.metadata["artifacts"].items():
