@@ -203,9 +203,8 @@ def stop_children(signum: int, records: Optional[str], timeout: float = 30.0) ->
     running = Path(records) / RUNNING_DIR if records else None
     deadline = time.monotonic() + timeout
     while running is not None and time.monotonic() < deadline:
-        live = set(children())
-        try:
-            busy = [int(name) for name in os.listdir(running) if name.isdigit() and int(name) in live]
+        try:  # a job's process may be a grandchild (Submitit's local jobs run under a controller)
+            busy = [int(name) for name in os.listdir(running) if name.isdigit() and start_time(int(name))]
         except OSError:
             busy = []
         if not busy:
