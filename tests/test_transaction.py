@@ -282,6 +282,26 @@ def test_a_full_disk_mid_build_is_one_line_and_leaves_the_previous_build(tmp_pat
     no_leftovers(small_disk)
 
 
+def test_a_disk_full_to_the_last_byte_is_one_line_for_every_writer(tmp_path, small_disk, cli):
+    """A first build on a disk with no byte free: the disk-full message (not a second ENOSPC from
+    closing export.log, not torch's writer aborting the process), and no claim of an earlier build."""
+    fd = os.open(small_disk / "ballast", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    for formats in ("format=onnx", "format=torchscript"):
+        r = cli(SMALL, f"hydra.run.dir={small_disk / 'b'}", formats)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr == (f"error: no space left on the device of {small_disk / 'b'} while staging the build; nothing "
+                            "was published and the folder holds no build; free some space and run again\n"), r.stderr
+        assert "falling back" not in r.stdout + r.stderr and "instead of the legacy" not in r.stdout + r.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == [".b.lock", "ballast"]
+
+
 def test_the_metadata_quantization_field_is_the_mode_string(lm_build, golden):
     md = json.loads((lm_build / "metadata.json").read_text())
     assert md["quantization"] == "dynamic"

@@ -31,3 +31,20 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
     if not line:
         return type(exc).__name__
     return f"{type(exc).__name__}: {line}" if with_type else line
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT anywhere in the exception's chain (or torch's C++ writer saying so): a full
+    disk, which no other exporter or retry would get past."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

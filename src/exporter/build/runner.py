@@ -165,7 +165,12 @@ def _close_job_log() -> None:
         handler = _open_handlers.pop()
         for logger in (log, trace_log):
             logger.removeHandler(handler)
-        handler.close()
+        try:
+            handler.close()
+        except OSError:
+            # A full disk: the log's last lines are lost with the staged build, which a failed write
+            # never publishes; the error that stopped the job is the one to report, not this one.
+            pass
 
 
 def _disk_full(exc: BaseException, folder: Optional[Path] = None) -> bool:
@@ -191,5 +196,7 @@ def _disk_full(exc: BaseException, folder: Optional[Path] = None) -> bool:
 
 
 def _disk_full_error(export_dir: Path) -> ExportError:
+    earlier = ("the previous build is intact" if (Path(export_dir) / METADATA_FILE).is_file()
+               else "the folder holds no build")
     return ExportError(f"no space left on the device of {export_dir} while staging the build; nothing was "
-                       "published and the previous build is intact; free some space and run again")
+                       f"published and {earlier}; free some space and run again")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,6 +83,34 @@ def as_arrays(result: Any) -> "list[np.ndarray]":
     """A traced program's result (one tensor, or a tuple of them) as numpy arrays in order."""
     items = result if isinstance(result, (tuple, list)) else [result]
     return [item.numpy() for item in items]
+
+
+# Under this size an artifact torch serializes is written through memory (torch_saved).
+_IN_MEMORY_BYTES = 512 << 20
+
+
+def tensor_bytes(model: Any) -> int:
+    """The bytes of a module's parameters and buffers: about what torch's writers write."""
+    tensors = list(model.parameters()) + list(model.buffers()) if hasattr(model, "parameters") else []
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def torch_saved(path: Path, save: Callable[[Any], None], size_hint: int) -> None:
+    """``save(target)`` (torch.save, torch.jit.save, torch.export.save) into ``path``. Torch's zip
+    writer aborts the whole process on a full disk (its destructor throws while unwinding:
+    "terminate called", SIGABRT), so an artifact of up to 512 MiB is serialized into memory and
+    written by Python, whose error is an OSError like any other; a larger one is written directly,
+    once the disk has room for it (``size_hint`` bytes and a tenth more)."""
+    if size_hint <= _IN_MEMORY_BYTES:
+        buffer = io.BytesIO()
+        save(buffer)
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+        return
+    free = shutil.disk_usage(path.parent).free
+    if free < size_hint + size_hint // 10 + (1 << 20):
+        raise OSError(errno.ENOSPC, f"No space left on device ({size_hint} bytes to write, {free} free)", str(path))
+    save(str(path))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExportError, first_line
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays, quiet_torch
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays, quiet_torch, tensor_bytes, torch_saved
 from .dynamic_shapes import torch_export_dynamic_shapes, trace_inputs
 from .registry import register_format
 from .traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
@@ -120,7 +120,8 @@ class ExportedProgramExporter(FormatExporter):
             program.example_inputs = None
         except (AttributeError, TypeError, ValueError):
             program._example_inputs = None
-        torch.export.save(program, str(path), extra_files={TAGS_FILE: json.dumps(ctx.tags())})
+        torch_saved(path, lambda target: torch.export.save(program, target, extra_files={TAGS_FILE: json.dumps(ctx.tags())}),
+                    tensor_bytes(ctx.model))
         dims = {name: {str(axis): dim.__name__ for axis, dim in (spec or {}).items()}
                 for name, spec in zip(ctx.example_inputs, shapes[0] if shapes else ()) if spec}
         names = ", ".join(ctx.example_inputs)

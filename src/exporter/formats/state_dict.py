@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ..config.schema import option_value
 from ..errors import ConfigError
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, tensor_bytes, torch_saved
 from .registry import register_format
 from .torch_quantize import TORCH_DYNAMIC, TORCH_DYNAMIC_RECIPE, torch_dynamic_quantize
 
@@ -105,7 +105,7 @@ class StateDictExporter(FormatExporter):
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.save(model.state_dict(), str(path))
+                torch_saved(path, lambda target: torch.save(model.state_dict(), target), tensor_bytes(model))
             load = f"model.load_state_dict(torch.load('{self.filename}', weights_only=True))"
             if ctx.quantized and quantization["recipe"] != TORCH_DYNAMIC_RECIPE:
                 # Tied layers kept fp32 or converted Conv1D layers: the same function rebuilds the same modules.

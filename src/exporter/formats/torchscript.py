@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, as_arrays, tensor_bytes, torch_saved
 from .registry import register_format
 from .torch_quantize import TORCH_DYNAMIC, TORCH_STATIC, torch_dynamic_quantize, torch_static_quantize
 from .traceable_masks import SWAPPED_MASKS_NOTE, traceable_attention_masks
@@ -156,7 +156,8 @@ class TorchScriptExporter(FormatExporter):
                 )
                 if self.options.freeze:
                     traced = torch.jit.freeze(traced.eval())
-                torch.jit.save(traced, str(path), _extra_files={"exporter.json": json.dumps(ctx.tags())})
+                torch_saved(path, lambda target: torch.jit.save(
+                    traced, target, _extra_files={"exporter.json": json.dumps(ctx.tags())}), tensor_bytes(model))
 
         # The saved debug info holds the Python stack of the trace call; from a fresh thread that
         # stack is the same whoever calls (command line, Python API, verify), so the bytes are too.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
 from ...config.schema import option_value
-from ...errors import ConfigError, ExportError, first_line
+from ...errors import ConfigError, ExportError, first_line, out_of_space
 from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format
@@ -204,6 +204,8 @@ class OnnxExporter(FormatExporter):
                 self._torch_export(ctx, path, dynamo=True, opset=self.opset)
                 backend = "dynamo"
             except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back to the legacy backend
+                if out_of_space(exc):
+                    raise
                 details["dynamo_error"] = first_line(exc, with_type=True)
                 log.warning("onnx: dynamo exporter failed (%s); falling back to the legacy exporter", first_line(exc, with_type=True))
                 backend = "legacy"
@@ -212,6 +214,8 @@ class OnnxExporter(FormatExporter):
             try:
                 self._torch_export(ctx, path, dynamo=False, opset=self.opset)
             except Exception as exc:  # noqa: BLE001 - the dynamo exporter may take what legacy cannot
+                if out_of_space(exc):
+                    raise
                 return self._fall_back(ctx, path, f"the legacy exporter failed: {first_line(exc, with_type=True)}")
         else:
             try:
