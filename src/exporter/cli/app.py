@@ -50,6 +50,13 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
     try:
         with _a_job_of_the_sweep(multirun):
             outcome = job_outcome(lambda: _run_job(cfg, forked, multirun), lambda: str(cfg.export_dir), multirun)
+    except Interrupted as exc:
+        if not (multirun and watchdog.in_a_worker()):
+            raise
+        # A job in a launcher's worker, stopped with its sweep (staging removed, lock freed): its outcome,
+        # handed back quietly (raised, Ray would print its traceback in the sweep's output).
+        return {"status": "interrupted", "error": f"stopped by {signal.Signals(exc.signum).name}",
+                "export_dir": str(cfg.export_dir)}
     finally:
         _remove_if_empty(Path(hydra_cfg.runtime.output_dir))
     if multirun:
@@ -268,11 +275,10 @@ def _mode_without_composing(args: list[str]):
 
 def _interrupted_message() -> str:
     records = os.environ.get("EXPORTER_SWEEP_RECORDS")
-    if records and Path(records).is_dir():  # a sweep: its jobs may have published in other processes
-        done = len(list(Path(records).glob("job-*.json")))
-        if done:
-            return (f"interrupted: the sweep stopped after {done} job(s) ended; every job it stopped left its folder "
-                    "as it was (an earlier build there is intact)")
+    if records and Path(records).is_dir() and any(Path(records).glob("job-*.json")):
+        # A sweep in which some jobs had ended (in other processes, under joblib, Submitit or Ray).
+        return ("interrupted: the sweep stopped; the jobs that had ended keep their builds, every job it stopped "
+                "left its folder as it was (an earlier build there is intact)")
     if PUBLISHED:
         return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
     return INTERRUPTED_MESSAGE

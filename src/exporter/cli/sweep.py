@@ -221,11 +221,6 @@ class SweepSummary(Callback):
         # A launcher whose workers do not inherit the environment (an existing Ray cluster) can be
         # given the id up front: EXPORTER_SWEEP_ID=... set by the user is kept (docs/sweeps.md).
         os.environ.setdefault(SWEEP_ID_ENV, uuid.uuid4().hex[:12])
-        # The jobs that run in other processes of this host end with this one (exporter.process.watchdog).
-        from ..process.watchdog import SWEEP_OWNER_ENV, owner_value
-
-        os.environ[SWEEP_OWNER_ENV] = owner_value()
-        _stop_the_jobs_on_signals()
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         os.environ[SWEEP_RECORDS_ENV] = str(sweep_dir / f".sweep-{os.environ[SWEEP_ID_ENV]}")
         _hold_records(Path(os.environ[SWEEP_RECORDS_ENV]))
@@ -241,6 +236,16 @@ class SweepSummary(Callback):
             self.expected = 1
             for override in parsed:
                 self.expected *= len(list(override.sweep_string_iterator()))
+        # Last, with the environment complete (a local Ray started here passes it on to its workers):
+        # the jobs that run in other processes of this host end with this one (exporter.process.watchdog).
+        from ..process.watchdog import SWEEP_LAUNCHER_ENV, SWEEP_OWNER_ENV, owner_value
+
+        os.environ[SWEEP_OWNER_ENV] = owner_value()
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        os.environ[SWEEP_LAUNCHER_ENV] = "joblib" if "joblib" in launcher else launcher.rsplit(".", 1)[-1]
+        if str(config.hydra.launcher.get("_target_", "")).endswith("hydra_ray_launcher.ray_launcher.RayLauncher"):
+            _start_ray_here(config.hydra.launcher)
+        _stop_the_jobs_on_signals()
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from ..files import write_json_atomic, write_text_atomic
@@ -292,6 +297,23 @@ RECORDS_LOCK = "owner.lock"
 _YOUNG_SECONDS = 60.0
 
 
+def _start_ray_here(launcher: Any) -> None:
+    """Hydra's local Ray launcher starts Ray as it launches, and ``ray.init`` takes SIGTERM over in
+    this process (Ray's handler exits 1, after a C++ stack dump): Ray is started here first, as
+    the launcher would (its default ``object_store_memory`` included), so that the sweep's own
+    handlers, installed after it, stop the sweep as under any other launcher. The launcher then
+    finds Ray running and uses it."""
+    import ray
+    from omegaconf import OmegaConf
+
+    if ray.is_initialized():
+        return
+    init = OmegaConf.to_container(launcher.ray.init, resolve=True) if launcher.get("ray") else {}
+    init = dict(init or {})
+    init.setdefault("object_store_memory", 78643200)
+    ray.init(**init)
+
+
 def _stop_the_jobs_on_signals() -> None:
     """In the sweep's process: a signal is passed on to the jobs running in the launcher's workers
     (joblib's loky processes, Submitit's local jobs), which stop as a single run does (staging
@@ -300,17 +322,15 @@ def _stop_the_jobs_on_signals() -> None:
     import signal
 
     from ..interrupts import STOP_SIGNALS, raise_interrupted
-    from ..process.watchdog import stop_children
+    from ..process.watchdog import stop_jobs
 
     stopping: list[int] = []
 
     def stop_the_jobs(signum: int, frame: Any) -> None:
         if not stopping:
             stopping.append(signum)
-            # SIGHUP stops a job as SIGTERM does; helpers such as a resource tracker ignore SIGINT and
-            # SIGTERM (and must outlive the workers), but not SIGHUP.
-            stop_children(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM,
-                          os.environ.get(SWEEP_RECORDS_ENV))
+            # SIGHUP stops a job as SIGTERM does.
+            stop_jobs(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM, os.environ.get(SWEEP_RECORDS_ENV))
         raise_interrupted(signum, frame)
 
     for signum in STOP_SIGNALS:

@@ -28,6 +28,8 @@ from typing import Any, Iterator, Optional
 from ..interrupts import STOP_SIGNALS, Interrupted, raise_interrupted
 
 SWEEP_OWNER_ENV = "EXPORTER_SWEEP_OWNER"
+# The launcher of the sweep (its config's ``_target_``, shortened): how a stopped worker waits.
+SWEEP_LAUNCHER_ENV = "EXPORTER_SWEEP_LAUNCHER"
 _POLL_SECONDS = 0.5
 # After the sweep is gone, how long a running job has to clean up after its SIGTERM.
 _GRACE_SECONDS = 60.0
@@ -124,9 +126,9 @@ def job_in_a_worker(records: Optional[str]) -> Iterator[None]:
             signal.signal(signum, _worker_handler)
     follow_the_sweep()
     stopping = Path(records) / STOPPING_FILE if records else None
-    if _STOPPED:
+    if _STOPPED or (stopping is not None and stopping.exists()):
         _wait_for_the_end(stopping)
-        raise Interrupted(_STOPPED[0])
+        raise Interrupted(_STOPPED[0] if _STOPPED else signal.SIGTERM)
     marker = Path(records) / RUNNING_DIR / str(os.getpid()) if records else None
     if marker is not None:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +145,13 @@ def job_in_a_worker(records: Optional[str]) -> Iterator[None]:
 
 
 def _wait_for_the_end(stopping: Optional[Path]) -> None:
-    """The sweep is stopping (``stopping`` exists): wait until ``_follow`` ends this process with
-    it. A worker stopped on its own (the sweep runs on) returns, and its job reports the signal."""
-    if stopping is None or not stopping.exists() or not _FOLLOWING:
+    """The sweep is stopping (``stopping`` exists) and its launcher is joblib's: wait until
+    ``_follow`` ends this process with it. Loky, handed a job's interruption, would kill the other
+    workers in the middle of their cleanup; Ray and Submitit wait for each job, so there the job
+    reports its interruption at once (blocking would keep the sweep waiting for it). A worker
+    stopped on its own (the sweep runs on) returns too."""
+    if (stopping is None or not stopping.exists() or not _FOLLOWING
+            or os.environ.get(SWEEP_LAUNCHER_ENV) != "joblib"):
         return
     while True:
         time.sleep(1.0)
@@ -164,61 +170,30 @@ def _follow(pid: int, started: str) -> None:
     os._exit(128 + signal.SIGTERM)
 
 
-def children(pid: Optional[int] = None) -> list[int]:
-    """The live (not yet exited) child processes of ``pid`` (default: this process), from /proc."""
-    pid = os.getpid() if pid is None else pid
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+def stop_jobs(signum: int, records: Optional[str], timeout: float = 30.0) -> None:
+    """Stop the jobs a sweep's launcher runs in other processes: mark the sweep as stopping (no job
+    starts from now on, ``job_in_a_worker``), pass ``signum`` on to each process that runs one (its
+    marker in ``records``: a loky worker, a Submitit job, a Ray worker; each stops its job as a
+    single run stops, staging removed, lock freed), and wait, ``timeout`` seconds at most, until
+    none runs any more. Nothing else of the launcher's is signalled: its own daemons (Ray's) end
+    with it."""
+    if not records:
+        return
+    Path(records).mkdir(parents=True, exist_ok=True)
+    (Path(records) / STOPPING_FILE).touch()
+    running = Path(records) / RUNNING_DIR
+
+    def busy() -> list[int]:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
+            return [int(name) for name in os.listdir(running) if name.isdigit() and start_time(int(name))]
         except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
-    return found
+            return []
 
-
-def stop_children(signum: int, records: Optional[str], timeout: float = 30.0) -> None:
-    """Pass ``signum`` on to this process's children (a launcher's workers: each job in them stops
-    as a single run stops, its staging removed) and wait, ``timeout`` seconds at most, until no job
-    runs in them any more (no marker of a live worker in ``records``, ``job_in_a_worker``). Helpers
-    that ignore the signal (a resource tracker) are left alone."""
-    if records:
-        Path(records).mkdir(parents=True, exist_ok=True)
-        (Path(records) / STOPPING_FILE).touch()
-    signalled = [pid for pid in children() if not _ignores(pid, signum)]
-    for pid in signalled:
+    for pid in busy():
         try:
             os.kill(pid, signum)
         except OSError:
             pass
-    running = Path(records) / RUNNING_DIR if records else None
     deadline = time.monotonic() + timeout
-    while running is not None and time.monotonic() < deadline:
-        try:  # a job's process may be a grandchild (Submitit's local jobs run under a controller)
-            busy = [int(name) for name in os.listdir(running) if name.isdigit() and start_time(int(name))]
-        except OSError:
-            busy = []
-        if not busy:
-            return
+    while busy() and time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def _ignores(pid: int, signum: int) -> bool:
-    """Whether process ``pid`` ignores ``signum`` (its SigIgn mask in /proc/<pid>/status)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigIgn:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except (OSError, ValueError):
-        pass
-    return False
