@@ -226,3 +226,36 @@ def test_a_killed_verify_leaves_its_temporary_folder_to_the_next_one(tmp_path, g
     r = run_cli("verify", str(golden("onnx")), cwd=tmp_path, env={"TMPDIR": str(scratch)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert list(scratch.iterdir()) == []  # the stale one went, and its own
+
+
+def test_nothing_is_left_in_the_temporary_folder(tmp_path):
+    """ONNX Runtime writes `.ses` into $TMPDIR as it is imported, and torch makes an empty
+    `torchinductor_<user>` there: a run removes what was not there before it."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    (tmp_path / "w").mkdir()
+    r = run_cli("-m", "task_spec.input_schema.image_size=[3,8,8]", "format=onnx,pytorch", cwd=tmp_path / "w",
+                env={"TMPDIR": str(scratch)})  # a sweep imports ONNX Runtime in its own process too
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert list(scratch.iterdir()) == [], list(scratch.iterdir())
+    (scratch / ".ses").write_text("the user's own\n")  # one that was there before the run stays
+    r = run_cli("task_spec.input_schema.image_size=[3,8,8]", "format=onnx", "export_dir=c", cwd=tmp_path / "w",
+                env={"TMPDIR": str(scratch)})
+    assert r.returncode == 0 and (scratch / ".ses").read_text() != "", r.stderr
+
+
+def test_input_that_cannot_be_read_is_one_line_naming_it(tmp_path):
+    (tmp_path / "bad.npz").write_text("not a zip\n")
+    cases = [
+        (["+hydra.foo=1"], "error: hydra.foo: Hydra has no such setting to add"),
+        (["task_spec.task_namé=1"], "error: override 'task_spec.task_namé=1' cannot be read: a key is an ASCII name"),
+        (["task_spec.task_name='abc"], "error: override \"task_spec.task_name='abc\" cannot be read: a quote in the value"),
+        (["model.path=~/x"], "error: override 'model.path=~/x' cannot be read: Hydra reads a leading ~ as 'delete this key'"),
+        (["checkpoint=/dev/null"], "error: checkpoint: /dev/null is not a regular file"),
+        (["quantization=static", "calibration=npz", f"calibration.path={tmp_path / 'bad.npz'}"],
+         f"error: calibration.path: {tmp_path / 'bad.npz'} is not a .npz archive"),
+    ]
+    for args, said in cases:
+        r = run_cli("task_spec.input_schema.image_size=[3,8,8]", "format=onnx", *args, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith(said), (args, r.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]

@@ -77,3 +77,39 @@ def working_directory(path: Path) -> Iterator[Path]:
         yield path
     finally:
         os.chdir(saved)
+
+
+# Files libraries write into the temporary folder whatever the tool does: ONNX Runtime's session id
+# file (``.ses``, written as onnxruntime is imported) and torch's inductor cache folder (made, empty,
+# as transformers loads a model). A run removes those it created (library_litter_noted at its start).
+def _library_litter() -> list[Path]:
+    import getpass
+    import tempfile
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    folder = Path(tempfile.gettempdir())
+    return [folder / ".ses", folder / f"torchinductor_{user}"]
+
+
+_ABSENT_AT_START: list[Path] = []
+
+
+def library_litter_noted() -> None:
+    """At the start of a run: note which of those files do not exist yet."""
+    _ABSENT_AT_START[:] = [path for path in _library_litter() if not os.path.lexists(path)]
+
+
+def remove_library_litter() -> None:
+    """At the end of a run: remove what the libraries created meanwhile (a folder only while
+    empty: a cache that holds something is left alone)."""
+    for path in _ABSENT_AT_START:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            elif path.is_file():
+                path.unlink()
+        except OSError:
+            pass

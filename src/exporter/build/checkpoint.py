@@ -26,8 +26,11 @@ def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
     """
     import torch
 
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"checkpoint: file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint: {path} is not a regular file (a folder, a device, a pipe); give the state "
+                          "dict's file (.pt, .pth, .bin or .safetensors)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from ..console import INTERRUPTED_MESSAGE, OUTPUT_LOST, flush_stdout, flush_streams, say
 from ..errors import ExportError, first_line
+from ..files import library_litter_noted, remove_library_litter
 from ..interrupts import INTERRUPTED, PUBLISHED, STOP_SIGNALS, Interrupted, python_signal_handlers, raise_interrupted
 from ..process import watchdog
 from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, stop
@@ -148,6 +149,7 @@ def main() -> None:
     HYDRA_FULL_ERROR=1): 1 a format failed, 2 bad input or a failed job, 75 the build folder is
     locked and wait=false, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP. docs/errors.md lists the messages.
     """
+    library_litter_noted()
     if len(sys.argv) > 1 and sys.argv[1] in READERS:
         # An exception instead of exporter.cli.startup's immediate end: verify's rebuild removes its
         # temporary folder on the way out.
@@ -223,6 +225,7 @@ def _end_process(code: Any) -> NoReturn:
         # Under coverage, cProfile or pyinstrument: they write their results at interpreter exit.
         sys.exit(code)
     end_as_the_interpreter_would()
+    remove_library_litter()
     lost = flush_streams()
     if lost is not None and code == 0:
         code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
@@ -294,6 +297,9 @@ def _refuse_unsupported_overrides(args: list[str]) -> None:
         if key == "hydra.output_subdir" and value not in ("null", ""):
             raise ConfigError("hydra.output_subdir: the build writes .hydra/ into its own staged folder, so that a "
                               "failed run never rewrites a good build's records; leave hydra.output_subdir=null")
+        if arg.startswith("+hydra.") or arg.startswith("++hydra."):
+            raise ConfigError(f"{key}: Hydra has no such setting to add (a key of its own is set without '+', "
+                              "e.g. hydra.run.dir=...); the tool reads nothing else under hydra")
         if key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir") and "\\${" in value:
             raise ConfigError(f"{key}: a folder name with '${{' in it is not supported (Hydra reads its own job "
                               "folder back as an interpolation); choose a name without it, or put it in export_dir")
@@ -328,6 +334,9 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
 
     if isinstance(exc, ExportError):
         return str(exc)
+    if type(exc).__name__ in ("LexerNoViableAltException", "InputMismatchException", "NoViableAltException") or (
+            "override_grammar" in str(exc)):
+        return _unparsable_override(args)
     if isinstance(exc, CompactHydraException):
         text = _one_line(str(exc))
         cause = exc.__cause__
@@ -348,6 +357,34 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
         return (f"{key}: {first_line(exc)}; a value meant literally escapes it: '\\${{...}}' "
                 f"(e.g. hydra.run.dir='runs/\\${{x}}')")
     return f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def _unparsable_override(args: list[str]) -> str:
+    """Hydra's grammar refused an override: say which one and how to write it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - the one Hydra refused
+            key, _, value = arg.partition("=")
+            if not key.isascii():
+                why = f"a key is an ASCII name (letters, digits, _ and .), {key!r} is not"
+            elif value.count("'") % 2 or value.count('"') % 2:
+                why = "a quote in the value is not closed"
+            elif value.startswith("~"):
+                why = ("Hydra reads a leading ~ as 'delete this key', and the tool does not expand it: write the path "
+                       f"out ({key}=$HOME{value[1:]}, which your shell expands) or quote it ({key}='{value}')")
+            elif " " in value:
+                why = f"a value with spaces is quoted, and the quotes kept from the shell: '{key}=\"{value}\"'"
+            else:
+                why = ("a value with characters the grammar keeps for itself ([]{}(),:=~'\" and spaces) is quoted: "
+                       f"'{key}=\"{value}\"'")
+            return f"override {arg!r} cannot be read: {why}"
+    return "an override cannot be read (see https://hydra.cc/docs/advanced/override_grammar/basic)"
 
 
 def _one_line(text: str) -> str:

@@ -101,8 +101,16 @@ def npz_calibration(path: str, example: "Mapping[str, torch.Tensor]", cfg: "Cali
     import numpy as np
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise ConfigError(f"calibration.path: file not found: {file}")
+    if not file.is_file():
+        raise ConfigError(f"calibration.path: {file} is not a regular file; give a .npz file (numpy.savez)")
+    import zipfile
+
+    if not zipfile.is_zipfile(file):
+        # np.load would try it as a pickle, and refuse (rightly) with a message about allow_pickle.
+        raise ConfigError(f"calibration.path: {file} is not a .npz archive (numpy.savez writes one, a zip of "
+                          "arrays named after the model inputs)")
     with np.load(file) as data:
         missing = [n for n in example if n not in data.files]
         if missing:
