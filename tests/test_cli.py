@@ -407,16 +407,13 @@ def test_exit_status_survives_a_closed_or_full_stdout(tmp_path):
     """A reader that closed the pipe (| head -1) loses the output, not the exit status or the error
     line: a sweep with a failed job still exits 1, a failed format 1, a good build 0. Output that
     cannot be written to a full disk is an error of its own (120, as Python's), never silent."""
+    # A good build with stdout closed or full: tests/test_hostile.py (every command) and the test below.
     bad = ["validate.atol=0", "validate.rtol=0", "model=lm_stub"]  # the ONNX file is not bit-exact
-    ok = _run_with_stdout("closed", "format=pytorch", SMALL, cwd=tmp_path)
-    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
     failed = _run_with_stdout("closed", "format=[onnx,pytorch]", *bad, "export_dir=f", cwd=tmp_path)
     assert failed.returncode == 1 and "error: the build is published, but a format failed" in failed.stderr
     sweep = _run_with_stdout("closed", "-m", "format=onnx,pytorch", *bad, cwd=tmp_path)
     assert sweep.returncode == 1 and "error: 1 of 2 sweep job(s) failed" in sweep.stderr, sweep.stderr
-    full = _run_with_stdout("full", "format=pytorch", SMALL, "export_dir=g", cwd=tmp_path)
-    assert full.returncode == 120 and "error: cannot write the output: No space left on device" in full.stderr
-    for r in (ok, failed, sweep, full):
+    for r in (failed, sweep):
         assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
 
 
