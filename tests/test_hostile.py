@@ -259,3 +259,19 @@ def test_input_that_cannot_be_read_is_one_line_naming_it(tmp_path):
         r = run_cli("task_spec.input_schema.image_size=[3,8,8]", "format=onnx", *args, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith(said), (args, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
+
+
+def test_an_axis_never_varied_is_not_called_verified(tmp_path):
+    """max_seq_len=1: the second example has another batch size but the same length, so the
+    sequence axis the graph declares dynamic was never tried at another size."""
+    r = run_cli("model=lm_stub", "task_spec.input_schema.max_seq_len=1", "format=onnx", "export_dir=b", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = json.loads((tmp_path / "b/metadata.json").read_text())["artifacts"]["onnx"]
+    assert record["dynamic_axes_verified"] is False and record["status"] == "unchecked", record
+    assert "cannot be tried at another length" in record["unchecked"] and "warning: build status unchecked" in r.stderr
+
+
+def test_a_card_onto_a_place_that_takes_no_file_says_so(golden, tmp_path):
+    r = run_cli("card", str(golden("onnx")), "-o", "/proc/version", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr == ("error: cannot write the card to /proc/version: /proc takes no new files "
+                                              "(no such file or directory)\n"), r.stderr

@@ -146,6 +146,8 @@ class Plan:
                 raise ConfigError(str(exc)) from None
         self._second: dict[tuple[int, int, bool], Any] = {}
         self._second_failure: Optional[str] = None
+        # Why an axis the artifact declares dynamic keeps its size in the second example (a sequence of 1).
+        self._unvaried: dict[Any, str] = {}
         self.context = ExportContext(
             model=job.model, adapter=self.adapter, task_spec=job.task_spec, example_inputs=self.inputs,
             quantization=job.quantization, output_choice=self.choice, example_outputs=self.eager_outputs,
@@ -249,6 +251,13 @@ class Plan:
         """Whether the artifact declares a dynamic axis besides the batch (text: the sequence)."""
         return bool(ctx.adapter.sequence_axes and exporter.dynamic_sequence)
 
+    def _second_key(self, exporter, ctx) -> tuple[int, int, bool]:
+        """What the second example depends on: the adapter, its batch size, whether it is shorter."""
+        first = ctx.example_inputs
+        batch = (int(self.job.validate.second_batch_size) if exporter.dynamic_batch
+                 else int(next(iter(first.values())).shape[0]))
+        return (id(ctx.adapter), batch, self._shorter(exporter, ctx))
+
     def _second_example(self, exporter, ctx) -> "tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None":
         """A differently sized input that proves each dynamic axis the artifact declares: another batch
         size (when the batch is dynamic) and, for text with a dynamic sequence axis, half the sequence
@@ -259,13 +268,16 @@ class Plan:
         shorter = self._shorter(exporter, ctx)
         if not cfg.enabled or cfg.second_batch_size <= 1 or not (exporter.dynamic_batch or shorter):
             return None
-        batch = int(cfg.second_batch_size) if exporter.dynamic_batch else int(next(iter(first.values())).shape[0])
-        key = (id(adapter), batch, shorter)
+        key = self._second_key(exporter, ctx)
+        batch = key[1]
         if key not in self._second:
             seq_len = None
             if shorter:  # half the first varying axis of the inputs (declared adapters halve each)
                 name, axis = next((n, a) for n, a in adapter.sequence_axes.items() if n in first)
                 seq_len = max(1, int(first[name].shape[axis]) // 2)
+                if seq_len == int(first[name].shape[axis]):
+                    self._unvaried[key] = (f"the sequence axis of {name} is {seq_len} long in the example and cannot "
+                                           "be tried at another length (task_spec.input_schema.max_seq_len=1?)")
             inputs = adapter.example_inputs(self.job.task_spec, batch_size=batch, seed=self.job.seed + 1,
                                             seq_len=seq_len)
             try:
@@ -346,6 +358,7 @@ class Plan:
             second = self._second_example(exporter, ctx) if self.job.validate.enabled else None
             if second is not None:
                 examples.append(("second example", *second))
+                unverified = self._unvaried.get(self._second_key(exporter, ctx))
             elif self.job.validate.second_batch_size <= 1:
                 unverified = f"validate.second_batch_size={self.job.validate.second_batch_size} skips the second-shape check"
             elif self.job.validate.enabled:

@@ -287,6 +287,12 @@ def _interrupted_message() -> str:
     return INTERRUPTED_MESSAGE
 
 
+# Hydra's own top-level keys: one may add under them (+hydra.job.env_set.OMP_NUM_THREADS=1), not beside them.
+_HYDRA_KEYS = frozenset({"run", "sweep", "launcher", "sweeper", "help", "hydra_help", "hydra_logging", "job_logging",
+                         "env", "mode", "searchpath", "callbacks", "output_subdir", "overrides", "job", "runtime",
+                         "verbose"})
+
+
 def _refuse_unsupported_overrides(args: list[str]) -> None:
     from ..errors import ConfigError
 
@@ -297,7 +303,7 @@ def _refuse_unsupported_overrides(args: list[str]) -> None:
         if key == "hydra.output_subdir" and value not in ("null", ""):
             raise ConfigError("hydra.output_subdir: the build writes .hydra/ into its own staged folder, so that a "
                               "failed run never rewrites a good build's records; leave hydra.output_subdir=null")
-        if arg.startswith("+hydra.") or arg.startswith("++hydra."):
+        if (arg.startswith("+hydra.") or arg.startswith("++hydra.")) and key.split(".")[1] not in _HYDRA_KEYS:
             raise ConfigError(f"{key}: Hydra has no such setting to add (a key of its own is set without '+', "
                               "e.g. hydra.run.dir=...); the tool reads nothing else under hydra")
         if key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir") and "\\${" in value:

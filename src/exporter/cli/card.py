@@ -9,6 +9,7 @@ builds differ), 2 a build cannot be read or the card cannot be written.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -386,7 +387,11 @@ def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
         try:
             write_text_atomic(Path(output), text)
         except OSError as exc:
-            print(f"error: cannot write the card to {output}: {os_error_text(exc)}", file=sys.stderr)
+            reason = os_error_text(exc)
+            if exc.errno == errno.ENOENT and Path(output).parent.is_dir():
+                # The card is written beside its target first, then renamed: /proc takes no new file.
+                reason = f"{Path(output).parent} takes no new files ({reason})"
+            print(f"error: cannot write the card to {output}: {reason}", file=sys.stderr)
             return 2
     sys.stdout.write(text)
     return 1 if files_problems(build) else 0
