@@ -41,10 +41,9 @@ def test_verify_imports_no_code_a_build_folder_brings(tmp_path, golden):
     card = run_cli("card", ".", cwd=build)
     assert card.returncode == 1 and "evilmod.py: not part of the build" in card.stdout + card.stderr
     assert "NOT PART OF THE BUILD: evilmod.py" in card.stdout
-    r = run_cli("verify", ".", cwd=build)
-    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
-    assert r.stderr.startswith("error: model._target_ evilmod.Boom: ") and r.stderr.count("\n") == 1, r.stderr
-    assert "--code" in r.stderr and not marker.exists()
+    r = run_cli("verify", ".", cwd=build)  # the records list code: nothing of the folder is rebuilt
+    assert r.returncode == 1 and "evilmod.py: not part of the build" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.rstrip().endswith("nothing was rebuilt") and not marker.exists()
     # the same through a config.cwd that names another folder, verified from anywhere
     other = tmp_path / "other"
     other.mkdir()
@@ -56,6 +55,9 @@ def test_verify_imports_no_code_a_build_folder_brings(tmp_path, golden):
     config = yaml.safe_load((build2 / "config.yaml").read_text())
     config["model"] = {"_target_": "os.system", "command": f"touch {marker}"}
     (build2 / "config.yaml").write_text(yaml.safe_dump(config))
+    metadata = json.loads((build2 / "metadata.json").read_text())
+    metadata["records"]["config.yaml"] = _sha(build2 / "config.yaml")
+    (build2 / "metadata.json").write_text(json.dumps(metadata))
     r = run_cli("verify", str(build2), cwd=tmp_path)
     assert r.returncode == 2 and "Python's own 'os' is not model code" in r.stderr and not marker.exists(), r.stderr
     assert list(tmp_path.glob("*/__pycache__")) == []
@@ -194,6 +196,8 @@ def test_closed_or_full_output_is_one_line_for_every_command(tmp_path, golden):
         (f"card {g} > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
         (f"diff {g} {g} > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
         ("--help > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
+        # builds that differ: the result (1) stays, and the lost output is still said
+        (f"diff {g} {golden('pytorch')} > /dev/full", 1, "error: cannot write the output: No space left on device\n"),
         ("--cfg job > /dev/full", 120, "error: cannot write the output: No space left on device\n"),
         ("card nothing-here 2>&- >&-", 2, ""),
         ("task_spec.input_schema.image_size=[3,8,8] format=pytorch export_dir=b >&-", 120,
@@ -275,3 +279,43 @@ def test_a_card_onto_a_place_that_takes_no_file_says_so(golden, tmp_path):
     r = run_cli("card", str(golden("onnx")), "-o", "/proc/version", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr == ("error: cannot write the card to /proc/version: /proc takes no new files "
                                               "(no such file or directory)\n"), r.stderr
+
+
+def test_verify_imports_nothing_from_a_build_folder_even_under_code_or_with_records_changed(tmp_path, golden):
+    marker = tmp_path / "ran"
+    project = tmp_path / "project"
+    build = golden.copy("onnx", project / "exports" / "evil")
+    (build / "evilmod.py").write_text(EVIL.format(marker=str(marker)))
+    config = yaml.safe_load((build / "config.yaml").read_text())
+    config["model"] = {"_target_": "exports.evil.evilmod.Boom"}  # reachable from --code . as a package path
+    (build / "config.yaml").write_text(yaml.safe_dump(config))
+    metadata = json.loads((build / "metadata.json").read_text())
+    metadata["records"]["config.yaml"] = _sha(build / "config.yaml")
+    (build / "metadata.json").write_text(json.dumps(metadata))
+    # evilmod.py is on no record: the folder does not match its records, so nothing is rebuilt or imported
+    r = run_cli("verify", "exports/evil", "--code", ".", cwd=project)
+    assert r.returncode == 1 and "evilmod.py: not part of the build" in r.stdout, r.stdout + r.stderr
+    assert "nothing was rebuilt" in r.stdout and not marker.exists()
+    # listed on record too: still code inside the build folder, never imported, whatever --code says
+    metadata["artifacts"]["onnx"]["extra_files"] = [{"file": "evilmod.py", "sha256": _sha(build / "evilmod.py")}]
+    (build / "metadata.json").write_text(json.dumps(metadata))
+    for args, cwd in ((["exports/evil", "--code", "."], project), ([".", "--code", "."], build)):
+        r = run_cli("verify", *args, cwd=cwd)
+        assert r.returncode in (1, 2) and not marker.exists(), r.stdout + r.stderr
+    # a config.yaml changed after the build (re-hash not done): verify says so instead of rebuilding it
+    clean = golden.copy("onnx", tmp_path / "clean")
+    (clean / "config.yaml").write_text((clean / "config.yaml").read_text().replace("atol:", "atol: 0.5 #"))
+    r = run_cli("verify", str(clean), cwd=tmp_path)
+    assert r.returncode == 1 and "config.yaml: modified" in r.stdout and "verified" not in r.stdout.replace(
+        "verification FAILED", ""), r.stdout + r.stderr
+
+
+def test_a_fifo_in_place_of_the_targets_metadata_is_refused_not_waited_on(tmp_path, golden):
+    import os
+
+    build = golden.copy("onnx", tmp_path / "b")
+    (build / "metadata.json").unlink()
+    os.mkfifo(build / "metadata.json")
+    r = run_cli("task_spec.input_schema.image_size=[3,32,32]", "export_dir=b", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "cannot be read as a build record of this tool" in r.stderr

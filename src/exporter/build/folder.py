@@ -106,7 +106,10 @@ def artifact_names() -> set[str]:
 
 
 def _our_metadata(target: Path) -> Optional[dict]:
-    """The folder's metadata.json if this tool wrote it (its shape says so), else None."""
+    """The folder's metadata.json if this tool wrote it (its shape says so), else None. Only a
+    regular file is read: a FIFO in its place would block the build forever."""
+    if not (target / METADATA_FILE).is_file():
+        return None
     try:
         metadata = json.loads((target / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

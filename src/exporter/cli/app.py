@@ -227,8 +227,10 @@ def _end_process(code: Any) -> NoReturn:
     end_as_the_interpreter_would()
     remove_library_litter()
     lost = flush_streams()
-    if lost is not None and code == 0:
-        code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST)
+    if lost is not None:
+        # Otherwise fine: 120. A command that had its own result to give (1: a difference, a damaged
+        # build) keeps it, and still says that its output was lost.
+        code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST if code == 0 else code)
     os._exit(code)
 
 
@@ -382,8 +384,8 @@ def _unparsable_override(args: list[str]) -> str:
             elif value.count("'") % 2 or value.count('"') % 2:
                 why = "a quote in the value is not closed"
             elif value.startswith("~"):
-                why = ("Hydra reads a leading ~ as 'delete this key', and the tool does not expand it: write the path "
-                       f"out ({key}=$HOME{value[1:]}, which your shell expands) or quote it ({key}='{value}')")
+                why = ("Hydra reads a leading ~ as 'delete this key': write the path out "
+                       f"({key}=$HOME{value[1:]}, which your shell expands) or quote it for Hydra ('{key}=\"{value}\"')")
             elif " " in value:
                 why = f"a value with spaces is quoted, and the quotes kept from the shell: '{key}=\"{value}\"'"
             else:

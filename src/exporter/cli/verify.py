@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..config import environment as settings
 from ..errors import ExportError
-from ..records.read import FOREIGN, MISSING, MODIFIED, Build, BuildUnreadable, read_build
+from ..records.read import (FOREIGN, MISSING, MODIFIED, OK, RECORDS, UNLISTED, Build, BuildUnreadable, files_problems,
+                            read_build)
 from ..records.tables import table
 
 BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process, except where a "
@@ -106,7 +107,8 @@ def _where_of(config: dict[str, Any], target: str) -> str:
     return walk(config, "") or "_target_"
 
 
-def code_sources(config: dict[str, Any], code: Optional[Path], folder: Path) -> list[str]:
+def code_sources(config: dict[str, Any], code: Optional[Path], folder: Path,
+                 build_folder: Optional[Path] = None) -> list[str]:
     """Where the code each ``_target_`` of ``config`` names would be imported from, one line each,
     found without running any of it (only top-level modules are looked up). Raises BuildUnreadable
     for code that is neither an installed distribution nor under ``code``: the working directory,
@@ -129,6 +131,10 @@ def code_sources(config: dict[str, Any], code: Optional[Path], folder: Path) -> 
         origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None
         location = Path(origin) if origin else (
             Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations else None)
+        real = Path(os.path.realpath(location)) if location is not None else None
+        if build_folder is not None and real is not None and (real == build_folder or build_folder in real.parents):
+            raise BuildUnreadable(f"{where} {target}: {location} lies inside the build folder {folder}; verify never "
+                                  "imports code a build folder holds")
         if code is not None and location is not None and (
                 Path(os.path.realpath(location)) == Path(os.path.realpath(code))
                 or Path(os.path.realpath(code)) in Path(os.path.realpath(location)).parents):
@@ -314,12 +320,26 @@ def verify(folder: Path, code: Optional[Path] = None,
     from ..interrupts import signals_deferred
 
     build = read_build(folder)
+    # An artifact that differs from its record is the rebuild's to show (a row, DIFFERS); the records
+    # themselves (config.yaml, .hydra/, export.log), a file on no record and one no build writes are
+    # not: with those, the folder is not what its records say it was built from.
+    untrusted = [c for c in build.files if c.state in (UNLISTED, FOREIGN) or (c.format == RECORDS and c.state != OK)]
+    problems = files_problems(Build(build.folder, build.metadata, build.config, tuple(untrusted)))
+    if problems:
+        # The records do not vouch for the folder (a changed config.yaml, a file dropped in): nothing
+        # of it is rebuilt, so nothing of it is imported.
+        return "\n".join([f"verify {folder}", *problems, "", "verification FAILED: the folder does not match its "
+                           "records; nothing was rebuilt"]) + "\n", False
+    real = Path(os.path.realpath(build.folder))
+    if code is not None and (Path(os.path.realpath(code)) == real or real in Path(os.path.realpath(code)).parents):
+        raise BuildUnreadable(f"--code {code}: is the build folder {build.folder} or inside it; verify never imports "
+                              "code a build folder holds: name the folder of your own model code")
     origin = dict(build.metadata.get("config") or {})
     # No import from here on looks in the working directory, the build folder or the folder its records name.
     drop = [Path.cwd()] + ([Path(str(origin["cwd"]))] if origin.get("cwd") else [])
     with _import_path(drop, build.folder, code):
         _check_rebuildable(build)
-        sources = code_sources(build.config, code, folder)
+        sources = code_sources(build.config, code, folder, real)
         for line in sources:
             announce(line)
         # The folder and what removes it come into being together: a Ctrl-C in between (after mkdtemp,
