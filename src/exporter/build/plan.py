@@ -275,11 +275,14 @@ class Plan:
             if shorter:  # half the first varying axis of the inputs (declared adapters halve each)
                 name, axis = next((n, a) for n, a in adapter.sequence_axes.items() if n in first)
                 seq_len = max(1, int(first[name].shape[axis]) // 2)
-                if seq_len == int(first[name].shape[axis]):
-                    self._unvaried[key] = (f"the sequence axis of {name} is {seq_len} long in the example and cannot "
-                                           "be tried at another length (task_spec.input_schema.max_seq_len=1?)")
             inputs = adapter.example_inputs(self.job.task_spec, batch_size=batch, seed=self.job.seed + 1,
                                             seq_len=seq_len)
+            varied = [n for n, a in adapter.sequence_axes.items() if n in first and n in inputs
+                      and a < first[n].dim() and int(inputs[n].shape[a]) != int(first[n].shape[a])]
+            if shorter and not varied:  # a sequence of one token has no shorter length to try
+                self._unvaried[key] = (f"the sequence axis of {name} is {int(first[name].shape[axis])} long in the "
+                                       "example and cannot be tried at another length (task_spec.input_schema."
+                                       "max_seq_len=1?)")
             try:
                 with torch.no_grad():
                     self._second[key] = (inputs, ctx.outputs(self.job.model, inputs))
