@@ -113,3 +113,35 @@ def remove_library_litter() -> None:
                 path.unlink()
         except OSError:
             pass
+
+
+def remove_when_unlocked(folders: Iterator[Path], lock_name: str, unlocked_after: float) -> list[Path]:
+    """Remove each of ``folders`` whose process is gone: it holds its lock file ``lock_name`` (an
+    ``flock``, freed by the kernel however the process ended) and that lock can be taken now, or it
+    holds none and has not changed for ``unlocked_after`` seconds (a folder being made right now
+    has no lock yet). Symbolic links and other users' folders are left alone. The removed folders."""
+    import shutil
+    import time
+
+    from filelock import FileLock, Timeout
+
+    removed = []
+    for folder in folders:
+        try:
+            if not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            if not (folder / lock_name).exists():
+                if time.time() - folder.stat().st_mtime > unlocked_after:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+                continue
+            lock = FileLock(str(folder / lock_name))
+            lock.acquire(timeout=0)
+        except (OSError, Timeout):
+            continue  # its process runs
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            lock.release()
+    return removed

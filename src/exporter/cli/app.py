@@ -279,7 +279,9 @@ def _mode_without_composing(args: list[str]):
 
 
 def _interrupted_message() -> str:
-    records = os.environ.get("EXPORTER_SWEEP_RECORDS")
+    from .sweep import SWEEP_RECORDS_ENV
+
+    records = os.environ.get(SWEEP_RECORDS_ENV)
     if records and Path(records).is_dir() and any(Path(records).glob("job-*.json")):
         # A sweep in which some jobs had ended (in other processes, under joblib, Submitit or Ray).
         return ("interrupted: the sweep stopped; the jobs that had ended keep their builds, every job it stopped "

@@ -341,35 +341,17 @@ def _hold_records(records: Path) -> None:
     """Make this sweep's records folder and hold its lock; remove the records folders of sweeps
     whose process is gone (SIGKILLed: they never reached their summary), by the rule the staging
     folders of builds follow (exporter.build.folder.remove_leftovers)."""
-    from filelock import FileLock, Timeout
+    from filelock import FileLock
+
+    from ..files import remove_when_unlocked
 
     records.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(records / RECORDS_LOCK))
     lock.acquire()
     STARTED["records_lock"] = lock
-    import time
-
-    for other in records.parent.glob(".sweep-*"):
-        if other == records or not other.is_dir():
-            continue
-        if not (other / RECORDS_LOCK).exists():
-            try:
-                young = time.time() - other.stat().st_mtime < _YOUNG_SECONDS
-            except OSError:
-                continue
-            if not young:
-                shutil.rmtree(other, ignore_errors=True)
-            continue
-        theirs = FileLock(str(other / RECORDS_LOCK))
-        try:
-            theirs.acquire(timeout=0)
-        except (Timeout, OSError):
-            continue  # its sweep runs
-        try:
-            shutil.rmtree(other, ignore_errors=True)
-            log.info("removed %s, left by a sweep that did not finish", other.name)
-        finally:
-            theirs.release()
+    others = (other for other in records.parent.glob(".sweep-*") if other != records)
+    for other in remove_when_unlocked(others, RECORDS_LOCK, _YOUNG_SECONDS):
+        log.info("removed %s, left by a sweep that did not finish", other.name)
 
 
 def undo_sweep_start() -> None:

@@ -183,27 +183,9 @@ def _held(scratch: Path) -> Iterator[None]:
 def _remove_stale_scratch() -> None:
     """Remove the temporary folders of verifies that were killed (SIGKILL leaves no handler a say):
     those whose lock is free, or that hold no lock and are over an hour old."""
-    import shutil
-    import time
+    from ..files import remove_when_unlocked
 
-    from filelock import FileLock, Timeout
-
-    for folder in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
-        try:
-            if not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
-                continue
-            if not (folder / _SCRATCH_LOCK).exists():
-                if time.time() - folder.stat().st_mtime > 3600:
-                    shutil.rmtree(folder, ignore_errors=True)
-                continue
-            lock = FileLock(str(folder / _SCRATCH_LOCK))
-            lock.acquire(timeout=0)
-        except (OSError, Timeout):
-            continue
-        try:
-            shutil.rmtree(folder, ignore_errors=True)
-        finally:
-            lock.release()
+    remove_when_unlocked(Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"), _SCRATCH_LOCK, 3600)
 
 
 def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:

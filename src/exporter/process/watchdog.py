@@ -65,13 +65,20 @@ def owner_value() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{start_time(os.getpid()) or '?'}"
 
 
-def _owner() -> Optional[tuple[int, str]]:
-    """The sweep's process (pid, start time) when it runs on this host and is not this process."""
-    value = os.environ.get(SWEEP_OWNER_ENV, "")
-    parts = value.rsplit(":", 2)
+def _owner_parts() -> Optional[tuple[str, int, str]]:
+    """``SWEEP_OWNER_ENV`` as (host, pid, start time), or None outside a sweep."""
+    parts = os.environ.get(SWEEP_OWNER_ENV, "").rsplit(":", 2)
     if len(parts) != 3 or not parts[1].isdigit():
         return None
-    host, pid, started = parts[0], int(parts[1]), parts[2]
+    return parts[0], int(parts[1]), parts[2]
+
+
+def _owner() -> Optional[tuple[int, str]]:
+    """The sweep's process (pid, start time) when it runs on this host and is not this process."""
+    parts = _owner_parts()
+    if parts is None:
+        return None
+    host, pid, started = parts
     if host != socket.gethostname() or pid == os.getpid() or started == "?":
         return None
     return pid, started
@@ -80,10 +87,8 @@ def _owner() -> Optional[tuple[int, str]]:
 def in_a_worker() -> bool:
     """A sweep's job in a process other than the sweep's own (a launcher's worker), or on another
     host: not in the sweep's process, and not outside a sweep."""
-    parts = os.environ.get(SWEEP_OWNER_ENV, "").rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return False
-    return not (parts[0] == socket.gethostname() and int(parts[1]) == os.getpid())
+    parts = _owner_parts()
+    return parts is not None and not (parts[0] == socket.gethostname() and parts[1] == os.getpid())
 
 
 def _gone(pid: int, started: str) -> bool:
