@@ -160,3 +160,20 @@ def test_every_catalogued_error_names_a_test_that_exists():
     for path in Path(REPO / "tests").glob("test_*.py"):
         defined |= set(re.findall(r"^def (test_[a-z0-9_]+)", path.read_text(), flags=re.M))
     assert sorted(set(named) - defined) == []
+
+
+def test_torch_onnx_step_messages_end_in_their_cause_not_in_next_steps():
+    """torch.onnx's dynamo errors open with 'This is step 1/3 ... Next steps:' and a list of where to
+    file issues; the one line keeps the step and says what failed."""
+    from exporter.errors import first_line
+
+    try:
+        try:
+            raise ValueError("unsupported operator aten::linalg_eigvals\nmore lines")
+        except ValueError as cause:
+            raise RuntimeError("Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of "
+                               "exporting the model to ONNX. Next steps:\n- Modify the model code ...") from cause
+    except RuntimeError as exc:
+        assert first_line(exc, with_type=True) == (
+            "RuntimeError: Failed to export the model with torch.export. This is step 1/3 of exporting the model to "
+            "ONNX: ValueError: unsupported operator aten::linalg_eigvals")

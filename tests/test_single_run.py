@@ -227,7 +227,7 @@ def test_a_signal_stops_the_job_in_its_own_process(tmp_path, how):
         os.killpg(proc.pid, signal.SIGINT)  # the job's process gets it too, and again from its parent
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == (143 if how.startswith("SIGTERM") else 130), out + err
-    assert err.strip().splitlines() == ["interrupted; nothing was published (an earlier build is intact)"], err
+    assert err.strip().splitlines() == ["interrupted; nothing was published (the folder is as it was before this run)"], err
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)  # ended, and reaped by the command line's process before it ended
     assert not list(tmp_path.rglob("*.staging-*")) and not list(tmp_path.rglob("metadata.json"))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NO_ONNX, run_cli, wait_for
+from conftest import run_cli, wait_for
 
 from exporter.console import INTERRUPTED_MESSAGE as INTERRUPTED
 
@@ -22,8 +22,6 @@ LM = ["model=lm_stub", "task_spec.input_schema.max_seq_len=16", "quantization.la
 LM_TWO = [*LM, "format=[onnx,torchscript]", "quantization=dynamic"]
 SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 RECORDS = {"metadata.json", "config.yaml", "export.log", ".hydra"}
-NO_ONNX_ARGS = ["~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_schema.image_size=[1,4,4]",
-                "task_spec.output_schema.num_classes=4"]
 
 
 def assert_consistent(folder: Path) -> dict:
@@ -311,15 +309,6 @@ def test_the_metadata_quantization_field_is_the_mode_string(lm_build, golden):
     assert md_none["quantization"] is None and md_none["quantization_config"] is None
 
 
-def test_export_log_holds_the_traceback_of_a_failed_format_and_the_console_does_not(tmp_path, cli):
-    (tmp_path / "noonnx.py").write_text(NO_ONNX)
-    r = cli(*NO_ONNX_ARGS, "format=[onnx,torchscript]", "hydra.run.dir=b")
-    assert r.returncode == 1
-    assert "Traceback" not in r.stdout + r.stderr
-    log = (tmp_path / "b/export.log").read_text()
-    assert "onnx: traceback of the failure" in log and "Traceback (most recent call last)" in log
-
-
 def test_a_folder_holding_the_users_own_model_files_is_refused(tmp_path, cli):
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "model.py").write_text("class Net: pass\n")
@@ -402,14 +391,6 @@ def test_validation_switched_off_is_never_called_ok(tmp_path, cli):
     r = cli(SMALL, "hydra.run.dir=c", "validate.second_batch_size=1")
     md = json.loads((tmp_path / "c/metadata.json").read_text())
     assert md["status"] == "unchecked" and md["artifacts"]["onnx"]["dynamic_axes_verified"] is False
-
-
-def test_a_failed_format_says_so_on_stderr(tmp_path, cli):
-    (tmp_path / "noonnx.py").write_text(NO_ONNX)
-    r = cli(*NO_ONNX_ARGS, "format=[onnx,torchscript]", "hydra.run.dir=b")
-    assert r.returncode == 1
-    assert r.stderr.startswith("error: the build is published, but a format failed: onnx:")
-    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from typing import Any, Optional
 # Python's own exit status when it cannot flush stdout at exit (a full disk, an I/O error).
 OUTPUT_LOST = 120
 # What a signal before the publish leaves: the folder as it was (exit 128 + the signal's number).
-INTERRUPTED_MESSAGE = "interrupted; nothing was published (an earlier build is intact)"
+INTERRUPTED_MESSAGE = "interrupted; nothing was published (the folder is as it was before this run)"
 # Output that could not be written where it was written (unbuffered output, PYTHONUNBUFFERED=1,
 # fails at each write, not at the flush at exit): the exit reports the first error.
 LOST: list[OSError] = []

@@ -19,6 +19,40 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def unusable_link(path: Path) -> "str | None":
+    """Why a symbolic link cannot be a folder's path (it points nowhere, or into a loop), or None.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> (d / "l").symlink_to("nowhere"); unusable_link(d / "l")
+    'is a symbolic link to nowhere, which does not exist'
+    >>> (d / "m").symlink_to("m"); unusable_link(d / "m")
+    'is a symbolic link that loops (m -> m)'
+    """
+    import errno
+
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        target = os.readlink(path)
+        if exc.errno == errno.ELOOP:
+            return f"is a symbolic link that loops ({Path(path).name} -> {target})"
+        return f"is a symbolic link to {target}, which does not exist"
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system under ``folder`` (or its nearest existing
+    parent) takes: 255 on Linux's file systems."""
+    for candidate in (Path(folder), *Path(folder).parents):
+        try:
+            return int(os.pathconf(candidate, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            continue
+    return 255
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

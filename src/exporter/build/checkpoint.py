@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, first_line, refused_pickle
 from ..files import sha256_of
 
 if TYPE_CHECKING:
@@ -40,6 +40,12 @@ def read_state_dict(path: Path) -> "dict[str, torch.Tensor]":
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         # first_line: an empty file raises EOFError with no text at all, which alone says little.
+        refused = refused_pickle(exc)
+        if refused:
+            raise ConfigError(
+                f"checkpoint: {path} is a pickle the tool will not load ({refused}): weights are loaded as tensors "
+                "only, never running what a pickle asks; save a state dict of tensors (torch.save(model.state_dict(), "
+                "...)) or a .safetensors file where you trust its source") from None
         reason = first_line(exc, with_type=True) + ("; the file is empty (0 bytes)" if path.stat().st_size == 0 else "")
         raise ConfigError(
             f"checkpoint: cannot read {path} as a state dict ({reason}); "

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..errors import ConfigError, ExportError
+from ..files import name_max, unusable_link
 from ..formats.registry import registered_formats
 from ..interrupts import INTERRUPTED, PUBLISHED, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
 from ..records.layout import HYDRA_SUBDIR, LOG_FILE, METADATA_FILE, RECORD_NAMES
@@ -56,6 +57,17 @@ GOOD = ("ok", "unchecked")
 
 class BuildLocked(ExportError):
     """Another build of the same folder holds the lock and the job was told not to wait."""
+
+
+# The names a build folder's own take beside it are longer by at most this many bytes: the staging
+# root ``.<name>.staging-<host, 28 at most>-<pid>-<8 random>``, the lock ``.<name>.lock`` and
+# ``<name>.failed``. A name must leave that room under the file system's limit (NAME_MAX).
+_NAME_ROOM = 1 + len(_STAGING) + 28 + 1 + 7 + 1 + 8
+
+
+def longest_name(parent: Path) -> int:
+    """The longest build folder name (bytes) the file system under ``parent`` leaves room for."""
+    return name_max(parent) - _NAME_ROOM
 
 
 def lock_path(target: Path) -> Path:
@@ -120,11 +132,29 @@ def _our_metadata(target: Path) -> Optional[dict]:
     return None
 
 
+def check_path(target: Path, key: str = "export_dir") -> None:
+    """Refuse a build folder path that cannot be one: a symbolic link to nowhere or into a loop (in
+    it or above it), a name longer than the names beside it that a build takes leave room for."""
+    target = Path(target)
+    for folder in (target, *target.parents):
+        problem = unusable_link(folder)
+        if problem:
+            raise ConfigError(f"{key}: {folder} {problem}; point it at a folder, or remove it and choose "
+                              "that path again")
+    longest = longest_name(target.parent)
+    for part in target.parts:
+        size = len(os.fsencode(part))
+        if size > longest:
+            raise ConfigError(
+                f"{key}: the folder name {part[:24]}... is {size} bytes long; a build stages itself beside its "
+                f"folder under a longer name, so a build folder's name is at most {longest} bytes here (the file "
+                f"system takes {name_max(target.parent)}): choose a shorter name")
+
+
 def check_target(target: Path) -> None:
     """Refuse a target that is a file, the working directory (or holds it), or holds anything but an
     earlier build of this tool: publishing replaces the whole folder, so anything else would be lost."""
-    if target.is_symlink() and not target.is_dir():
-        raise ConfigError(f"export_dir: {target} is a broken symbolic link")
+    check_path(target)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"export_dir: {target} is a file, not a folder; choose a folder path")
     try:
@@ -255,7 +285,7 @@ class BuildTransaction:
         try:
             check_target(self.target)  # again under the lock: the folder may have changed while waiting
             remove_leftovers(self.parent, own=self.target)
-            prefix = f"{staging_prefix(self.target)}{socket.gethostname()}-{os.getpid()}-"
+            prefix = f"{staging_prefix(self.target)}{socket.gethostname()[:28]}-{os.getpid()}-"
             self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=self.parent))
             self.build.mkdir()
             self.work.mkdir()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from ..adapters import adapter_for_task
 from ..adapters.outputs import choose_outputs
 from ..config.checks import check_values
-from ..errors import ConfigError
+from ..errors import ConfigError, out_of_memory
 from ..quantization import check_quantization
 from .job import ExportJob
 
@@ -137,6 +137,13 @@ class Plan:
             self.inputs = self.adapter.example_inputs(job.task_spec, batch_size=1, seed=job.seed)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        except (RuntimeError, MemoryError) as exc:
+            size = out_of_memory(exc)
+            if size is None:
+                raise
+            raise ConfigError(
+                f"{self._declared()}: the example input drawn from it does not fit in this machine's memory (it "
+                f"asked for {size}); declare the size the model takes") from None
         self.eager_outputs = self._eager(self.inputs, first=True)
         self._check_output_contract()
         if callable(getattr(self.adapter, "check_outputs", None)):
@@ -188,6 +195,11 @@ class Plan:
                                                     and self.cache_context is not None else references)
                           for name, exporter in self.exporters.items()}
 
+    def _declared(self) -> str:
+        """Where the example input's sizes come from: ``task_spec.input_schema={...}`` or ``task_spec.inputs``."""
+        spec = self.job.task_spec
+        return "task_spec.inputs" if spec.inputs is not None else f"task_spec.input_schema={dict(spec.input_schema)}"
+
     def key(self, format_name: str) -> str:
         """This plan's artifact of ``format_name`` in metadata.json: the format's name, or
         ``<format>/<part>`` for a part (``onnx/encoder``)."""
@@ -204,6 +216,11 @@ class Plan:
         except Exception as exc:  # noqa: BLE001 - any failure here is the user's model/input mismatch
             if not first:
                 raise
+            size = out_of_memory(exc)
+            if size is not None:
+                raise ConfigError(
+                    f"the model ran out of memory on its example input ({_describe(inputs)}; it asked for {size}): "
+                    f"check {self._declared()} against the size the model takes") from None
             raise ConfigError(
                 f"the model failed on its example input ({_describe(inputs)}) drawn from task_spec "
                 f"{self.job.task_spec.task_name!r} (input_schema {self.job.task_spec.input_schema}): "

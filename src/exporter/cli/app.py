@@ -108,6 +108,7 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
     """The job's steps in this process: checked, its build key, up to date or not, described; then
     built where exporter.process.dispatch says (``fork``: in a process forked for it)."""
 
+    from ..build.folder import check_path
     from ..process.dispatch import build_described
     from .sweep import claim_folder
 
@@ -115,6 +116,7 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
 
     _refuse_one_format_twice(task_overrides())
     folder = Path(cfg.export_dir)
+    check_path(folder)
     checked = checked_config(cfg)  # config errors end the job here, before torch is imported
     # Nothing to be up to date with: the key is computed beside the model's build, not before it.
     identity = None if cfg.force or not (folder / "metadata.json").is_file() else identity_of(*checked)
@@ -285,7 +287,7 @@ def _interrupted_message() -> str:
     if records and Path(records).is_dir() and any(Path(records).glob("job-*.json")):
         # A sweep in which some jobs had ended (in other processes, under joblib, Submitit or Ray).
         return ("interrupted: the sweep stopped; the jobs that had ended keep their builds, every job it stopped "
-                "left its folder as it was (an earlier build there is intact)")
+                "left its folder as it was")
     if PUBLISHED:
         return f"interrupted after the new build was published; {PUBLISHED[-1]} is complete"
     return INTERRUPTED_MESSAGE
@@ -313,6 +315,10 @@ def _refuse_unsupported_overrides(args: list[str]) -> None:
         if key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir") and "\\${" in value:
             raise ConfigError(f"{key}: a folder name with '${{' in it is not supported (Hydra reads its own job "
                               "folder back as an interpolation); choose a name without it, or put it in export_dir")
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "export_dir") and "${" not in value:
+            from ..build.folder import check_path
+
+            check_path(Path(value.strip("'\"")), key)
         if key == "hydra.job.chdir" and value.strip().lower() not in ("false", "null", "0", "no", "off", ""):
             raise ConfigError("hydra.job.chdir: a job never runs inside its build folder (it would leave its records "
                               "among the artifacts, and a sweep could not count its jobs); paths resolve from where "
@@ -361,12 +367,33 @@ def describe_error(exc: BaseException, args: list[str]) -> str:
             text += f"; valid formats: {', '.join(valid_names())}"
         return text
     if isinstance(exc, OSError) and exc.filename:
-        return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
+        return _unwritable_folder(exc)
     if isinstance(exc, OmegaConfBaseException) and "nterpolation" in type(exc).__name__ + str(exc):
         key = getattr(exc, "full_key", None) or "a value"
         return (f"{key}: {first_line(exc)}; a value meant literally escapes it: '\\${{...}}' "
                 f"(e.g. hydra.run.dir='runs/\\${{x}}')")
     return f"{first_line(exc, with_type=True)} (HYDRA_FULL_ERROR=1 shows the traceback)"
+
+
+def _unwritable_folder(exc: OSError) -> str:
+    """Hydra could not create the job's folder (``hydra.run.dir``, ``hydra.sweep.dir``)."""
+    import errno
+
+    from ..files import name_max, unusable_link
+
+    path = Path(os.fsdecode(exc.filename))
+    for folder in (path, *path.parents):
+        problem = unusable_link(folder)
+        if problem:
+            return f"hydra.run.dir: {folder} {problem}; point it at a folder, or remove it and choose that path again"
+    if exc.errno == errno.ENAMETOOLONG:
+        longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+        from ..build.folder import longest_name
+
+        return (f"hydra.run.dir: a folder name of {longest} bytes is more than the file system takes "
+                f"({name_max(path.parent)}); a build folder's name is at most {longest_name(path.parent)} bytes here "
+                "(the build stages itself beside it under a longer name): choose a shorter one")
+    return f"cannot write {exc.filename}: {exc.strerror or exc} (check hydra.run.dir / export_dir)"
 
 
 def _unparsable_override(args: list[str]) -> str:
@@ -385,6 +412,10 @@ def _unparsable_override(args: list[str]) -> str:
                 why = f"a key is an ASCII name (letters, digits, _ and .), {key!r} is not"
             elif value.count("'") % 2 or value.count('"') % 2:
                 why = "a quote in the value is not closed"
+            elif _unclosed(value):
+                opened = _unclosed(value)
+                closed = value + "".join({"[": "]", "{": "}", "(": ")"}[c] for c in reversed(opened))
+                why = f"a '{opened[-1]}' in the value is not closed; did you mean '{key}={closed}'?"
             elif value.startswith("~"):
                 why = ("Hydra reads a leading ~ as 'delete this key': write the path out "
                        f"({key}=$HOME{value[1:]}, which your shell expands) or quote it for Hydra ('{key}=\"{value}\"')")
@@ -395,6 +426,26 @@ def _unparsable_override(args: list[str]) -> str:
                        f"'{key}=\"{value}\"'")
             return f"override {arg!r} cannot be read: {why}"
     return "an override cannot be read (see https://hydra.cc/docs/advanced/override_grammar/basic)"
+
+
+def _unclosed(value: str) -> str:
+    """The brackets of ``value`` opened and never closed, outside quotes, in order.
+
+    >>> _unclosed("[onnx,pytorch"), _unclosed("{a: [1, 2]}"), _unclosed("'[x'")
+    ('[', '', '')
+    """
+    stack: list[str] = []
+    quote = ""
+    for char in value:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            stack.append(char)
+        elif char in "]})" and stack and "[{(".index(stack[-1]) == "]})".index(char):
+            stack.pop()
+    return "".join(stack)
 
 
 def _one_line(text: str) -> str:

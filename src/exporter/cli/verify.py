@@ -201,7 +201,9 @@ def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(export_schema()), literal(build.config))
     except OmegaConfBaseException as exc:
-        raise BuildUnreadable(f"{build.folder / 'config.yaml'}: does not fit this version's schema ({exc})") from None
+        raise BuildUnreadable(f"{build.folder / 'config.yaml'}: {_schema_misfit(exc)}; the config does not fit this "
+                              "version's schema (written by another version, or edited by hand), so the build cannot "
+                              "be made again from it") from None
     cfg.export_dir = str(into)
     cfg.force = True
     # The rebuild's own log goes to its (temporary) export.log; the report says what matters.
@@ -215,6 +217,20 @@ def _rebuild(build: Build, into: Path, code: Optional[Path]) -> dict[str, Any]:
     finally:
         logger.propagate = propagate
     return result.metadata
+
+
+def _schema_misfit(exc: BaseException) -> str:
+    """omegaconf's error in one line, naming the key: ``seed: Value 'abc' could not be converted
+    to Integer``, ``seedz: not a key of ExportConfig; valid keys: ...``."""
+    from dataclasses import fields, is_dataclass
+
+    key = str(getattr(exc, "full_key", "") or "")
+    text = str(exc).split("\n")[0].strip()
+    object_type = getattr(exc, "object_type", None)
+    if "not in" in text and isinstance(object_type, type) and is_dataclass(object_type):
+        text = (f"not a key of {object_type.__name__}; valid keys: "
+                + ", ".join(f.name for f in fields(object_type)))
+    return f"{key}: {text}" if key else text
 
 
 def literal(node: Any) -> Any:
@@ -258,7 +274,8 @@ def _check_rebuildable(build: Build) -> None:
 def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str, Any]) -> tuple[str, bool]:
     for check in build.files_of(fmt):
         if check.state in (MISSING, MODIFIED):
-            return f"{check.file} {check.state.upper()} in {build.folder.name} (its record is not the file)", False
+            return (f"{check.file} {check.state.upper()} in {build.folder.name} "
+                    f"({check.why or 'its record is not the file'})"), False
         if check.state == FOREIGN:
             return f"{check.file} is no file a build writes (its record was not written by this tool)", False
     if rebuilt.get("status") == "failed":

@@ -17,7 +17,8 @@ def torch_export_dynamic_shapes(adapter: "ModelAdapter", example_inputs: "Mappin
 
     The adapter names axes per input (``{"input_ids": {0: "batch", 1: "sequence"}}``); one name is
     one Dim shared by every input that has it, so torch.export knows the inputs agree. The sequence
-    axis is bounded by the example, which holds the longest sequence the model takes (max_seq_len).
+    axis is bounded by the example, which holds the longest sequence the model takes (max_seq_len);
+    an example one token long leaves it fixed.
     The result is for the adapter's wrapper, whose ``forward(*tensors)`` takes all inputs as one
     varargs tuple. None when nothing is dynamic.
 
@@ -39,6 +40,10 @@ def torch_export_dynamic_shapes(adapter: "ModelAdapter", example_inputs: "Mappin
     for name, tensor in example_inputs.items():
         spec = {}
         for axis, dim_name in axes.get(name, {}).items():
+            if dim_name == "sequence" and int(tensor.shape[axis]) < 2:
+                # The example holds the longest sequence the model takes: one token leaves the axis
+                # no other size, and torch.export cannot bound a dimension to [2, 1].
+                continue
             if dim_name not in dims:
                 bound = {"max": int(tensor.shape[axis])} if dim_name == "sequence" else {}
                 dims[dim_name] = torch.export.Dim(dim_name, **bound)

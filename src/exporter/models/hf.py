@@ -6,11 +6,13 @@ sizes come from the folder's ``config.json`` (``exporter.config.hf_folder``, rea
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..config.hf_folder import read_config
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line, refused_pickle
 
 # model option -> the transformers Auto class that loads it
 TASKS = {
@@ -40,7 +42,16 @@ def from_pretrained(path: str, task: str, **kwargs: Any) -> Any:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = auto.from_pretrained(str(Path(path).expanduser()), local_files_only=True, **kwargs)
+        with warnings.catch_warnings():
+            # torch.load's own warning about the pickle it refused: the error below names the file.
+            warnings.simplefilter("ignore")
+            model = auto.from_pretrained(str(Path(path).expanduser()), local_files_only=True, **kwargs)
+    except pickle.UnpicklingError as exc:
+        pickled = sorted(p.name for p in Path(path).expanduser().glob("*.bin")) or ["its weights"]
+        raise ConfigError(
+            f"model.path: {Path(path) / pickled[0]} is a pickle the tool will not load ({refused_pickle(exc) or first_line(exc)}): "
+            "weights are loaded as tensors only, never running what a pickle asks; save the model with "
+            "save_pretrained (model.safetensors) where you trust its source") from None
     except ValueError as exc:
         if "Unrecognized configuration class" not in str(exc):
             raise

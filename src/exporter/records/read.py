@@ -49,6 +49,7 @@ class FileCheck:
     sha256: Optional[str]  # as recorded
     bytes: Optional[int]  # as recorded
     state: str  # OK, MISSING, MODIFIED (sha256 differs) or NOT_RECORDED (a failed format: no file)
+    why: str = ""  # what is in a MISSING file's place, if anything (a symbolic link, a FIFO)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def files_problems(build: Build) -> list[str]:
     lines = []
     for check in build.files:
         if check.state == MISSING:
-            lines.append(f"{build.folder / check.file}: missing (metadata.json records it for {check.format})")
+            lines.append(f"{build.folder / check.file}: {check.why or 'missing'} (metadata.json records it for "
+                         f"{check.format})")
         elif check.state == MODIFIED:
             lines.append(f"{build.folder / check.file}: modified (sha256 differs from metadata.json)")
         elif check.state == UNLISTED:
@@ -160,12 +162,23 @@ class NotAFile(OSError):
 
 def _opener(fd: int):
     def opener(name: str, flags: int) -> int:
+        # A build writes regular files only, inside its folder: a symbolic link (in the file's place
+        # or among its folders) is not what it wrote, whatever it points to.
+        parts = PurePosixPath(name).parts
+        for depth in range(1, len(parts) + 1):
+            try:
+                mode = os.lstat("/".join(parts[:depth]), dir_fd=fd).st_mode
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(mode):
+                raise NotAFile(errno.ELOOP, "a symbolic link in the place of a file the build wrote")
         # Non-blocking, so a FIFO put in a file's place opens at once (and is refused) instead of
         # waiting forever for a writer; a regular file reads as ever.
-        handle = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)
+        handle = os.open(name, flags | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=fd)
         if not stat.S_ISREG(os.fstat(handle).st_mode):
             os.close(handle)
-            raise NotAFile(errno.EINVAL, "not a regular file")
+            raise NotAFile(errno.EINVAL, "not a regular file (a FIFO, a device or a folder) in the place of a file "
+                                         "the build wrote")
         return handle
 
     return opener
@@ -343,8 +356,11 @@ def _check(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> FileCh
     name, recorded = record["file"], record["sha256"]
     try:
         actual = _sha256_at(fd, name)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, NotAFile):
-        state = MISSING
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        return FileCheck(fmt, name, recorded, record.get("bytes"), MISSING,
+                         "" if isinstance(exc, FileNotFoundError) else "a folder in its place")
+    except NotAFile as exc:
+        return FileCheck(fmt, name, recorded, record.get("bytes"), MISSING, exc.strerror)
     except OSError as exc:
         raise BuildUnreadable(f"{folder / name}: {os_error_text(exc)}") from None
     else:
