@@ -156,7 +156,8 @@ def test_card_and_diff_on_hand_edited_records_name_the_key(tmp_path, golden):
     (fifo / "model.onnx").unlink()
     os.mkfifo(fifo / "model.onnx")
     r = run_cli("card", str(fifo), cwd=tmp_path, timeout=60)
-    assert r.returncode == 1 and "model.onnx: not a regular file (a FIFO, a device or a folder) in the place of a file the build wrote" in r.stdout, r.stdout + r.stderr
+    said = "model.onnx: not a regular file (a FIFO, a device or a folder) in the place of a file the build wrote"
+    assert r.returncode == 1 and said in r.stdout, r.stdout + r.stderr
     r = run_cli("diff", str(good), str(fifo), cwd=tmp_path, timeout=60)
     assert r.returncode == 1 and "identical" not in r.stdout.splitlines()[-1], r.stdout
 
