@@ -53,7 +53,8 @@ def test_lists_missing_unexpected_and_mismatched_keys(tmp_path):
 
 def test_refuses_pickled_code_and_missing_files(tmp_path):
     torch.save({"model": SimpleCNN()}, tmp_path / "pickled.pt")  # a whole module, not a state dict
-    with pytest.raises(ConfigError, match="cannot read .* as a state dict"):
+    with pytest.raises(ConfigError, match=r"pickled.pt is a pickle the tool will not load \(it would call "
+                                          r"exporter.models.simple_cnn.SimpleCNN\)"):
         load_checkpoint(SimpleCNN(), tmp_path / "pickled.pt")
     with pytest.raises(ConfigError, match="file not found"):
         load_checkpoint(SimpleCNN(), tmp_path / "absent.pt")

@@ -329,9 +329,9 @@ def test_a_pickle_that_would_run_code_is_named_and_never_run(tmp_path):
                architectures=["GPT2LMHeadModel"]).save_pretrained(folder)
     torch.save({"x": Evil()}, folder / "pytorch_model.bin")
     cases = [(["model=hf_causal_lm", "model.path=gpt2"], "error: model.path: gpt2/pytorch_model.bin is a pickle the "
-              "tool will not load (it asks to run io.open)"),
+              "tool will not load (it would call io.open)"),
              (["checkpoint=gpt2/pytorch_model.bin"], "error: checkpoint: gpt2/pytorch_model.bin is a pickle the tool "
-              "will not load (it asks to run io.open)")]
+              "will not load (it would call io.open)")]
     for args, said in cases:
         r = run_cli("format=pytorch", *args, "export_dir=b", cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.splitlines()[-1].startswith(said), r.stderr

@@ -128,8 +128,8 @@ def holds_back_sigint(pid: int) -> bool:
     return bool((int(status["SigBlk"], 16) | int(status["SigIgn"], 16)) & bit) and not pending & bit
 
 
-def start(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+def start(*args: str, cwd: Path, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = {k: v for k, v in (env or os.environ).items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
@@ -315,25 +315,52 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_a_joblib_sweep_stopped_by_any_signal_leaves_no_process_and_no_folder(tmp_path, signum):
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        children = _children(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+# The local launchers whose jobs run in processes of their own; each stopped by the sweep's signal.
+LAUNCHERS = {
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+    "ray": ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false"],
+}
+LAUNCHER_MODULES = {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+                    "ray": "hydra_plugins.hydra_ray_launcher"}
+
+
+@pytest.mark.parametrize("launcher, signum", [("joblib", signal.SIGKILL), ("joblib", signal.SIGTERM),
+                                              ("submitit_local", signal.SIGKILL), ("submitit_local", signal.SIGINT),
+                                              ("ray", signal.SIGTERM)])
+def test_a_sweep_stopped_by_any_signal_leaves_no_process_and_no_folder(tmp_path, launcher, signum):
     """Loky's workers used to build on under PID 1 after a SIGKILL, holding the caller's pipes, and a
-    SIGTERM left their staging folders: now each stops its job as a single run does, and ends."""
+    SIGTERM left their staging folders: now each launcher's job stops as a single run does, and its
+    process ends. (Ray runs where its launcher is installed: the ``ray`` extra.)"""
+    pytest.importorskip(LAUNCHER_MODULES[launcher])
+    if launcher == "ray":
+        pytest.importorskip("ray")
     (tmp_path / "jobs.py").write_text(JOBS)
-    sweep = start("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model._target_=jobs.stalls", "seed=0,1",
-                  "format=onnx", SMALL, cwd=tmp_path, start_new_session=True)
-    wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, sweep)
-    processes = _children(sweep.pid)  # the workers and their resource trackers
+    sweep = start("-m", *LAUNCHERS[launcher], "model._target_=jobs.stalls", "seed=0,1",
+                  "format=onnx", SMALL, cwd=tmp_path, start_new_session=True,
+                  env={**os.environ, "PYTHONPATH": str(tmp_path)} if launcher == "ray" else None)
+    wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, sweep, timeout=180)
+    processes = _descendants(sweep.pid)  # the workers (and their resource trackers, Ray's own processes)
     assert len(processes) >= 2 and list(tmp_path.rglob(".*.staging-*"))
     sweep.send_signal(signum)
     out, err = sweep.communicate(timeout=90)  # the pipes close: no worker holds them any more
     deadline = time.monotonic() + 30
     while not all(ended(pid) for pid in processes):
-        assert time.monotonic() < deadline, [pid for pid in processes if not ended(pid)]
+        assert time.monotonic() < deadline, [(pid, Path(f"/proc/{pid}/cmdline").read_text()[:80])
+                                             for pid in processes if not ended(pid)]
         time.sleep(0.05)
     assert not list(tmp_path.rglob(".*.staging-*")) and not list(tmp_path.rglob("metadata.json"))
-    if signum == signal.SIGTERM:
-        assert sweep.returncode == 143 and err.strip().splitlines()[-1] == INTERRUPTED, err
+    if signum != signal.SIGKILL:
+        assert sweep.returncode == 128 + signum and err.strip().splitlines()[-1] == INTERRUPTED, err
         assert "Traceback" not in err and not list(tmp_path.glob("exports/.sweep-*"))
     else:
         # Its records stay until the next sweep in the folder, which removes them: their process is gone.

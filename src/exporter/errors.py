@@ -62,7 +62,7 @@ def refused_pickle(exc: BaseException) -> "str | None":
 
     >>> refused_pickle(Exception("Weights only load failed. ... Trying to load unsupported GLOBAL posix.system "
     ...                          "whose module posix is blocked."))
-    'it asks to run posix.system'
+    'it would call posix.system'
     >>> refused_pickle(Exception("Weights only load failed. ... WeightsUnpickler error: Unsupported operand 149"))
     'it is not a torch.save file of tensors (pickle operand 149)'
     >>> refused_pickle(EOFError()) is None
@@ -73,7 +73,7 @@ def refused_pickle(exc: BaseException) -> "str | None":
         return None
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
-        return f"it asks to run {found.group(1)}"
+        return f"it would call {found.group(1)}"
     found = re.search(r"Unsupported operand (\d+)", text)
     if found:
         return f"it is not a torch.save file of tensors (pickle operand {found.group(1)})"
