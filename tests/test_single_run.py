@@ -176,10 +176,11 @@ def test_hydra_full_error_shows_the_tools_own_models_traceback(tmp_path):
 def test_variables_set_for_the_job_reach_torch(tmp_path):
     """hydra.job.env_set sets variables torch reads as it is imported (OMP_NUM_THREADS)."""
     (tmp_path / "mine.py").write_text(MINE)
-    done = run_cli("model._target_=mine.threads_noted", "+hydra.job.env_set.OMP_NUM_THREADS=1", "format=pytorch",
+    assert os.environ.get("OMP_NUM_THREADS") == "1"  # the suite's own (conftest.py): the job's must win
+    done = run_cli("model._target_=mine.threads_noted", "+hydra.job.env_set.OMP_NUM_THREADS=2", "format=pytorch",
                    SMALL, "hydra.run.dir=threads", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "threads.txt").read_text() == "1"
+    assert (tmp_path / "threads.txt").read_text() == "2"
 
 
 def test_hydra_full_error_shows_the_jobs_traceback_once(tmp_path):
