@@ -292,3 +292,51 @@ def test_wrong_kinds_of_arguments_are_a_config_error_naming_the_argument(tmp_pat
             export_model(**args)
         assert str(caught.value).startswith(said), (change, str(caught.value))
     assert not (tmp_path / "out").exists()
+
+
+class MaskDropped(nn.Module):
+    """Pads only where the mask says so, on a branch tracing takes once: the example's all-ones mask
+    traces the branch that ignores the mask, so the artifact drops that input."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.emb(input_ids)
+        if bool(attention_mask.min() == 0):
+            hidden = hidden * attention_mask.unsqueeze(-1)
+        return self.fc(hidden.mean(1))
+
+
+def test_the_check_judges_error_not_noise():
+    """Per output, max |diff| <= atol + rtol * max |eager|: noise near an element of zero passes (an
+    elementwise bound would fail it), an error of a fraction of the output's scale does not."""
+    import numpy as np
+
+    from exporter.build.compare import CRITERION, Tolerance, compare
+
+    tolerance = Tolerance(atol=1e-4, rtol=1e-3, gated=True)
+    eager = np.array([9.3, -4.0, 1e-6, 0.0], dtype=np.float32)
+    noisy = eager + np.array([1e-5, -2e-5, 1.9e-4, -1.5e-4], dtype=np.float32)  # rounding of a sum of ~9
+    check = compare("example", {}, eager, noisy, tolerance)
+    assert check.within_tolerance and check.max_abs_eager == np.float32(9.3), check
+    assert check.max_rel_diff > 100  # elementwise, the element near zero is off by a factor of 190
+    wrong = eager.copy()
+    wrong[1] += 0.05  # a wrong weight: 0.5% of the output's scale
+    assert not compare("example", {}, eager, wrong, tolerance).within_tolerance
+    assert "max |eager|" in CRITERION
+
+
+def test_real_errors_still_fail_the_check(tmp_path):
+    """A dropped input (the mask, on a branch traced once) and a traced constant (the batch size) fail."""
+    spec = TaskSpec("t", "text", "text_classification", {"vocab_size": 50, "max_seq_len": 8, "attention_mask": True},
+                    {"num_classes": 3})
+    out = export_model(MaskDropped(), None, spec, tmp_path / "mask", formats=["torchscript"])
+    record = json.loads(out["metadata"].read_text())["artifacts"]["torchscript"]
+    assert record["status"] == "failed" and "second example" in record["error"], record.get("error")
+    assert record["validation"]["criterion"] == "per output: max |artifact - eager| <= atol + rtol * max |eager|"
+    vision = TaskSpec("v", "vision", "vision_classification", {"image_size": [3, 8, 8]})
+    out = export_model(BatchBaked(), None, vision, tmp_path / "baked", formats=["torchscript"])
+    assert json.loads(out["metadata"].read_text())["artifacts"]["torchscript"]["status"] == "failed"

@@ -415,7 +415,9 @@ def test_exit_status_survives_a_closed_or_full_stdout(tmp_path):
     line: a sweep with a failed job still exits 1, a failed format 1, a good build 0. Output that
     cannot be written to a full disk is an error of its own (120, as Python's), never silent."""
     # A good build with stdout closed or full: tests/test_hostile.py (every command) and the test below.
-    bad = ["validate.atol=0", "validate.rtol=0", SMALL]  # the ONNX file is not bit-exact
+    (tmp_path / "noonnx.py").write_text(NO_ONNX)  # a model ONNX cannot export: a real failure
+    bad = ["~model", "+model={_target_: noonnx.NoOnnx}", "task_spec.input_schema.image_size=[1,4,4]",
+           "task_spec.output_schema.num_classes=4", "format.onnx.backend=legacy"]
     failed = _run_with_stdout("closed", "format=[onnx,pytorch]", *bad, "export_dir=f", cwd=tmp_path)
     assert failed.returncode == 1 and "error: the build is published, but a format failed" in failed.stderr
     sweep = _run_with_stdout("closed", "-m", "format=onnx,pytorch", *bad, cwd=tmp_path)

@@ -113,3 +113,75 @@ def test_broadcast_masks_equal_transformers_own_and_are_put_back():
         assert torch.equal(masking_utils.eager_mask(**cases[0]), eager)
         raise RuntimeError("the swap is undone on the way out")
     assert masking_utils.sdpa_mask is original and masking_utils.ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] is original
+
+
+def _tiny_qwen(folder, dtype):
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=True)
+    transformers.Qwen2ForCausalLM(config).to(dtype).save_pretrained(folder)
+
+
+def test_half_precision_checkpoints_build_in_float32_or_keep_their_dtype(tmp_path):
+    """A checkpoint saved in bfloat16 or float16 builds in every format, in float32 by default (one
+    note says so); model.dtype=auto keeps bfloat16 where the format's runtime runs it, and refuses
+    ONNX (no bfloat16 kernels in ONNX Runtime on CPU) before the model loads."""
+    import torch
+    from conftest import run_cli
+
+    for name, dtype, formats in (("bf16", torch.bfloat16, "[onnx,torchscript,pytorch,exported_program]"),
+                                 ("fp16", torch.float16, "[onnx,pytorch]")):
+        _tiny_qwen(tmp_path / name, dtype)
+        r = run_cli("model=hf_causal_lm", f"model.path={name}", f"format={formats}", f"export_dir=out-{name}",
+                    "task_spec.input_schema.max_seq_len=16", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        kind = str(dtype).replace("torch.", "")
+        assert (f"model: the checkpoint's weights are {kind}; building in float32 (model.dtype=auto keeps {kind})"
+                in r.stdout + r.stderr), r.stdout + r.stderr
+        md = json.loads((tmp_path / f"out-{name}" / "metadata.json").read_text())
+        assert {record["status"] for record in md["artifacts"].values()} == {"ok"}, md["artifacts"]
+        state = torch.load(tmp_path / f"out-{name}" / "model.pth", weights_only=True)
+        assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+    r = run_cli("model=hf_causal_lm", "model.path=bf16", "model.dtype=auto", "format=[torchscript,pytorch]",
+                "export_dir=auto", "task_spec.input_schema.max_seq_len=16", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    state = torch.load(tmp_path / "auto" / "model.pth", weights_only=True)
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.bfloat16}
+    r = run_cli("model=hf_causal_lm", "model.path=bf16", "model.dtype=auto", "format=[onnx,pytorch]",
+                "export_dir=refused", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: model.dtype=auto: the checkpoint's weights are bfloat16, "
+                                                     "which ONNX Runtime's CPU kernels do not run"), r.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_bart_whose_logits_sit_near_zero_passes_on_noise(tmp_path):
+    """BART with init_std=0.3: its ONNX decoder differs from eager by ~1e-4 at logits near zero,
+    rounding noise an elementwise bound failed; the scale of the output says it is noise."""
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.BartConfig(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2,
+                                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                                     decoder_ffn_dim=128, max_position_embeddings=256, init_std=0.3)
+    spec = TaskSpec("bart", "text", "seq2seq_lm", {"vocab_size": 1000, "max_seq_len": 32})
+    out = export_model(transformers.BartForConditionalGeneration(config).eval(), None, spec, tmp_path, formats=["onnx"])
+    md = json.loads(out["metadata"].read_text())
+    assert md["status"] == "ok" and all(r["status"] == "ok" for r in md["artifacts"].values()), md["artifacts"]
+
+
+def test_roberta_is_not_fed_the_token_types_it_ignores(tmp_path):
+    """type_vocab_size 1 (RoBERTa's checkpoints): token_type_ids cannot change the output, so the
+    graph does not take it (Optimum leaves it out too); BERT's two types keep it."""
+    config = transformers.RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=64, max_position_embeddings=40, type_vocab_size=1,
+                                        num_labels=2)
+    spec = TaskSpec("r", "text", "text_classification", {"vocab_size": 100, "max_seq_len": 16}, {"num_classes": 2})
+    out = export_model(transformers.RobertaForSequenceClassification(config), None, spec, tmp_path, formats=["onnx"])
+    md = json.loads(out["metadata"].read_text())
+    assert [i["name"] for i in md["inputs"]] == ["input_ids", "attention_mask"] and md["status"] == "ok"
+    import onnx
+
+    assert [i.name for i in onnx.load(str(tmp_path / "model.onnx")).graph.input] == ["input_ids", "attention_mask"]

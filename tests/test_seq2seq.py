@@ -294,10 +294,11 @@ def test_a_fixed_sequence_axis_is_refused_for_a_model_in_parts(tmp_path):
 def test_a_miss_both_onnx_backends_share_is_not_blamed_on_a_traced_constant(tmp_path):
     from exporter import TaskSpec, export_model
 
-    # wide weights over 128 tokens: fp32 rounding grows past the tolerance at the second shape,
-    # the same with the legacy exporter and with the dynamo one it falls back to
+    # wide weights over 128 tokens: the padded second shape's encoder output differs by 0.023 at a
+    # scale of 64 (3.6e-4 of it), the same with the legacy exporter and with the dynamo one it falls
+    # back to; a user who asks for 1e-4 of the scale gets a miss to attribute
     spec = TaskSpec("s2s", "text", "seq2seq_lm", {"vocab_size": 100, "max_seq_len": 128}, {"vocab_size": 100})
-    export_model(_t5(), None, spec, tmp_path / "b", formats=["onnx"])
+    export_model(_t5(), None, spec, tmp_path / "b", formats=["onnx"], validate={"rtol": 1e-4})
     error = json.loads((tmp_path / "b" / "metadata.json").read_text())["artifacts"]["onnx/encoder_model"]["error"]
     assert "built with legacy, opset 14 and again with dynamo, opset 18" in error
     assert "numerical cause" in error and "traced as a constant, e.g." not in error

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from .base import ModelAdapter
@@ -34,6 +35,15 @@ def as_output_list(result: Any) -> list:
     """A runnable's result as a list of outputs: one array (a single-output format's shortcut) or a
     sequence of arrays in the job's output order."""
     return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def to_numpy(tensor: "torch.Tensor") -> "np.ndarray":
+    """A tensor as a numpy array to compare; bfloat16, which numpy has no type for, as float32 (its
+    every value exactly)."""
+    import torch
+
+    tensor = tensor.detach()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def describe_tensor(tensor: "torch.Tensor") -> str:

@@ -40,6 +40,14 @@ class ObjectDetectionAdapter(ModelAdapter):
     output_names = ("logits", "pred_boxes")
 
 
+def _ignored_inputs(model: Any) -> set[str]:
+    """Inputs a model's forward takes but whose value cannot change its output: ``token_type_ids``
+    of a model with one token type or none (RoBERTa's checkpoints: ``type_vocab_size`` 1), which
+    Optimum leaves out of the graph too."""
+    types = getattr(getattr(model, "config", None), "type_vocab_size", None)
+    return {"token_type_ids"} if isinstance(types, int) and types <= 1 else set()
+
+
 class TextAdapter(ModelAdapter):
     """Token ids in, and the companions a text model takes: ``attention_mask`` and, where the task
     uses them, ``token_type_ids`` (sentence pairs) or ``position_ids`` (causal LMs), each included
@@ -73,7 +81,7 @@ class TextAdapter(ModelAdapter):
         return cls(attention_mask=bool(task_spec.input_schema.get("attention_mask", False)))
 
     def bind(self, model: Any) -> None:
-        taken = _forward_parameters(model)
+        taken = _forward_parameters(model) - _ignored_inputs(model)
         self.input_names = ("input_ids", *(n for n in self.companions if n in taken or n in self.forced))
 
     def example_inputs(

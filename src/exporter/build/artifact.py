@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ..errors import ExportError, first_line
 from ..files import move_files, ordinary_permissions, sha256_of
-from ..formats.base import as_output_list
+from ..formats.base import as_output_list, to_numpy
 from ..records.tables import grouped_outputs, human_bytes
 from .compare import Check, Tolerance, Validation, compare_outputs
 from .folder import INTERRUPTED, BuildTransaction
@@ -142,7 +142,7 @@ def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance, job) -> Val
                                            problem=f"the artifact cannot run this input ({first_line(exc, with_type=True)})"))
             continue
         validation.checks += compare_outputs(label, _shapes(inputs), ctx.output_names,
-                                             [t.numpy() for t in eager], actual, tolerance)
+                                             [to_numpy(t) for t in eager], actual, tolerance)
     check_generation = getattr(ctx.adapter, "check_generation", None)
     steps = int(job.validate.generation_steps)
     if callable(check_generation) and steps > 0:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from ..adapters import adapter_for_task
-from ..adapters.outputs import choose_outputs
+from ..adapters.outputs import choose_outputs, to_numpy
 from ..config.checks import check_values
 from ..errors import ConfigError, out_of_memory
 from ..quantization import check_quantization
@@ -81,7 +81,7 @@ class References:
                 yield kept[index]
                 continue
             with torch.no_grad():
-                outputs = [t.numpy() for t in self._outputs(self._model, sample)]
+                outputs = [to_numpy(t) for t in self._outputs(self._model, sample)]
             size = sum(o.nbytes for o in outputs)
             if self._bytes + size <= REFERENCE_CACHE_BYTES:
                 kept[index] = outputs

@@ -91,6 +91,7 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
         formats = {name: OmegaConf.to_object(cfg.format[name]) for name in selected_formats(cfg.format)}
         if adapter is None:
             _check_names(task_spec, formats)
+        _check_dtype(cfg, formats)
         hydra_files: dict[str, str] = {}
         provenance: dict[str, Any] = {}
         notes: list[str] = []
@@ -106,6 +107,24 @@ def describe(cfg: DictConfig, origin: Optional[dict[str, Any]] = None) -> JobDes
             calibration=OmegaConf.to_object(cfg.calibration), export_dir=Path(cfg.export_dir), seed=cfg.seed,
             checkpoint=cfg.checkpoint, wait=bool(cfg.wait), snapshot_yaml=OmegaConf.to_yaml(cfg, resolve=True),
             origin=origin, hydra_files=hydra_files, provenance=provenance, notes=notes)
+
+
+def _check_dtype(cfg: DictConfig, formats: dict[str, Any]) -> None:
+    """``model.dtype=auto`` on a bfloat16 checkpoint with ONNX: ONNX Runtime's CPU kernels do not
+    run bfloat16; refused from config.json before the model loads."""
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig) or str(model.get("_target_", "")) != "exporter.models.hf.from_pretrained":
+        return
+    if str(model.get("dtype", "float32")) != "auto" or "onnx" not in formats:
+        return
+    from ..config.hf_folder import read_config
+    from ..errors import ConfigError
+    from ..models.hf import checkpoint_dtype
+
+    if checkpoint_dtype(read_config(model.path)) == "bfloat16":
+        raise ConfigError("model.dtype=auto: the checkpoint's weights are bfloat16, which ONNX Runtime's CPU kernels "
+                          "do not run; build onnx in float32 (model.dtype=float32, the default), or the other formats "
+                          "(pytorch, safetensors, torchscript, exported_program keep bfloat16) in a job without onnx")
 
 
 def _check_names(task_spec: Any, formats: dict[str, Any]) -> None:

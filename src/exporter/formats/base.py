@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence
 
-from ..adapters.outputs import as_output_list  # noqa: F401 (formats read results through it)
+from ..adapters.outputs import as_output_list, to_numpy  # noqa: F401 (formats read results through them)
 from ..config.schema import option_value
 from ..errors import ExportError
 
@@ -82,7 +82,7 @@ def _descriptors_into(noise: io.StringIO) -> Iterator[None]:
 def as_arrays(result: Any) -> "list[np.ndarray]":
     """A traced program's result (one tensor, or a tuple of them) as numpy arrays in order."""
     items = result if isinstance(result, (tuple, list)) else [result]
-    return [item.numpy() for item in items]
+    return [to_numpy(item) for item in items]
 
 
 # Under this size an artifact torch serializes is written through memory (torch_saved).

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ..config.schema import option_value
 from ..errors import ConfigError
-from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, tensor_bytes, torch_saved
+from .base import ExportContext, ExportOutcome, FormatExporter, Runnable, tensor_bytes, to_numpy, torch_saved
 from .registry import register_format
 from .torch_quantize import TORCH_DYNAMIC, TORCH_DYNAMIC_RECIPE, torch_dynamic_quantize
 
@@ -143,7 +143,7 @@ class StateDictExporter(FormatExporter):
 
         def run(inputs):
             with torch.no_grad():
-                return [t.numpy() for t in ctx.outputs(fresh, inputs)]
+                return [to_numpy(t) for t in ctx.outputs(fresh, inputs)]
 
         return run
 

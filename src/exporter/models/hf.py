@@ -6,6 +6,7 @@ sizes come from the folder's ``config.json`` (``exporter.config.hf_folder``, rea
 
 from __future__ import annotations
 
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 from ..config.hf_folder import read_config
 from ..errors import ConfigError, first_line, refused_pickle
+
+log = logging.getLogger("exporter")
 
 # model option -> the transformers Auto class that loads it
 TASKS = {
@@ -25,15 +28,37 @@ TASKS = {
 }
 
 
-def from_pretrained(path: str, task: str, **kwargs: Any) -> Any:
-    """Load the model saved in ``path`` for ``task`` (a key of ``TASKS``), in eval mode."""
+# model.dtype: the weights' dtype in the build. float32 by default, whatever the checkpoint holds;
+# auto keeps the checkpoint's (transformers 5's own default), where each format supports it.
+DTYPES = ("float32", "auto", "float16", "bfloat16")
+
+
+def checkpoint_dtype(config: dict) -> str:
+    """The dtype a saved model's weights are in, as its config.json says (``dtype`` from
+    transformers 5, ``torch_dtype`` before): float32 when it says nothing."""
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32").replace("torch.", "")
+
+
+def from_pretrained(path: str, task: str, dtype: str = "float32", **kwargs: Any) -> Any:
+    """Load the model saved in ``path`` for ``task`` (a key of ``TASKS``), in eval mode, with its
+    weights in ``dtype`` (``DTYPES``; ``auto``: the checkpoint's own)."""
     try:
         import transformers
     except ImportError:
         raise ConfigError("model: Hugging Face models need transformers: pip install 'exporter[hf]'") from None
     if task not in TASKS:
         raise ConfigError(f"model.task: unknown task {task!r}; valid values: {sorted(TASKS)}")
-    read_config(path)  # a clear message for a folder that is not a saved model
+    if str(dtype) not in DTYPES:
+        raise ConfigError(f"model.dtype: {dtype!r} is not a dtype the tool builds in; valid values: {list(DTYPES)}")
+    config = read_config(path)  # a clear message for a folder that is not a saved model
+    saved = checkpoint_dtype(config)
+    chosen = saved if dtype == "auto" else str(dtype)
+    if saved != chosen:
+        log.info("model: the checkpoint's weights are %s; building in %s (model.dtype=auto keeps %s)", saved, chosen,
+                 saved)
+    import torch
+
+    kwargs["dtype"] = getattr(torch, chosen, torch.float32)
     auto = getattr(transformers, TASKS[task])
     from transformers.utils import logging as hf_logging
 

@@ -189,6 +189,11 @@ class OnnxExporter(FormatExporter):
                                       "exporter (fast and byte-reproducible)")
 
     def export(self, ctx: ExportContext, path: Path) -> ExportOutcome:
+        import torch
+
+        if any(p.dtype == torch.bfloat16 for p in ctx.model.parameters()):
+            raise ExportError("onnx: the model's weights are bfloat16, which ONNX Runtime's CPU kernels do not run; "
+                              "export model.float() (or model.half()); model=hf_* builds in float32 by default")
         details: dict[str, Any] = {"opset": self.opset, "backend_requested": self.backend}
         backend = self.backend
         if self.backend == "auto":
