@@ -185,3 +185,33 @@ def test_roberta_is_not_fed_the_token_types_it_ignores(tmp_path):
     import onnx
 
     assert [i.name for i in onnx.load(str(tmp_path / "model.onnx")).graph.input] == ["input_ids", "attention_mask"]
+
+
+def test_model_safetensors_loads_with_from_pretrained_and_with_safetensors(tmp_path):
+    """format=safetensors writes the file as save_pretrained does: "format": "pt" in its metadata and
+    the tied head under the embedding's name; the family's from_pretrained and the card's snippet
+    (safetensors.torch.load_model) load every weight."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2,
+                                                                 n_positions=32, bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(tmp_path / "saved")
+    spec = TaskSpec("lm", "text", "language_modeling", {"vocab_size": 100, "max_seq_len": 8})
+    out = export_model(model, None, spec, tmp_path / "b", formats=["safetensors"])
+    with safe_open(str(tmp_path / "b" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "pt"
+        assert "transformer.wte.weight" in f.keys() and "lm_head.weight" not in f.keys()
+    folder = shutil.copytree(tmp_path / "saved", tmp_path / "reloaded")
+    shutil.copy(tmp_path / "b" / "model.safetensors", folder / "model.safetensors")
+    loaded = transformers.GPT2LMHeadModel.from_pretrained(folder)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    hint = json.loads(out["metadata"].read_text())["artifacts"]["pytorch"]["load_hint"]
+    namespace = {"FOLDER": str(tmp_path / "saved")}
+    exec(hint.replace("'model.safetensors'", repr(str(tmp_path / "b" / "model.safetensors"))), namespace)  # noqa: S102
+    assert torch.equal(namespace["model"].transformer.wte.weight, model.transformer.wte.weight)

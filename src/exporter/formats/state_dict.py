@@ -96,12 +96,19 @@ class StateDictExporter(FormatExporter):
         else:
             build = f"import torch\nmodel = {name}(...)  # same constructor arguments\n"
         if self.serialization == "safetensors":
-            from safetensors.torch import save_model
+            from safetensors.torch import save_file, save_model
 
-            # save_model (not save_file) de-duplicates tied weights.
-            save_model(model, str(path), metadata=ctx.tags())
+            # "format": "pt", as transformers writes it: its from_pretrained refuses a file without it.
+            metadata = {"format": "pt", **ctx.tags()}
+            dropped = _tied_copies(model)
+            if dropped:
+                # A tied weight under the name transformers keeps (wte, not lm_head), as save_pretrained writes it.
+                save_file({k: v.contiguous() for k, v in model.state_dict().items() if k not in dropped}, str(path),
+                          metadata=metadata)
+            else:
+                save_model(model, str(path), metadata=metadata)  # save_model (not save_file) de-duplicates tied weights
             _canonical_header(path)
-            hint = build + f"safetensors.torch.load_model(model, '{self.filename}')"
+            hint = build + f"import safetensors.torch\nsafetensors.torch.load_model(model, '{self.filename}')"
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -146,6 +153,26 @@ class StateDictExporter(FormatExporter):
                 return [to_numpy(t) for t in ctx.outputs(fresh, inputs)]
 
         return run
+
+
+def _tied_copies(model: Any) -> set[str]:
+    """The names of a Hugging Face model's tied weights that save_pretrained leaves out of its file
+    (``_tied_weights_keys``: ``lm_head.weight``, tied to the input embedding), where the tensor is
+    indeed shared with a name that stays; empty for other models."""
+    tied = getattr(model, "_tied_weights_keys", None)
+    names = set(tied) if isinstance(tied, (list, tuple, set, dict)) else set()
+    if not names:
+        return set()
+    state = model.state_dict()
+    by_storage: dict[Any, list[str]] = {}
+    for key, tensor in state.items():
+        by_storage.setdefault((tensor.data_ptr(), tuple(tensor.shape)), []).append(key)
+    dropped = set()
+    for keys in by_storage.values():
+        kept = [k for k in keys if k not in names]
+        if len(keys) > 1 and kept:
+            dropped.update(k for k in keys if k in names)
+    return dropped
 
 
 def _canonical_header(path: Path) -> None:
