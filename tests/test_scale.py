@@ -240,6 +240,18 @@ def test_external_data_option_puts_weights_beside_the_graph_or_inside_it(project
     record = json.loads((project / "inside" / "metadata.json").read_text())["artifacts"]["onnx"]
     assert "external_data" not in record["details"] and not record.get("extra_files")
     assert not (project / "inside" / "model.onnx.data").exists()
+    # sizes count every file of the artifact: the table, the card (which names each file) and diff
+    from exporter.records.tables import human_bytes
+
+    total = sum((project / "beside" / name).stat().st_size for name in ("model.onnx", "model.onnx.data"))
+    assert (project / "beside" / "model.onnx").stat().st_size < total / 2  # the weights are in the data file
+    size = human_bytes(total)
+    table_line = next(line for line in r.stdout.splitlines() if line.startswith("onnx "))  # "inside": one file
+    assert human_bytes((project / "inside" / "model.onnx").stat().st_size) in table_line, table_line
+    card = run_cli("card", "beside", cwd=project).stdout
+    assert any("model.onnx + model.onnx.data" in line and size in line for line in card.splitlines()), card
+    diff = run_cli("diff", "beside", "inside", cwd=project).stdout
+    assert any(line.startswith("onnx") and size in line for line in diff.splitlines()), diff
 
 
 def test_external_data_false_is_refused_for_weights_over_the_protobuf_limit():

@@ -195,7 +195,8 @@ def _log(name: str, record: ArtifactRecord) -> None:
     """The artifact's line of the job's output, then its warnings and notes."""
     diff: Optional[float] = (record.validation or {}).get("max_abs_diff")
     diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
-    log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record.file, human_bytes(record.bytes),
+    size = (record.bytes or 0) + sum(int(extra.get("bytes") or 0) for extra in record.extra_files or [])
+    log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record.file, human_bytes(size),
              record.export_seconds, diff_text, record.status)
     per_output = grouped_outputs((record.validation or {}).get("outputs") or {})
     if len(per_output) > 1:

@@ -29,7 +29,7 @@ from ..records.read import (
     quantization_of,
     read_build,
 )
-from ..records.tables import human_bytes, table
+from ..records.tables import artifact_bytes, artifact_files, human_bytes, table
 
 
 class BuildNotFound(Exception):
@@ -179,8 +179,8 @@ def _card(build: Build) -> str:
     artifacts = md["artifacts"]
     rows = []
     for name, rec in artifacts.items():
-        rows.append([name, rec.get("file", "-") if rec.get("status") != "failed" else "-",
-                     human_bytes(rec["bytes"]) if "bytes" in rec else "-",
+        rows.append([name, artifact_files(rec) if rec.get("status") != "failed" else "-",
+                     human_bytes(artifact_bytes(rec)) if artifact_bytes(rec) is not None else "-",
                      (rec.get("sha256") or "-")[:12], _on_disk(build, name, rec), _max_diff(rec),
                      rec.get("status", "?") if rec.get("status") != "failed" else f"FAILED: {rec.get('error', '')}"])
     lines += ["", "## Artifacts (checked against eager PyTorch)", "", "```",
@@ -307,8 +307,8 @@ def _diff_sections(a: Build, b: Build) -> tuple[list[tuple[str, list]], list[lis
         if ra.get("status") != rb.get("status"):
             cell, identical = f"status {ra.get('status', '-')} -> {rb.get('status', '-')}", False
         same = same and identical
-        rows.append([name, human_bytes(ra["bytes"]) if "bytes" in ra else "-",
-                     human_bytes(rb["bytes"]) if "bytes" in rb else "-", _max_diff(ra), _max_diff(rb), cell])
+        rows.append([name, human_bytes(artifact_bytes(ra)) if artifact_bytes(ra) is not None else "-",
+                     human_bytes(artifact_bytes(rb)) if artifact_bytes(rb) is not None else "-", _max_diff(ra), _max_diff(rb), cell])
     # Equal records prove nothing when the files behind them are gone or changed.
     problems = files_problems(a) + files_problems(b)
     return sections, rows, problems, same and not problems

@@ -123,6 +123,8 @@ def release_memory() -> None:
 
 
 def _artifact_rows(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    from ..records.tables import artifact_bytes
+
     rows = {}
     for name, rec in (metadata.get("artifacts") or {}).items():
         report = rec.get("quantization_report") or {}
@@ -131,7 +133,7 @@ def _artifact_rows(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         rows[name] = {
             "file": rec.get("file") if rec.get("status") != "failed" else None,
             "status": rec.get("status"),
-            "bytes": rec.get("bytes"),
+            "bytes": artifact_bytes(rec),
             "export_seconds": rec.get("export_seconds"),
             "max_abs_diff": (rec.get("validation") or {}).get("max_abs_diff"),
             "size_ratio": (report.get("size") or {}).get("ratio"),

@@ -15,6 +15,24 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def artifact_bytes(record: Mapping[str, Any]) -> "int | None":
+    """Every byte of an artifact: its file and the files it needs beside it (``model.onnx.data``).
+
+    >>> artifact_bytes({"bytes": 10, "extra_files": [{"file": "model.onnx.data", "bytes": 90}]})
+    100
+    """
+    if not isinstance(record.get("bytes"), int):
+        return None
+    return record["bytes"] + sum(int(extra.get("bytes") or 0) for extra in record.get("extra_files") or []
+                                 if isinstance(extra, Mapping))
+
+
+def artifact_files(record: Mapping[str, Any]) -> str:
+    """The artifact's file and those beside it: ``model.onnx + model.onnx.data``."""
+    extras = [str(extra.get("file")) for extra in record.get("extra_files") or [] if isinstance(extra, Mapping)]
+    return " + ".join([str(record.get("file", "")), *extras])
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -42,7 +60,7 @@ def artifact_row(name: str, record: Mapping[str, Any]) -> list[str]:
     return [
         name,
         record.get("file", "") if record.get("status") != "failed" else "-",
-        human_bytes(record["bytes"]) if "bytes" in record else "-",
+        human_bytes(artifact_bytes(record)) if artifact_bytes(record) is not None else "-",
         f"{record['export_seconds']:.2f}" if "export_seconds" in record else "-",
         "not checked" if diff is None else f"{diff:.2e}",
         status,
