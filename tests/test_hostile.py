@@ -282,6 +282,7 @@ def test_an_axis_never_varied_is_not_called_verified(tmp_path):
         assert record["dynamic_axes_verified"] is False and record["status"] == "unchecked", record
         assert "cannot be tried at another length" in record["unchecked"]
     assert artifacts["exported_program"]["details"]["dynamic_shapes"] == {"input_ids": {"0": "batch"}}
+    assert artifacts["exported_program"]["dynamic_axes"] == {"input_ids": {"0": "batch"}, "logits": {"0": "batch"}}
     assert "warning: build status unchecked" in r.stderr
 
 
@@ -445,3 +446,70 @@ def test_a_symbolic_link_in_a_files_place_is_not_the_build(tmp_path, golden):
     assert card.returncode == 1 and said in card.stdout + card.stderr, card.stdout + card.stderr
     diff = run_cli("diff", str(golden("onnx")), str(build), cwd=tmp_path)
     assert diff.returncode == 1 and said in diff.stdout + diff.stderr, diff.stdout + diff.stderr
+
+
+def test_files_dropped_into_hydra_and_paths_into_the_build_are_refused(tmp_path, golden):
+    """A package in .hydra/ is no more part of the build than one beside the artifacts; a config
+    value naming a path inside the folder (torch.hub.load's repo_or_dir) is refused before the
+    rebuild reads or runs it."""
+    marker = tmp_path / "ran"
+    build = golden.copy("onnx", tmp_path / "dropped")
+    (build / ".hydra" / "evilmod").mkdir()
+    (build / ".hydra" / "evilmod" / "__init__.py").write_text(EVIL.format(marker=str(marker)))
+    card = run_cli("card", str(build), cwd=tmp_path)
+    assert card.returncode == 1 and f"{build}/.hydra/evilmod: not part of the build" in card.stdout, card.stdout
+    r = run_cli("verify", str(build), cwd=tmp_path)
+    assert r.returncode == 1 and "nothing was rebuilt" in r.stdout, r.stdout + r.stderr
+    hub = golden.copy("onnx", tmp_path / "hub")
+    config = yaml.safe_load((hub / "config.yaml").read_text())
+    config["model"] = {"_target_": "torch.hub.load", "repo_or_dir": str(hub / "model.onnx"), "model": "Boom",
+                       "source": "local", "trust_repo": True}
+    (hub / "config.yaml").write_text(yaml.safe_dump(config))
+    metadata = json.loads((hub / "metadata.json").read_text())
+    metadata["records"]["config.yaml"] = _sha(hub / "config.yaml")
+    (hub / "metadata.json").write_text(json.dumps(metadata))
+    r = run_cli("verify", str(hub), cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: model.repo_or_dir: {hub}/model.onnx lies inside the build"), r.stderr
+    assert "lies inside the build folder" in r.stderr and not marker.exists()
+
+
+def test_a_disk_out_of_inodes_is_the_disk_full_line(tmp_path):
+    import subprocess as sp
+
+    mount = tmp_path / "ino"
+    mount.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=10m,nr_inodes=4", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        r = run_cli("format=pytorch", "task_spec.input_schema.image_size=[3,8,8]", "export_dir=ino/b", cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr == (
+            "error: no space left on the device of ino/b while staging the build; nothing was published and the "
+            "folder holds no build; free some space and run again\n"), r.stderr
+        assert [p.name for p in mount.iterdir()] == [".b.lock"]
+    finally:
+        sp.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_burst_of_ctrl_c_to_a_sweep_says_interrupted_once(tmp_path):
+    """The sweep reports once, then ignores the rest of the burst while it cleans up and ends: no
+    second line, and onnxruntime's $TMPDIR/.ses is still removed."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from conftest import wait_for
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "-m", "model=lm_stub", "format=onnx,pytorch"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(scratch)})
+    wait_for(lambda: list(tmp_path.glob("exports/lm_stub/.pytorch-none.staging-*")), proc)
+    for _ in range(6):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert proc.returncode == 130 and len(lines) == 1 and "Traceback" not in err, err
+    assert list(scratch.iterdir()) == [] and not list(tmp_path.rglob(".*.staging-*"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,14 @@ def test_card_onto_a_directory_is_one_line_and_exit_2(copy, tmp_path):
     assert r.returncode == 2
     assert r.stderr == "error: cannot write the card to cards: is a directory\n" and r.stdout == ""
     assert list((tmp_path / "cards").iterdir()) == [] and not list(tmp_path.glob(".cards.*"))  # no temporary left
+    # a pipe or a link in the place named is never replaced by a regular file (nor is a device: /dev/full)
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere.md")
+    for name, kind in (("pipe", "not a regular file (a device or a pipe)"), ("link", "a symbolic link")):
+        r = run("card", "t", "-o", name, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: card -o: {name} is {kind}; "), r.stderr
+    assert (tmp_path / "link").is_symlink() and not (tmp_path / "elsewhere.md").exists()
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
 
 
 def test_card_into_the_build_folder_itself_is_refused_and_the_build_stays_whole(copy, tmp_path):

@@ -404,6 +404,13 @@ def _check_positions(job: ExportJob) -> None:
 def declared_axes(ctx, exporter: "FormatExporter") -> dict[str, dict[str, str]]:
     """The symbolic axes this format's artifact is built with, per input and output name."""
     axes = ctx.dynamic_axes(batch=exporter.dynamic_batch, sequence=exporter.dynamic_sequence)
+    if getattr(exporter, "fixes_a_one_token_sequence", False):
+        # torch.export keeps a sequence axis fixed when the example (the longest it takes) is one token.
+        single = {name for name, tensor in ctx.example_inputs.items()
+                  if any(dim == "sequence" and int(tensor.shape[axis]) < 2 for axis, dim in axes.get(name, {}).items())}
+        if single:
+            axes = {name: {axis: dim for axis, dim in dims.items() if dim != "sequence"} for name, dims in axes.items()}
+            axes = {name: dims for name, dims in axes.items() if dims}
     return {name: {str(axis): dim for axis, dim in dims.items()} for name, dims in axes.items()}
 
 

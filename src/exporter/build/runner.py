@@ -8,6 +8,7 @@ and ``metadata.build_metadata`` writes what they report.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -84,6 +85,11 @@ def run_export(job: ExportJob) -> ExportResult:
             else:
                 txn.publish()
                 txn.remove_failed_result()
+    except OSError as exc:
+        # Staging itself (its folders, export.log) on a disk out of space or out of inodes.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full_error(export_dir) from None
+        raise
     finally:
         job.model.train(was_training)
     artifacts = {name: replace(r, path=export_dir / r.path.name) if r.path else r for name, r in results.items()}

@@ -162,6 +162,7 @@ def main() -> None:
         try:
             sys.exit(card_main(sys.argv[1:]))
         except (Interrupted, KeyboardInterrupt) as exc:
+            _deaf_to_stop_signals()
             stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     # A process the job forks (a multiprocessing helper of the user's code) gets Python's own
@@ -178,15 +179,18 @@ def main() -> None:
         with _mode_without_composing(sys.argv[1:]):
             export_job()
     except KeyboardInterrupt:
+        _deaf_to_stop_signals()
         message = _interrupted_message()
         _drop_sweep_records()
         stop(130, message)
     except Interrupted as exc:
+        _deaf_to_stop_signals()
         message = _interrupted_message()
         _drop_sweep_records()
         stop(128 + exc.signum, message)
     except Exception as exc:  # noqa: BLE001 - Hydra's own errors (composition, overrides, job folder)
         if INTERRUPTED:
+            _deaf_to_stop_signals()
             message = _interrupted_message()
             _drop_sweep_records()
             stop(128 + INTERRUPTED[-1], message)
@@ -197,8 +201,9 @@ def main() -> None:
     finally:
         # The job is over: a signal from here on must not raise into interpreter shutdown (torch's
         # and Hydra's exit handlers would print a traceback) but end the process at once, saying so.
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, _signal_after_the_job)
+        if not _STOPPING:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, _signal_after_the_job)
 
 
 def entry() -> NoReturn:
@@ -234,6 +239,17 @@ def _end_process(code: Any) -> NoReturn:
         # build) keeps it, and still says that its output was lost.
         code = say(f"error: cannot write the output: {lost.strerror or lost}", OUTPUT_LOST if code == 0 else code)
     os._exit(code)
+
+
+# Set once the run reports an interruption: the rest of a burst of Ctrl-C (each press reaches every
+# process of the terminal's group again) is ignored while the process cleans up and ends.
+_STOPPING: list[bool] = []
+
+
+def _deaf_to_stop_signals() -> None:
+    _STOPPING.append(True)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _signal_after_the_job(signum: int, _frame: Any) -> NoReturn:

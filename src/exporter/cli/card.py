@@ -381,6 +381,14 @@ def run_card(export_dir: Optional[str], output: Optional[str]) -> int:
               "build wrote; write the card elsewhere (e.g. -o CARD.md)", file=sys.stderr)
         return 2
     text = render_card(build)
+    if output and (os.path.islink(output) or (os.path.exists(output) and not os.path.isfile(output)
+                                              and not os.path.isdir(output))):
+        # The card is written beside its target and renamed over it: that would replace a device,
+        # a pipe or a link (not what it points to) with a regular file.
+        kind = "a symbolic link" if os.path.islink(output) else "not a regular file (a device or a pipe)"
+        print(f"error: card -o: {output} is {kind}; the card is written as a regular file of its own: name a "
+              "new file or one that is a regular file (e.g. -o CARD.md), or print it to stdout", file=sys.stderr)
+        return 2
     if output:
         from ..files import write_text_atomic
 

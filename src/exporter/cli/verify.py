@@ -233,6 +233,35 @@ def _schema_misfit(exc: BaseException) -> str:
     return f"{key}: {text}" if key else text
 
 
+def _refuse_paths_into_the_build(config: Any, real: Path, cwd: Any) -> None:
+    """A value of the config that names a path inside the build folder (``model.repo_or_dir`` for a
+    loader such as torch.hub.load): the rebuild would read, or run, what the folder brings. The
+    build's own folder keys (``export_dir``) name it by design."""
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if key == "" and k in ("export_dir", "hydra"):
+                    continue
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and node and "\0" not in node and ("/" in node or node.startswith(".")):
+            path = Path(node).expanduser()
+            if not path.is_absolute() and cwd:
+                path = Path(str(cwd)) / path
+            try:
+                resolved = Path(os.path.realpath(path))
+            except (OSError, ValueError):
+                return
+            if resolved == real or real in resolved.parents:
+                raise BuildUnreadable(f"{key}: {node} lies inside the build folder {real}; verify never reads or runs "
+                                      "what a build folder holds besides its artifacts and records")
+
+    walk(config, "")
+
+
 def literal(node: Any) -> Any:
     """``config.yaml`` holds the resolved config: every value as it was used. Read back through
     omegaconf, a ``${`` in a value (``model.path='dir \\${x}'`` on the command line) would be an
@@ -322,7 +351,8 @@ def verify(folder: Path, code: Optional[Path] = None,
     # An artifact that differs from its record is the rebuild's to show (a row, DIFFERS); the records
     # themselves (config.yaml, .hydra/, export.log), a file on no record and one no build writes are
     # not: with those, the folder is not what its records say it was built from.
-    untrusted = [c for c in build.files if c.state in (UNLISTED, FOREIGN) or (c.format == RECORDS and c.state != OK)]
+    untrusted = [c for c in build.files if c.state in (UNLISTED, FOREIGN) or (c.format == RECORDS and c.state != OK)
+                 or (c.state == MISSING and c.why)]  # something else in a file's place: a link, a FIFO
     problems = files_problems(Build(build.folder, build.metadata, build.config, tuple(untrusted)))
     if problems:
         # The records do not vouch for the folder (a changed config.yaml, a file dropped in): nothing
@@ -339,6 +369,7 @@ def verify(folder: Path, code: Optional[Path] = None,
     with _import_path(drop, build.folder, code):
         _check_rebuildable(build)
         sources = code_sources(build.config, code, folder, real)
+        _refuse_paths_into_the_build(build.config, real, origin.get("cwd"))
         for line in sources:
             announce(line)
         # The folder and what removes it come into being together: a Ctrl-C in between (after mkdtemp,

@@ -86,6 +86,8 @@ class ExportedProgramExporter(FormatExporter):
     """Writes ``model.pt2`` with ``torch.export.save``; loads it back with ``torch.export.load``."""
 
     name = "exported_program"
+    # A sequence axis one token long in the example stays fixed (dynamic_shapes.py): say so in the record.
+    fixes_a_one_token_sequence = True
     options_schema = ExportedProgramFormatConfig
     summary = "model.pt2 (torch.export ExportedProgram), checked with torch.export.load"
     # Quantizing an ExportedProgram (PT2E) lowers it for one backend (XNNPACK, x86 Inductor) whose

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Union
 
-from .layout import CONFIG_SNAPSHOT_FILE, CODE_SUFFIXES, METADATA_FILE, RECORD_NAMES, written_by_a_build
+from .layout import CONFIG_SNAPSHOT_FILE, CODE_SUFFIXES, HYDRA_SUBDIR, METADATA_FILE, RECORD_NAMES, written_by_a_build
 
 OK, MISSING, MODIFIED, NOT_RECORDED, UNLISTED = "ok", "missing", "modified", "not recorded", "unlisted"
 # A file the records list that no build of this tool writes (a .py among an artifact's extra_files).
@@ -197,7 +197,28 @@ def _read_at(fd: int, folder: Path) -> Build:
     listed = RECORD_NAMES | {Path(c.file).parts[0] for c in files if c.file}
     files += tuple(FileCheck(RECORDS, name, None, None, UNLISTED) for name in sorted(os.listdir(fd))
                    if name not in listed)
+    # Inside .hydra/ too: only the files the records list (a module or a package dropped in there
+    # is no more part of the build than one beside the artifacts).
+    recorded = {c.file for c in files if c.file}
+    files += tuple(FileCheck(RECORDS, name, None, None, UNLISTED) for name in _hydra_entries(fd)
+                   if name not in recorded)
     return Build(folder, metadata, config, files)
+
+
+def _hydra_entries(fd: int) -> list[str]:
+    """``.hydra/<name>`` for each entry of the folder's .hydra/ (none when it is absent, or ``.hydra``
+    itself when it is no folder of the build's: a link)."""
+    try:
+        mode = os.lstat(HYDRA_SUBDIR, dir_fd=fd).st_mode
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISDIR(mode):
+        return [HYDRA_SUBDIR]
+    inner = os.open(HYDRA_SUBDIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+    try:
+        return [f"{HYDRA_SUBDIR}/{name}" for name in sorted(os.listdir(inner))]
+    finally:
+        os.close(inner)
 
 
 def _read_bytes(fd: int, name: str) -> bytes:
@@ -291,13 +312,14 @@ def _check_kinds(record: Mapping[str, Any], kinds: Mapping[str, type], where: st
 
 def _inside(name: str) -> bool:
     path = Path(name)
-    return not path.is_absolute() and ".." not in path.parts
+    return "\0" not in name and not path.is_absolute() and ".." not in path.parts
 
 
 def _check_file_record(record: Mapping[str, Any], where: str, needs_sha256: bool) -> None:
     name, sha256 = record.get("file"), record.get("sha256")
     # A recorded name is read relative to the build folder; one reaching outside it is not this tool's record.
-    if not isinstance(name, str) or not name or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+    if (not isinstance(name, str) or not name or "\0" in name or PurePosixPath(name).is_absolute()
+            or ".." in PurePosixPath(name).parts):
         raise BuildUnreadable(f"{where}.file' must be a file name inside the build folder, got {name!r}")
     if (needs_sha256 or sha256 is not None) and not isinstance(sha256, str):
         raise BuildUnreadable(f"{where}.sha256' must be a string, got {_kind(sha256)}")
