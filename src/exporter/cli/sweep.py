@@ -247,6 +247,8 @@ class SweepSummary(Callback):
         os.environ[SWEEP_LAUNCHER_ENV] = "joblib" if "joblib" in launcher else launcher.rsplit(".", 1)[-1]
         if str(config.hydra.launcher.get("_target_", "")).endswith("hydra_ray_launcher.ray_launcher.RayLauncher"):
             _start_ray_here(config.hydra.launcher)
+        if str(config.hydra.launcher.get("_target_", "")).endswith("hydra_submitit_launcher.submitit_launcher.LocalLauncher"):
+            _quiet_submitit_controllers()
         _stop_the_jobs_on_signals()
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -314,6 +316,32 @@ def _start_ray_here(launcher: Any) -> None:
     init = dict(init or {})
     init.setdefault("object_store_memory", 78643200)
     ray.init(**init)
+
+
+def _quiet_submitit_controllers() -> None:
+    """Submitit's local launcher starts a controller per job (``python -m submitit.local._local``) in
+    the terminal's process group: Ctrl-C reached it too, and it printed a KeyboardInterrupt
+    traceback and ended its job before the job had cleaned up (a staging folder was left). Started
+    with SIGINT ignored (kept through exec: Python leaves an ignored SIGINT ignored), it leaves the
+    job to the signal the job gets itself and to the sweep, which passes it on
+    (``_stop_the_jobs_on_signals``); the job sets its own handlers (exporter.process.watchdog)."""
+    import signal
+
+    from submitit.local import local
+
+    original = local.start_controller
+    if getattr(original, "quiet_on_sigint", False):
+        return
+
+    def start_controller(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    start_controller.quiet_on_sigint = True  # type: ignore[attr-defined]
+    local.start_controller = start_controller
 
 
 def _stop_the_jobs_on_signals() -> None:
