@@ -284,6 +284,8 @@ def test_wrong_kinds_of_arguments_are_a_config_error_naming_the_argument(tmp_pat
         ({"format_options": {"onnx": 17}}, "format_options['onnx']: expected a dict of options"),
         ({"validate": "strict"}, "validate: expected None, a dict of fields or a ValidateConfig, got a str"),
         ({"wait": "no"}, "wait: expected True or False, got a str"),
+        ({"seed": 0.5}, "seed: expected a whole number, got a float 0.5"),
+        ({"seed": None}, "seed: expected a whole number, got None"),
     ]
     for change, said in cases:
         args = {"model": cnn_model, "adapter": None, "task_spec": vision_spec, "export_dir": tmp_path / "out",
@@ -292,6 +294,10 @@ def test_wrong_kinds_of_arguments_are_a_config_error_naming_the_argument(tmp_pat
             export_model(**args)
         assert str(caught.value).startswith(said), (change, str(caught.value))
     assert not (tmp_path / "out").exists()
+    for fields, said in (({"input_schema": "abc"}, "task_spec.input_schema: expected a mapping of names to values"),
+                         ({"task_name": 5}, "task_spec.task_name: expected a string, got int 5")):
+        with pytest.raises(ConfigError, match=said.replace("(", r"\(")):
+            TaskSpec(**{"task_name": "v", "modality": "vision", "task_type": "vision_classification", **fields})
 
 
 class MaskDropped(nn.Module):

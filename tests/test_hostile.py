@@ -144,6 +144,12 @@ def test_card_and_diff_on_hand_edited_records_name_the_key(tmp_path, golden):
                        "'artifacts.onnx.validation' must be an object, got a string"),
         "bytes": (lambda md: md["artifacts"]["onnx"].update(bytes=10**400),
                   "'artifacts.onnx.bytes' must be a whole number of bytes below 2**63, got 10000000000000000000..."),
+        "parameters": (lambda md: md.update(parameters="many"), "'parameters' must be a whole number, got a string"),
+        "load_hint": (lambda md: md["artifacts"]["onnx"].update(load_hint=5),
+                      "'artifacts.onnx.load_hint' must be a string, got a number"),
+        "io": (lambda md: md.update(inputs=[{"name": 1, "dtype": None, "shape": "x"}]),
+               "'inputs' must be a list of objects (name, dtype: strings, shape: a list)"),
+        "version": (lambda md: md.update(schema_version="2.0"), "'schema_version' is '2.0'; this version of the tool reads 1.x"),
     }
     for name, (change, said) in cases.items():
         build = _edited(golden, tmp_path / name, change)
@@ -299,6 +305,7 @@ def test_a_path_that_cannot_be_a_build_folder_is_one_line(tmp_path):
         ("hydra.run.dir=loop", "error: hydra.run.dir: loop is a symbolic link that loops (loop -> loop)"),
         (f"export_dir={long}", "error: export_dir: the folder name aaaaaaaaaaaaaaaaaaaaaaaa... is 240 bytes long"),
         (f"hydra.run.dir=x/{longer}", "error: hydra.run.dir: the folder name bbbbbbbbbbbbbbbbbbbbbbbb... is 260 bytes"),
+        (f"hydra.sweep.subdir={long}", "error: hydra.sweep.subdir: the folder name aaaaaaaaaaaaaaaaaaaaaaaa... is 240"),
     ]
     for arg, said in cases:
         r = run_cli("format=pytorch", arg, cwd=tmp_path)

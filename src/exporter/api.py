@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import tempfile
 from dataclasses import fields, is_dataclass, replace
@@ -91,6 +92,9 @@ def export_model(
     from .build.runner import ExportJob, run_export
 
     _check_arguments(model, adapter, task_spec, export_dir, formats, wait)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ConfigError(f"seed: expected a whole number, got {_kind(seed)} {seed!r}")
+    seed = int(seed)
     check_field(ExportConfig, "seed", seed, "seed")
     if isinstance(formats, str):
         formats = [formats]

@@ -331,7 +331,7 @@ def _refuse_unsupported_overrides(args: list[str]) -> None:
         if key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir") and "\\${" in value:
             raise ConfigError(f"{key}: a folder name with '${{' in it is not supported (Hydra reads its own job "
                               "folder back as an interpolation); choose a name without it, or put it in export_dir")
-        if key in ("hydra.run.dir", "hydra.sweep.dir", "export_dir") and "${" not in value:
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "export_dir") and "${" not in value:
             from ..build.folder import check_path
 
             check_path(Path(value.strip("'\"")), key)

@@ -141,7 +141,10 @@ def code_sources(config: dict[str, Any], code: Optional[Path], folder: Path,
             lines.append(f"model code: {target} from {code} (--code)")
         elif top in distributions and location is not None and not _in_stdlib(location):
             name = distributions[top][0]
-            lines.append(f"model code: {target} from the installed distribution {name} {metadata.version(name)}")
+            # Where it is found too: a copy earlier on the path (PYTHONPATH) shadows the distribution's own.
+            found = location.parent if location.name == "__init__.py" else location
+            lines.append(f"model code: {target} from the installed distribution {name} {metadata.version(name)} "
+                         f"({found})")
         elif location is None or _in_stdlib(location):
             raise BuildUnreadable(f"{where} {target}: Python's own {top!r} is not model code; verify imports "
                                   "model code only from an installed distribution or a folder given with --code")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Union
 
+from ..errors import ConfigError
 from . import task_types
 from .schema import option_value
 
@@ -53,6 +54,15 @@ class TaskSpec:
         # Enums from structured configs arrive as Enum members; keep plain strings.
         self.modality = option_value(self.modality)
         self.task_type = option_value(self.task_type)
+        for name in ("task_name", "modality", "task_type"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"task_spec.{name}: expected a string, got {type(getattr(self, name)).__name__} "
+                                 f"{getattr(self, name)!r}")
+        for name in ("input_schema", "output_schema"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"task_spec.{name}: expected a mapping of names to values (e.g. "
+                                 f"{{'image_size': [3, 32, 32]}}), got {type(value).__name__} {value!r}")
         self.input_schema = dict(self.input_schema or {})
         self.output_schema = dict(self.output_schema or {})
         if self.outputs is not None and not isinstance(self.outputs, str):

@@ -273,6 +273,9 @@ def _check_artifacts(metadata: Mapping[str, Any], path: Path) -> None:
             isinstance(k, str) and isinstance(v, str) and _inside(k) for k, v in records.items())):
         raise BuildUnreadable(f"{path}: 'records' must be an object of file name -> sha256 inside the folder")
     _check_kinds(metadata, TOP_LEVEL_KINDS, f"{path}: '")
+    version = metadata.get("schema_version")
+    if version is not None and str(version).split(".")[0] != "1":
+        raise BuildUnreadable(f"{path}: 'schema_version' is {version!r}; this version of the tool reads 1.x")
     for fmt, record in artifacts.items():
         where = f"{path}: 'artifacts.{fmt}"
         _check_kinds(record, ARTIFACT_KINDS, where + ".")
@@ -293,10 +296,13 @@ def _check_artifacts(metadata: Mapping[str, Any], path: Path) -> None:
 # The keys card and diff read, and the kinds they must be (None: absent or null is fine too).
 TOP_LEVEL_KINDS = {"inputs": list, "outputs": list, "dynamic_axes": dict, "parts": dict, "cache": dict,
                    "config": dict, "environment": dict, "build_key_inputs": dict, "formats": list, "status": str,
-                   "quantization_config": dict, "checkpoint": dict, "runtimes": dict}
+                   "quantization_config": dict, "checkpoint": dict, "runtimes": dict, "parameters": int,
+                   "schema_version": str, "exported_at": str, "build_key": str}
 ARTIFACT_KINDS = {"validation": dict, "details": dict, "quantization_report": dict, "status": str, "error": str,
-                  "runtimes": dict}
-_KIND_NAMES = {list: "a list", dict: "an object", str: "a string"}
+                  "runtimes": dict, "load_hint": str, "file": str}
+_KIND_NAMES = {list: "a list", dict: "an object", str: "a string", int: "a whole number"}
+# The record's fields for one input or output, and their kinds.
+_IO_KINDS = {"name": str, "dtype": str, "shape": list}
 
 
 def _check_kinds(record: Mapping[str, Any], kinds: Mapping[str, type], where: str) -> None:
@@ -306,8 +312,11 @@ def _check_kinds(record: Mapping[str, Any], kinds: Mapping[str, type], where: st
         value = record.get(key)
         if value is not None and not isinstance(value, kind):
             raise BuildUnreadable(f"{where}{key}' must be {_KIND_NAMES[kind]}, got {_kind(value)}")
-        if key in ("inputs", "outputs") and value is not None and not all(isinstance(item, dict) for item in value):
-            raise BuildUnreadable(f"{where}{key}' must be a list of objects (name, dtype, shape)")
+        if isinstance(value, bool) and kind is int:
+            raise BuildUnreadable(f"{where}{key}' must be {_KIND_NAMES[kind]}, got {_kind(value)}")
+        if key in ("inputs", "outputs") and value is not None and not all(
+                isinstance(item, dict) and all(isinstance(item.get(k), t) for k, t in _IO_KINDS.items()) for item in value):
+            raise BuildUnreadable(f"{where}{key}' must be a list of objects (name, dtype: strings, shape: a list)")
 
 
 def _inside(name: str) -> bool:
