@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from exporter.records import read as records
 from exporter.records.read import MISSING, NOT_RECORDED, OK, BuildUnreadable, files_problems, read_build
@@ -390,3 +391,24 @@ def test_ctrl_c_while_card_or_diff_reads_is_one_line_and_exit_130(copy, tmp_path
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, out + err
     assert err == f"interrupted: exporter {command} did not finish\n" and out == ""
+
+
+def test_every_snippet_the_card_prints_runs_as_printed(tmp_path, golden):
+    """Each "## Load" block of the card, copied as it is into a fresh Python in the build folder:
+    onnx, torchscript, the state dict, model.safetensors and model.pt2, and a text model's ONNX."""
+    import re
+
+    builds = [golden("onnx+torchscript+pytorch")]
+    for args, folder in (([SMALL, "format=[exported_program,safetensors]"], "more"),
+                         (["model=lm_stub", "task_spec.input_schema.max_seq_len=8", "format=onnx"], "lm")):
+        r = run_cli(*args, f"export_dir={folder}", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        builds.append(tmp_path / folder)
+    ran = []
+    for build in builds:
+        card = run_cli("card", str(build), cwd=tmp_path).stdout
+        for title, code in re.findall(r"## Load (\S+)\n\n```python\n(.*?)```", card, re.S):
+            done = subprocess.run([sys.executable, "-c", code], cwd=build, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (build.name, title, code, done.stderr[-2000:])
+            ran.append(title)
+    assert sorted(ran) == sorted(["onnx", "torchscript", "pytorch", "exported_program", "pytorch", "onnx"]), ran

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from ..records.layout import METADATA_FILE
+from ..records.layout import METADATA_FILE, input_variable
 from ..records.read import (
     FOREIGN,
     MISSING,
@@ -92,6 +92,37 @@ def _on_disk(build: Build, fmt: str, record: Mapping[str, Any]) -> str:
     if any(check.state == OK for check in checks):
         return "verified"
     return "-" if record.get("status") == "failed" else "not recorded"
+
+
+def _snippet_preamble(build: Build, record: Mapping[str, Any]) -> list[str]:
+    """Lines that make a load hint run as printed: the folder of a Hugging Face model (``FOLDER``)
+    and example inputs of the recorded names, dtypes and shapes (zeros; ones for a mask), as numpy
+    arrays for ONNX Runtime and as tensors for the rest."""
+    md = build.metadata
+    hint = str(record.get("load_hint") or "")
+    lines = []
+    path = ((build.config.get("model") or {}) if isinstance(build.config, dict) else {}).get("path")
+    if "FOLDER" in hint and isinstance(path, str):
+        lines.append(f"FOLDER = {path!r}  # the model folder this build was made from")
+    if "(**ARGUMENTS)" in hint:
+        model = dict((build.config.get("model") or {}) if isinstance(build.config, dict) else {})
+        plain = (int, float, str, bool, type(None))
+        if model.pop("_target_", None) and all(isinstance(k, str) and not k.startswith("_") and isinstance(v, plain)
+                                               for k, v in model.items()):
+            lines.append(f"ARGUMENTS = {model!r}  # the model's constructor arguments, from config.yaml")
+    inputs = [i for i in md.get("inputs") or [] if isinstance(i, dict)]
+    numpy = "onnxruntime" in hint
+    names = list(((record.get("details") or {}).get("input_names")) or []) if numpy else []
+    names = names if len(names) == len(inputs) else [str(i.get("name")) for i in inputs]
+    if not inputs or not all(isinstance(size, int) for i in inputs for size in i.get("shape") or []):
+        return lines
+    lines.append("import numpy as np" if numpy else "import torch")
+    for name, spec in zip(names, inputs):
+        fill = "ones" if "mask" in name else "zeros"
+        dtype = f"np.{spec['dtype']}" if numpy else f"torch.{spec['dtype']}"
+        lines.append(f"{input_variable(name)} = {'np' if numpy else 'torch'}.{fill}({spec['shape']}, dtype={dtype})"
+                     "  # an example input: put yours here")
+    return lines
 
 
 def _quantization_line(md: Mapping[str, Any]) -> str:
@@ -216,7 +247,7 @@ def _card(build: Build) -> str:
                 lines.append(f"- {name}: {note}")
     for name, rec in artifacts.items():
         if rec.get("load_hint") and rec.get("status") != "failed":
-            lines += ["", f"## Load {name}", "", "```python", rec["load_hint"], "```"]
+            lines += ["", f"## Load {name}", "", "```python", *_snippet_preamble(build, rec), rec["load_hint"], "```"]
         if rec.get("runtimes") and rec.get("status") != "failed":
             lines += ["", f"## Generate from this folder ({name}, with its key/value cache)", "",
                       *_runtime_lines(build, rec["runtimes"])]

@@ -94,7 +94,8 @@ class StateDictExporter(FormatExporter):
             build = (f"import torch\nimport {cls.__module__}\nmodel = {name}({name}.config_class.from_pretrained(FOLDER))"
                      "  # FOLDER: where the model was saved with save_pretrained\n")
         else:
-            build = f"import torch\nmodel = {name}(...)  # same constructor arguments\n"
+            build = (f"import torch\nimport {cls.__module__}\nmodel = {name}(**ARGUMENTS)  # ARGUMENTS: the same "
+                     "constructor arguments\n")
         if self.serialization == "safetensors":
             from safetensors.torch import save_file, save_model
 

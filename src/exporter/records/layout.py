@@ -79,3 +79,16 @@ def sweep_suffix(overrides: Iterable[str]) -> str:
     if len(text) > _MAX_SUFFIX:
         text = text[:_MAX_SUFFIX - 9] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     return "@" + text
+
+
+def input_variable(name: str) -> str:
+    """The Python name a load hint gives an input, which the card defines before the hint:
+    ``input_ids``; ``past_key_values.0.key`` -> ``past_key_values_0_key``.
+
+    >>> input_variable("past_key_values.0.key"), input_variable("0x")
+    ('past_key_values_0_key', 'input_0x')
+    """
+    import re
+
+    text = re.sub(r"\W", "_", name)
+    return text if text.isidentifier() and not text[0].isdigit() else f"input_{text}"

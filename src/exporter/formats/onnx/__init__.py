@@ -14,6 +14,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 from ...config.schema import option_value
 from ...errors import ConfigError, ExportError, first_line, out_of_space
+from ...records.layout import input_variable
 from ..base import ExportContext, ExportOutcome, FormatExporter, Runnable, quiet_torch
 from ..dynamic_shapes import torch_export_dynamic_shapes
 from ..registry import register_format
@@ -317,7 +318,7 @@ class OnnxExporter(FormatExporter):
     def _load_hint(self, input_names: list[str]) -> str:
         return ("import onnxruntime as ort\n"
                 f"session = ort.InferenceSession('{self.filename}', providers=['CPUExecutionProvider'])\n"
-                f"outputs = session.run(None, {{{', '.join(repr(n) + ': ...' for n in input_names)}}})")
+                f"outputs = session.run(None, {{{', '.join(repr(n) + ': ' + input_variable(n) for n in input_names)}}})")
 
     def _external(self, ctx: ExportContext) -> bool:
         """Whether the artifact keeps its weights in ``model.onnx.data`` (format.onnx.external_data;
@@ -396,3 +397,4 @@ def _tag(path: Path, tags: dict[str, str]) -> None:
     proto = external_data.load_graph(path)
     _set_tags(proto, tags)
     external_data.write(proto, path, external=external)
+
