@@ -136,7 +136,7 @@ def test_half_precision_checkpoints_build_in_float32_or_keep_their_dtype(tmp_pat
                                  ("fp16", torch.float16, "[onnx,pytorch]")):
         _tiny_qwen(tmp_path / name, dtype)
         r = run_cli("model=hf_causal_lm", f"model.path={name}", f"format={formats}", f"export_dir=out-{name}",
-                    "task_spec.input_schema.max_seq_len=16", cwd=tmp_path)
+                    "task_spec.input_schema.max_seq_len=8", cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         kind = str(dtype).replace("torch.", "")
         assert (f"model: the checkpoint's weights are {kind}; building in float32 (model.dtype=auto keeps {kind})"
@@ -145,8 +145,8 @@ def test_half_precision_checkpoints_build_in_float32_or_keep_their_dtype(tmp_pat
         assert {record["status"] for record in md["artifacts"].values()} == {"ok"}, md["artifacts"]
         state = torch.load(tmp_path / f"out-{name}" / "model.pth", weights_only=True)
         assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
-    r = run_cli("model=hf_causal_lm", "model.path=bf16", "model.dtype=auto", "format=[torchscript,pytorch]",
-                "export_dir=auto", "task_spec.input_schema.max_seq_len=16", cwd=tmp_path)
+    r = run_cli("model=hf_causal_lm", "model.path=bf16", "model.dtype=auto", "format=pytorch",
+                "export_dir=auto", "task_spec.input_schema.max_seq_len=8", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     state = torch.load(tmp_path / "auto" / "model.pth", weights_only=True)
     assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.bfloat16}
