@@ -278,21 +278,6 @@ SMALL = "task_spec.input_schema.image_size=[3,32,32]"
 
 
 @pytest.mark.slow
-def test_sweep_over_format_and_quantization_builds_or_explains_each(tmp_path, cli):
-    # (quantization=none builds every format in many other tests)
-    r = cli("-m", "format=onnx,torchscript,pytorch", "quantization=dynamic,static,fp16", SMALL,
-            "quantization.latency_runs=5", "calibration.num_samples=8", "calibration.heldout_samples=4")
-    assert r.returncode == 1  # some combinations cannot be built, and the sweep says so
-    assert "sweep: 9 job(s), 6 ok, 3 failed" in r.stdout
-    summary = r.stdout[r.stdout.index("sweep: 9 job(s)"):]
-    rows = {line.split("  ")[0].strip(): line for line in summary.splitlines()[4:]}
-    assert "not available for format pytorch" in rows["format=pytorch quantization=static"]
-    assert "use format=onnx" in rows["format=torchscript quantization=fp16"]
-    assert "use format=onnx" in rows["format=pytorch quantization=fp16"]
-    for fmt in ("onnx", "torchscript", "pytorch"):
-        assert " ok " in rows[f"format={fmt} quantization=dynamic"]
-
-
 def test_cli_calibration_from_npz_and_from_a_dataset(tmp_path, cli):
     _npz(tmp_path / "calib.npz", 3, n=12)
     (tmp_path / "mydata.py").write_text(

@@ -244,12 +244,21 @@ def test_the_python_api_refuses_a_folder_holding_other_files(tmp_path, cnn_model
 @pytest.mark.slow
 def test_every_format_and_quantization_leaves_the_working_directory_empty(tmp_path):
     """The sweep that used to leave sym_shape_infer_temp.onnx and <uuid>.data in the user's cwd: every
-    format that quantizes with each mode that writes temporary files (fp32 and state dicts write none)."""
+    format that quantizes with each mode that writes temporary files (fp32 and state dicts write none).
+    The same sweep builds or explains each combination (quantization=none: in many other tests)."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    r = run_cli("-m", *LM, "format=onnx,torchscript", "quantization=dynamic,static,fp16",
+    r = run_cli("-m", *LM, "format=onnx,torchscript,pytorch", "quantization=dynamic,static,fp16",
                 f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=cwd, timeout=600)
-    assert "sweep: 6 job(s)" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1  # some combinations cannot be built, and the sweep says so
+    assert "sweep: 9 job(s), 6 ok, 3 failed" in r.stdout, r.stdout + r.stderr
+    summary = r.stdout[r.stdout.index("sweep: 9 job(s)"):]
+    rows = {line.split("  ")[0].strip(): line for line in summary.splitlines()[4:]}
+    assert "not available for format pytorch" in rows["format=pytorch quantization=static"]
+    assert "use format=onnx" in rows["format=torchscript quantization=fp16"]
+    assert "use format=onnx" in rows["format=pytorch quantization=fp16"]
+    for fmt in ("onnx", "torchscript", "pytorch"):
+        assert " ok " in rows[f"format={fmt} quantization=dynamic"], rows
     assert list(cwd.iterdir()) == []
     built = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/*/metadata.json"))
     assert "onnx-static" in built and "onnx-fp16" in built and "torchscript-static" in built
