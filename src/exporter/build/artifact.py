@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 from ..errors import ExportError, first_line
 from ..files import move_files, ordinary_permissions, sha256_of
 from ..formats.base import as_output_list, to_numpy
-from ..records.tables import grouped_outputs, human_bytes
+from ..records.tables import artifact_bytes, grouped_outputs, human_bytes
 from .compare import Check, Tolerance, Validation, compare_outputs
 from .folder import INTERRUPTED, BuildTransaction
 from .job import ArtifactRecord, ArtifactResult
@@ -195,7 +195,7 @@ def _log(name: str, record: ArtifactRecord) -> None:
     """The artifact's line of the job's output, then its warnings and notes."""
     diff: Optional[float] = (record.validation or {}).get("max_abs_diff")
     diff_text = "not checked" if diff is None else f"max|diff| {diff:.2e}"
-    size = (record.bytes or 0) + sum(int(extra.get("bytes") or 0) for extra in record.extra_files or [])
+    size = artifact_bytes({"bytes": record.bytes, "extra_files": record.extra_files}) or 0
     log.info("%-12s %-18s %10s  %6.2fs  %s  %s", name, record.file, human_bytes(size),
              record.export_seconds, diff_text, record.status)
     per_output = grouped_outputs((record.validation or {}).get("outputs") or {})
