@@ -70,7 +70,7 @@ def test_help_lists_every_group_option_and_answers_without_torch(help_run):
     assert r.returncode == 0 and "hydra" in imported and not imported & HEAVY, sorted(imported & HEAVY)
     shipped = [f"{group}={path.stem}" for group in ("model", "task_spec", "format", "quantization", "calibration")
                for path in sorted((REPO / "conf" / group).glob("*.yaml"))]
-    for option in (*shipped, "validate.min_agreement", "quantization.weight_type",
+    for option in (*shipped, "model=hf ", "validate.min_agreement", "quantization.weight_type",
                    "format.onnx.opset", "format.onnx.backend", "validate.strict",
                    "checkpoint=", "seed=", "export_dir="):
         assert option in r.stdout, option

@@ -49,9 +49,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("option, folder, inputs, outputs, shape", CASES, ids=[c[0] for c in CASES])
-def test_every_hf_option_in_every_format(tmp_path, saved, option, folder, inputs, outputs, shape):
-    r = run_cli(f"model={option}", f"model.path={saved / folder}", FORMATS, cwd=tmp_path)
+def test_model_hf_picks_each_family_and_builds_it_in_every_format(tmp_path, saved, option, folder, inputs, outputs,
+                                                                   shape):
+    """model=hf reads the family from config.json and says which option it took; the explicit
+    options are built by the models page's YAMLs (test_every_hf_yaml_of_the_models_page_exports_as_written)."""
+    r = run_cli("model=hf", f"model.path={saved / folder}", FORMATS, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    architecture = json.loads((saved / folder / "config.json").read_text())["architectures"][0]
+    assert f"model=hf: {saved / folder} holds a {architecture}: building it as model={option}\n" in r.stderr, r.stderr
     # the build folder is named after the model folder
     build = tmp_path / "exports" / folder / "onnx+torchscript+pytorch+exported_program-none"
     md = json.loads((build / "metadata.json").read_text())
@@ -65,6 +70,56 @@ def test_every_hf_option_in_every_format(tmp_path, saved, option, folder, inputs
         card = run_cli("card", str(build), cwd=tmp_path)
         assert f"- Weights: from the model folder `{saved / folder}` (config.json, " in card.stdout, \
             card.stdout
+
+
+def _config_only(folder, **config):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_model_hf_names_the_option_it_picks_or_refuses_in_one_line(tmp_path, capsys):
+    """Read from config.json alone, before Hydra composes: no torch, nothing written."""
+    t5 = _config_only(tmp_path / "t5", architectures=["T5ForConditionalGeneration"], model_type="t5",
+                      is_encoder_decoder=True, vocab_size=100, n_positions=64)
+    llama = _config_only(tmp_path / "llama", architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=100,
+                         max_position_embeddings=64)
+    mlm = _config_only(tmp_path / "mlm", architectures=["BertForMaskedLM"], model_type="bert")
+    llava = _config_only(tmp_path / "llava", architectures=["LlavaForConditionalGeneration"], model_type="llava")
+    both = _config_only(tmp_path / "both", architectures=["GPT2LMHeadModel", "GPT2ForSequenceClassification"],
+                        model_type="gpt2")
+    r, imported = run_cli_noting_imports("model=hf", f"model.path={t5}", "--cfg", "job", cwd=tmp_path)
+    assert r.returncode == 0 and "task: seq2seq_lm" in r.stdout and not imported & HEAVY, (r.stderr, imported & HEAVY)
+    assert r.stderr == f"model=hf: {t5} holds a T5ForConditionalGeneration: building it as model=hf_seq2seq_lm\n"
+    options = ("valid options: model=hf_causal_lm, model=hf_seq2seq_lm, model=hf_sequence_classification, "
+               "model=hf_question_answering, model=hf_token_classification, model=hf_image_classification")
+    for folder, named in ((mlm, "BertForMaskedLM (model_type 'bert')"), (llava, "LlavaForConditionalGeneration "
+                          "(model_type 'llava')"), (both, "GPT2LMHeadModel (hf_causal_lm) and "
+                                                         "GPT2ForSequenceClassification (hf_sequence_classification)")):
+        r = run_cli("model=hf", f"model.path={folder}", cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.splitlines() == [
+            f"error: model=hf: {folder} holds {named}, a kind no hf_* option builds; {options}, or your own model "
+            "with _target_ (docs/models.md)"], r.stderr
+    r = run_cli("model=hf", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: model=hf: reads the model's kind from model.path, which "
+                                                     "is not given; add model.path=DIR"), r.stderr
+    r = run_cli("model=hf", f"model.path={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: model.path: {tmp_path / 'nowhere'} does not exist")
+    # a sweep: folders of one kind take its option (and the other options of model= stay), of two kinds are refused
+    r = run_cli("-m", "model=hf", f"model.path={t5},{llama}", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"error: model=hf: the folders of model.path are of 2 kinds (model=hf_seq2seq_lm: {t5}; model=hf_causal_lm: "
+        f"{llama}); a sweep builds one kind: sweep each kind with its own option"], r.stderr
+    from exporter.cli.hf_choice import choose_hf_option
+
+    other = _config_only(tmp_path / "other", architectures=["MistralForCausalLM"], model_type="mistral")
+    assert choose_hf_option(["-m", "model=lm_stub,hf", f"model.path={llama},{other}", "seed=1,2"]) == [
+        "-m", "model=lm_stub,hf_causal_lm", f"model.path={llama},{other}", "seed=1,2"]
+    assert capsys.readouterr().err == ("model=hf: the 2 folders of model.path hold LlamaForCausalLM, "
+                                       "MistralForCausalLM: building them as model=hf_causal_lm\n")
+    (other / "config.json").unlink()
+    other.rmdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both", "llama", "llava", "mlm", "t5"]
 
 
 def test_a_transformers_checkpoint_with_tied_weights_loads_and_stays_tied(tmp_path, saved):

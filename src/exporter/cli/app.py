@@ -28,6 +28,7 @@ from ..process.resolvers import build_name, model_name  # noqa: F401 (part of th
 from .config_store import register_configs
 from .commands import MODE_KEYS, READERS
 from .describe import _refuse_one_format_twice, checked_config, describe, up_to_date
+from .hf_choice import choose_hf_option
 
 log = logging.getLogger("exporter")
 
@@ -176,6 +177,7 @@ def main() -> None:
     logging.raiseExceptions = False
     try:
         _refuse_unsupported_overrides(sys.argv[1:])
+        sys.argv[1:] = choose_hf_option(sys.argv[1:])  # model=hf: the family from the folder's config.json
         with _mode_without_composing(sys.argv[1:]):
             export_job()
     except KeyboardInterrupt:

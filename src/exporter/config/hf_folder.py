@@ -58,3 +58,42 @@ def max_seq_len(path: Any, wanted: int = 128) -> int:
     """``wanted`` tokens, or fewer when the model takes fewer positions."""
     positions = config_value(path, "max_position_embeddings|n_positions|n_ctx")
     return int(min(wanted, positions)) if positions else int(wanted)
+
+
+# model=hf: the head of a saved model's architecture (config.json "architectures") -> the task of
+# the hf_* option that builds it (model=hf_<task>).
+HEADS = (("ForCausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"), ("ForConditionalGeneration", "seq2seq_lm"),
+         ("ForSequenceClassification", "sequence_classification"), ("ForQuestionAnswering", "question_answering"),
+         ("ForTokenClassification", "token_classification"), ("ForImageClassification", "image_classification"))
+HF_OPTIONS = tuple(f"hf_{task}" for task in dict.fromkeys(task for _, task in HEADS))
+
+
+def task_of(config: dict) -> "tuple[str | None, str]":
+    """The task a saved model's ``config.json`` was built for, and what says so: its
+    ``architectures`` (the class ``save_pretrained`` saved), else ``is_encoder_decoder``. None when
+    it names no head an ``hf_*`` option builds, or heads of several kinds (the second item says which).
+
+    Example:
+        >>> task_of({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
+        ('causal_lm', 'LlamaForCausalLM')
+        >>> task_of({"architectures": ["BertForMaskedLM"], "model_type": "bert"})
+        (None, "BertForMaskedLM (model_type 'bert')")
+    """
+    architectures = [str(a) for a in config.get("architectures") or []]
+    found: dict[str, str] = {}
+    for architecture in architectures:
+        for suffix, task in HEADS:
+            # ...ForConditionalGeneration is an encoder-decoder only where the config says so
+            # (LLaVA's and Qwen2-VL's generate from images with a decoder alone).
+            if architecture.endswith(suffix) and (task != "seq2seq_lm" or config.get("is_encoder_decoder")):
+                found[architecture] = task
+                break
+    kinds = sorted(set(found.values()))
+    if len(kinds) == 1:
+        return kinds[0], ", ".join(found)
+    if len(kinds) > 1:
+        return None, " and ".join(f"{a} (hf_{t})" for a, t in found.items())
+    if not architectures and config.get("is_encoder_decoder"):
+        return "seq2seq_lm", "is_encoder_decoder: true"
+    named = ", ".join(architectures) or "no architectures"
+    return None, f"{named} (model_type {config.get('model_type', '?')!r})"

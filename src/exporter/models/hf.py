@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config.hf_folder import read_config
+from ..config.hf_folder import read_config, task_of
 from ..errors import ConfigError, first_line, refused_pickle
 
 log = logging.getLogger("exporter")
@@ -83,7 +83,7 @@ def from_pretrained(path: str, task: str, dtype: str = "float32", **kwargs: Any)
         config = read_config(path)
         kind = config.get("model_type", "?")
         others = sorted(name for name, cls in TASKS.items() if name != task)
-        guess = _task_of(config)
+        guess = task_of(config)[0]
         hint = (f"it is a {guess} model: use model=hf_{guess}" if guess and guess != task
                 else f"choose the option for its kind (model=hf_<task>, tasks: {others})")
         raise ConfigError(f"model.path: {path} holds a {kind!r} model, which {TASKS[task]} (model.task={task}) "
@@ -93,15 +93,3 @@ def from_pretrained(path: str, task: str, dtype: str = "float32", **kwargs: Any)
         if bars:
             hf_logging.enable_progress_bar()
     return model.eval()
-
-
-def _task_of(config: dict) -> "str | None":
-    """The task a saved model's config.json says it was built for (its architecture's head), if one of ``TASKS``."""
-    heads = {"ForCausalLM": "causal_lm", "LMHeadModel": "causal_lm", "ForConditionalGeneration": "seq2seq_lm",
-             "ForSequenceClassification": "sequence_classification", "ForQuestionAnswering": "question_answering",
-             "ForTokenClassification": "token_classification", "ForImageClassification": "image_classification"}
-    for architecture in config.get("architectures") or []:
-        for suffix, name in heads.items():
-            if str(architecture).endswith(suffix) and name in TASKS:
-                return name
-    return "seq2seq_lm" if config.get("is_encoder_decoder") and "seq2seq_lm" in TASKS else None
