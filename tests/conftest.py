@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 # thread per build, instead of one per core in each, keeps two builds from fighting over two cores
 # (about 15% faster here). A test that needs another count sets it (test_single_run.py).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A step that runs long gets a plain progress line on stdout (exporter.console.step): on a machine
+# busy enough to stretch a step past 10 s, that would be a line the tests asserting a build's exact
+# output do not expect. The progress test sets its own value.
+os.environ.setdefault("EXPORTER_PROGRESS_SECONDS", "3600")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -435,3 +435,67 @@ def test_output_lost_at_each_write_is_still_an_error(tmp_path):
     for r in (single, sweep):
         assert r.returncode == 120 and "error: cannot write the output: No space left on device" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and "Logging error" not in r.stderr, r.stderr
+
+
+def _on_a_terminal(*args: str, cwd: Path, interrupt_at: bytes | None = None) -> tuple[int, str]:
+    """``python -m exporter ARGS`` with a pseudo-terminal as stdin, stdout and stderr (as a user's
+    shell runs it); with ``interrupt_at``, Ctrl-C to its process group as soon as that text shows."""
+    import os
+    import pty
+    import select
+    import signal
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(TERM="xterm", COLUMNS="120")
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", *args], cwd=cwd, stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    out, sent = b"", False
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the terminal's other end closed: the process is gone
+                    break
+                if not data:
+                    break
+                out += data
+                if interrupt_at is not None and not sent and interrupt_at in out:
+                    os.killpg(proc.pid, signal.SIGINT)
+                    sent = True
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=120), out.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_long_work_shows_its_step_on_a_terminal_and_plain_lines_elsewhere(tmp_path):
+    """On a terminal, each step (loading the model, exporting, loading the artifact back, each check,
+    writing the weights) is drawn with its elapsed time and cleared, the result lines print as
+    before, and the cursor is shown again even when Ctrl-C stops the build. Piped, no drawing: a step
+    running longer than EXPORTER_PROGRESS_SECONDS gets a plain line, in export.log too."""
+    import re
+
+    code, out = _on_a_terminal("model=lm_stub", "format=[onnx,pytorch]", "export_dir=drawn", cwd=tmp_path)
+    assert code == 0, out
+    for shown in ("loading the model", "onnx: exporting", "onnx: loading model.onnx in its runtime",
+                  "onnx: checking the example against eager PyTorch",
+                  "onnx: checking the second example against eager PyTorch", "pytorch: writing the weights"):
+        assert re.search(re.escape(shown) + r" \S*0:00:\d\d", out), (shown, out)
+    assert out.count("\x1b[?25l") == out.count("\x1b[?25h") > 0, out  # the cursor is hidden while drawn, shown after
+    assert "\r\nonnx     model.onnx  " in out and out.endswith("build: drawn (ok)\r\n"), out
+    code, out = _on_a_terminal("model=lm_stub", "format=[onnx,pytorch]", "export_dir=stopped", cwd=tmp_path,
+                               interrupt_at=b"onnx: exporting")
+    assert code == 130 and out.rstrip().endswith("nothing was published (the folder is as it was before this run)")
+    assert out.rfind("\x1b[?25h") > out.rfind("\x1b[?25l"), out
+    assert not (tmp_path / "stopped").exists()
+    r = subprocess.run([sys.executable, "-m", "exporter", "model=lm_stub", "format=pytorch", "export_dir=piped"],
+                       cwd=tmp_path, capture_output=True, text=True, env={**__import__("os").environ,
+                                                                            "EXPORTER_PROGRESS_SECONDS": "0"})
+    assert r.returncode == 0 and "\x1b[" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert re.search(r"^pytorch: writing the weights \(\d\.\d s so far\)$", r.stdout, re.M), r.stdout
+    assert "pytorch: writing the weights (" in (tmp_path / "piped" / "export.log").read_text()

@@ -8,7 +8,8 @@ import io
 import logging
 import os
 import sys
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 # Python's own exit status when it cannot flush stdout at exit (a full disk, an I/O error).
 OUTPUT_LOST = 120
@@ -34,6 +35,18 @@ class ConsoleHandler(logging.StreamHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         note_lost(sys.exc_info()[1])
         super().handleError(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # While a step is drawn (``step``), stdout is rich's proxy, which prints above the drawing.
+        drawn = _LIVE[-1] if _LIVE else None
+        if drawn is None or self.stream is not drawn:
+            super().emit(record)
+            return
+        self.stream = sys.stdout
+        try:
+            super().emit(record)
+        finally:
+            self.stream = drawn
 
 
 def flush_stdout() -> Optional[OSError]:
@@ -159,3 +172,90 @@ def guard_standard_streams() -> None:
         sys.stdout = GuardedStream(None if 1 in closed or sys.stdout is None else sys.stdout, 1, notes=True)
     if not isinstance(sys.stderr, GuardedStream):
         sys.stderr = GuardedStream(None if 2 in closed or sys.stderr is None else sys.stderr, 2, notes=False)
+
+
+# Long work shows progress. On a terminal (stdout and stderr both one), the step under way and its
+# elapsed time, drawn by rich on stderr and cleared when the step ends; the job's own lines print
+# above it. Elsewhere (a pipe, a file, a launcher's log), no drawing: a step still running after
+# EXPORTER_PROGRESS_SECONDS (10) gets a plain line, and another every 30 s after.
+PROGRESS_ENV = "EXPORTER_PROGRESS_SECONDS"
+# Set in a sweep (exporter.cli.sweep) and inherited by its jobs' processes: jobs that run side by side
+# (joblib, Submitit, Ray) would draw over each other on one terminal, so a sweep's jobs draw nothing.
+SWEEP_RECORDS_ENV = "EXPORTER_SWEEP_RECORDS"
+_LIVE: list[Any] = []
+_progress_log = logging.getLogger("exporter")
+
+
+def _terminal() -> bool:
+    if os.environ.get("TERM") == "dumb" or os.environ.get(SWEEP_RECORDS_ENV):
+        return False
+    try:
+        return sys.stdout.isatty() and sys.stderr.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _plain_after() -> float:
+    try:
+        return max(0.0, float(os.environ.get(PROGRESS_ENV, "10")))
+    except ValueError:
+        return 10.0
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Show ``what`` (``onnx: exporting``) as under way while the block runs: a spinner with the
+    elapsed time on a terminal, a plain line now and then elsewhere (above)."""
+    if _LIVE:  # a step inside a step: the outer one stays on show
+        yield
+        return
+    if _terminal():
+        with _drawn(what):
+            yield
+        return
+    with _plain(what):
+        yield
+
+
+@contextmanager
+def _drawn(what: str) -> Iterator[None]:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=Console(file=sys.stderr), transient=True, redirect_stdout=True,
+                        redirect_stderr=True)
+    progress.add_task(what, total=None)
+    _LIVE.append(sys.stdout)
+    try:
+        # Inside the try: a Ctrl-C while the drawing starts still stops it (and shows the cursor).
+        progress.start()
+        yield
+    finally:
+        _LIVE.pop()
+        progress.stop()
+
+
+@contextmanager
+def _plain(what: str) -> Iterator[None]:
+    import threading
+    import time
+
+    started, done = time.monotonic(), threading.Event()
+    after = _plain_after()
+
+    def still() -> None:
+        wait = after
+        while not done.wait(wait):
+            elapsed = time.monotonic() - started
+            _progress_log.info("%s (%s s so far)", what, f"{elapsed:.0f}" if elapsed >= 10 else f"{elapsed:.1f}")
+            wait = 30.0
+
+    watcher = threading.Thread(target=still, name="exporter-progress", daemon=True)
+    _LIVE.append(None)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        _LIVE.pop()

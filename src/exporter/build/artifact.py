@@ -7,6 +7,7 @@ import logging
 import shutil
 from typing import TYPE_CHECKING, Optional
 
+from ..console import step
 from ..errors import ExportError, first_line
 from ..files import move_files, ordinary_permissions, sha256_of
 from ..formats.base import as_output_list, to_numpy
@@ -52,9 +53,11 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
     work = txn.work / name
     try:
         if ctx.quantized:
-            built, selection = build_quantized(plan, artifact, work)
+            with step(f"{name}: {exporter.progress_verb} and quantizing ({ctx.mode})"):
+                built, selection = build_quantized(plan, artifact, work)
         else:
-            built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
+            with step(f"{name}: {exporter.progress_verb}"):
+                built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
             selection = {}
         runtime_files = getattr(ctx.adapter, "runtime_files", None)
         if callable(runtime_files):  # what a runtime reads beside the graph (a generation-ready folder)
@@ -67,8 +70,9 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
             if not validation.passed and not ctx.quantized:
                 # The format may know another way (ONNX: the dynamo exporter when legacy baked a size).
                 first_try = built
-                retried = timed(work / "build", exporter.filename, ctx,
-                                lambda path: exporter.retry(ctx, path, validation.summary(), first_try.outcome))
+                with step(f"{name}: {exporter.progress_verb} again, another way"):
+                    retried = timed(work / "build", exporter.filename, ctx,
+                                    lambda path: exporter.retry(ctx, path, validation.summary(), first_try.outcome))
                 if retried.outcome is not None:
                     built = retried
                     built.export_seconds = round(first_try.export_seconds + retried.export_seconds, 4)
@@ -130,10 +134,12 @@ def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance, job) -> Val
     with a key/value cache is also run as generation runs it (``check_generation``)."""
     exporter, ctx = artifact.exporter, built.context
     validation = Validation(tolerance)
-    run = exporter.load(built.path, built.context)
+    with step(f"{artifact.key}: loading {built.path.name} in its runtime"):
+        run = exporter.load(built.path, built.context)
     for label, inputs, eager in artifact.examples:
         try:
-            actual = as_output_list(run(inputs))
+            with step(f"{artifact.key}: checking the {label} against eager PyTorch"):
+                actual = as_output_list(run(inputs))
         except Exception as exc:  # noqa: BLE001 - an artifact that refuses an input fails that check
             if INTERRUPTED:
                 raise
@@ -147,8 +153,9 @@ def _validate(artifact: "ArtifactPlan", built, tolerance: Tolerance, job) -> Val
     steps = int(job.validate.generation_steps)
     if callable(check_generation) and steps > 0:
         try:
-            validation.generation = check_generation(ctx.model, lambda inputs: as_output_list(run(inputs)), steps,
-                                                     job.seed, tolerance.atol, tolerance.rtol)
+            with step(f"{artifact.key}: generating {steps} tokens through the cache, against eager PyTorch"):
+                validation.generation = check_generation(ctx.model, lambda inputs: as_output_list(run(inputs)),
+                                                         steps, job.seed, tolerance.atol, tolerance.rtol)
         except Exception as exc:  # noqa: BLE001 - a graph generation cannot run fails that check
             if INTERRUPTED:
                 raise

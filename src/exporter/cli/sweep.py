@@ -26,13 +26,12 @@ from typing import Any, Mapping, Optional
 
 from hydra.experimental.callback import Callback
 
-from ..console import flush_stdout, note_lost, say
+from ..console import SWEEP_RECORDS_ENV, flush_stdout, note_lost, say
 from ..records.layout import SWEEP_KEYS_ENV, sweep_suffix  # noqa: F401 (sweep_suffix: part of the sweep's API)
 
 log = logging.getLogger("exporter")
 
 SWEEP_ID_ENV = "EXPORTER_SWEEP_ID"
-SWEEP_RECORDS_ENV = "EXPORTER_SWEEP_RECORDS"
 SUMMARY_JSON = "sweep_summary.json"
 SUMMARY_MD = "sweep_summary.md"
 SUMMARY_PNG = "sweep_summary.png"

@@ -213,6 +213,8 @@ class FormatExporter(ABC):
     quantization: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # Why a mode is not offered (mode -> reason), added to the refusal message.
     refusals: ClassVar[Mapping[str, str]] = {}
+    # What the progress line says while it exports (``onnx: exporting``; a state dict: writing the weights).
+    progress_verb: ClassVar[str] = "exporting"
     # Top-level metadata.json keys this format fills (null when the job does not build it).
     metadata_keys: ClassVar[tuple[str, ...]] = ()
     # Other option names for this format (``format=<alias>``, a conf/format/<alias>.yaml that sets

@@ -42,6 +42,7 @@ class StateDictExporter(FormatExporter):
     """
 
     carries_cache = None
+    progress_verb = "writing the weights"
 
     name = "pytorch"
     options_schema = PytorchFormatConfig

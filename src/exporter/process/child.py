@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Union
 
-from ..console import flush_stdout, say
+from ..console import flush_stdout, say, step
 from ..errors import ExportError, first_line
 from ..interrupts import INTERRUPTED, Interrupted
 
@@ -111,7 +111,8 @@ def build_job(description: JobDescription, identity: Identity) -> Any:
     with config_errors():
         # Random weights (no checkpoint) come from the seed too, so a rebuild gives the same bytes.
         torch.manual_seed(description.seed)
-        model = _model_of(description)
+        with step("loading the model"):
+            model = _model_of(description)
         if not isinstance(model, torch.nn.Module):
             raise ConfigError(f"model: {description.model_target} built a {type(model).__name__}, "
                               "not a torch.nn.Module")
