@@ -122,6 +122,38 @@ def test_model_hf_names_the_option_it_picks_or_refuses_in_one_line(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["both", "llama", "llava", "mlm", "t5"]
 
 
+def test_images_of_any_size_are_dynamic_in_every_format_and_refused_for_a_fixed_size_model(tmp_path, saved):
+    """task_spec.dynamic_image_size: height and width are dynamic axes, each format is checked at
+    half the size, and the ONNX graph runs a third size; a ViT (one size) and a text task refuse it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    r = run_cli("task_spec.input_schema.image_size=[3,64,48]", "task_spec.dynamic_image_size=true", FORMATS,
+                "export_dir=cnn", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = json.loads((tmp_path / "cnn" / "metadata.json").read_text())
+    for name, record in md["artifacts"].items():
+        assert record["status"] == "ok" and record["dynamic_axes_verified"], (name, record)
+        assert record["dynamic_axes"]["pixel_values"] == {"0": "batch", "2": "height", "3": "width"}, name
+        assert [c["input_shapes"]["pixel_values"] for c in record["validation"]["checks"]] == [[1, 3, 64, 48],
+                                                                                             [2, 3, 32, 24]], name
+    assert md["artifacts"]["exported_program"]["details"]["dynamic_shapes"]["pixel_values"] == {
+        "0": "batch", "2": "height", "3": "width"}
+    session = ort.InferenceSession(str(tmp_path / "cnn" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [d for d in session.get_inputs()[0].shape] == ["batch", 3, "height", "width"]
+    assert session.run(None, {"pixel_values": np.random.rand(3, 3, 40, 56).astype(np.float32)})[0].shape == (3, 10)
+    r = run_cli("model=hf_image_classification", f"model.path={saved / 'vit-tiny'}", "task_spec.dynamic_image_size=true",
+                "export_dir=vit", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        "error: task_spec.dynamic_image_size=true: the model does not take another image size: on pixel_values "
+        "float32[2, 3, 16, 16] it fails in eager PyTorch (ValueError: Input image size (16*16) doesn't match model "
+        "(32*32).); leave task_spec.dynamic_image_size=false for a model of one size"], r.stderr
+    assert not (tmp_path / "vit").exists()
+    r = run_cli("model=lm_stub", "task_spec.dynamic_image_size=true", "export_dir=text", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: task_spec.dynamic_image_size=true: task type "
+                                                     "'language_modeling' takes text inputs, not images"), r.stderr
+
+
 def test_a_transformers_checkpoint_with_tied_weights_loads_and_stays_tied(tmp_path, saved):
     import torch
 

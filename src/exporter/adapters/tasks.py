@@ -22,21 +22,59 @@ def _forward_parameters(model: Any) -> set[str]:
         return set()
 
 
-@register_adapter("vision_classification")
-class VisionClassificationAdapter(ModelAdapter):
-    """Images in (``pixel_values``, float32 ``[batch, C, H, W]``), class logits out."""
+class ImageAdapter(ModelAdapter):
+    """Images in (``pixel_values``, float32 ``[batch, C, H, W]``). With ``task_spec.dynamic_image_size``,
+    height and width are dynamic axes (``height``, ``width``) and the second example is half the
+    example's size; the outputs (one row per image) keep only their batch axis."""
 
     input_names = ("pixel_values",)
 
+    def __init__(self, dynamic_image_size: bool = False):
+        self.dynamic_image_size = dynamic_image_size
+
+    @classmethod
+    def for_task(cls, task_spec: TaskSpec) -> "ImageAdapter":
+        return cls(dynamic_image_size=bool(getattr(task_spec, "dynamic_image_size", False)))
+
+    @property
+    def sequence_axes(self) -> Mapping[str, int]:  # type: ignore[override]
+        # The axis the second example shortens: the height (the width follows, keeping the aspect).
+        return {"pixel_values": 2} if self.dynamic_image_size else {}
+
+    def dynamic_axes(self, batch: bool = True, sequence: bool = True) -> dict[str, dict[int, str]]:
+        axes = super().dynamic_axes(batch=batch, sequence=False)
+        if sequence and self.dynamic_image_size:
+            axes.setdefault("pixel_values", {}).update({2: "height", 3: "width"})
+        return axes
+
+    def output_axes(self, name: str, tensor: "torch.Tensor", batch: bool, sequence: bool) -> dict[int, str]:
+        return super().output_axes(name, tensor, batch, sequence=False)
+
+    def example_inputs(
+        self, task_spec: TaskSpec, batch_size: int = 1, seed: int | None = 0, seq_len: int | None = None
+    ) -> "dict[str, torch.Tensor]":
+        """``seq_len``: the second example's height; its width is scaled alike."""
+        from .example_inputs import generate_dummy_input
+
+        tensor = generate_dummy_input(task_spec, batch_size=batch_size, seed=seed)
+        if seq_len is not None and tensor.dim() == 4:
+            height, width = int(tensor.shape[2]), int(tensor.shape[3])
+            tensor = tensor[:, :, :seq_len, :max(1, width * seq_len // height)].contiguous()
+        return {self.input_names[0]: tensor}
+
+
+@register_adapter("vision_classification")
+class VisionClassificationAdapter(ImageAdapter):
+    """Images in (``pixel_values``, float32 ``[batch, C, H, W]``), class logits out."""
+
 
 @register_adapter("object_detection")
-class ObjectDetectionAdapter(ModelAdapter):
+class ObjectDetectionAdapter(ImageAdapter):
     """Images in (``pixel_values``), several heads out: ``logits`` (class scores per query) and
     ``pred_boxes`` (boxes per query), as Hugging Face detection models name them. A plain module
     returning a tuple of two tensors gets these names in order; other heads are named with
     ``task_spec.outputs=[...]``."""
 
-    input_names = ("pixel_values",)
     output_names = ("logits", "pred_boxes")
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from ..adapters import adapter_for_task
 from ..adapters.outputs import choose_outputs, to_numpy
 from ..config.checks import check_values
-from ..errors import ConfigError, out_of_memory
+from ..errors import ConfigError, first_line, out_of_memory
+from ..interrupts import INTERRUPTED
 from ..quantization import check_quantization
 from .job import ExportJob
 
@@ -304,6 +305,13 @@ class Plan:
                 with torch.no_grad():
                     self._second[key] = (inputs, ctx.outputs(self.job.model, inputs))
             except Exception as exc:  # noqa: BLE001 - a model may take only batch 1; say so, check the first
+                if INTERRUPTED:
+                    raise
+                if getattr(adapter, "dynamic_image_size", False):
+                    raise ConfigError(
+                        f"task_spec.dynamic_image_size=true: the model does not take another image size: on "
+                        f"{_describe(inputs)} it fails in eager PyTorch ({first_line(exc, with_type=True)}); "
+                        "leave task_spec.dynamic_image_size=false for a model of one size") from None
                 log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
                             "and the dynamic axes stay unverified", _describe(inputs), exc)
                 self._second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"

@@ -106,6 +106,10 @@ class TaskSpecConfig:
     # that can carry it gets it when the model has one), true (demanded: refused where it cannot
     # be), false (the graph without it).
     use_cache: Optional[bool] = None
+    # Images of any height and width (docs/models.md): both dynamic axes in the formats that declare
+    # axes, every format checked at a second size (half the example's); refused for a model that
+    # takes one size only (a ViT without position-embedding interpolation).
+    dynamic_image_size: bool = False
 
 
 def selected_formats(formats: Any) -> list[str]:

@@ -49,6 +49,9 @@ class TaskSpec:
     output_axes: Optional[dict[str, dict[Any, str]]] = None
     # A causal language model's key/value cache: None (auto), True (demanded), False (without).
     use_cache: Optional[bool] = None
+    # Images of any height and width (modality vision): both exported as dynamic axes and checked at
+    # a second size, half the example's; refused for a model that takes one size only.
+    dynamic_image_size: bool = False
 
     def __post_init__(self) -> None:
         # Enums from structured configs arrive as Enum members; keep plain strings.
@@ -72,7 +75,7 @@ class TaskSpec:
     def from_mapping(cls, data: Mapping[str, Any]) -> "TaskSpec":
         """Build from a dict or a resolved OmegaConf node (extra keys are refused)."""
         known = {"task_name", "modality", "task_type", "input_schema", "output_schema", "outputs", "inputs",
-                 "output_axes", "use_cache"}
+                 "output_axes", "use_cache", "dynamic_image_size"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"task_spec: unknown field(s) {unknown}; valid fields: {sorted(known)}")
@@ -97,6 +100,12 @@ class TaskSpec:
             raise ValueError(f"task_spec.use_cache=true: task type {self.task_type!r} has no key/value cache this "
                              f"tool exports (only {' and '.join(CACHED_TASK_TYPES)} do); set task_spec.use_cache=null "
                              "or false")
+        if not isinstance(self.dynamic_image_size, bool):
+            raise ValueError(f"task_spec.dynamic_image_size: {self.dynamic_image_size!r} is not a boolean; valid "
+                             "values: true, false")
+        if self.dynamic_image_size and self.modality != "vision":
+            raise ValueError(f"task_spec.dynamic_image_size=true: task type {self.task_type!r} takes {self.modality} "
+                             "inputs, not images; leave task_spec.dynamic_image_size=false")
         if self.inputs is not None or self.output_axes is not None:
             from .input_specs import parse_inputs, parse_output_axes
 

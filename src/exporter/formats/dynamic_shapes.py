@@ -12,13 +12,15 @@ if TYPE_CHECKING:
 
 
 def torch_export_dynamic_shapes(adapter: "ModelAdapter", example_inputs: "Mapping[str, torch.Tensor]",
-                                batch: bool, sequence: bool) -> Any:
+                                batch: bool, sequence: bool, named_images: bool = False) -> Any:
     """Named ``torch.export.Dim`` objects for the adapter's dynamic axes, per input of its wrapper.
 
     The adapter names axes per input (``{"input_ids": {0: "batch", 1: "sequence"}}``); one name is
     one Dim shared by every input that has it, so torch.export knows the inputs agree. The sequence
     axis is bounded by the example, which holds the longest sequence the model takes (max_seq_len);
-    an example one token long leaves it fixed.
+    an example one token long leaves it fixed. An image's height and width are ``Dim.DYNAMIC``: their
+    bounds come from the model's arithmetic (strided convolutions, pooling), which torch.export infers;
+    ``named_images`` gives them as the names ``torch.onnx.export`` keeps in the graph instead.
     The result is for the adapter's wrapper, whose ``forward(*tensors)`` takes all inputs as one
     varargs tuple. None when nothing is dynamic.
 
@@ -43,6 +45,11 @@ def torch_export_dynamic_shapes(adapter: "ModelAdapter", example_inputs: "Mappin
             if dim_name == "sequence" and int(tensor.shape[axis]) < 2:
                 # The example holds the longest sequence the model takes: one token leaves the axis
                 # no other size, and torch.export cannot bound a dimension to [2, 1].
+                continue
+            if dim_name in ("height", "width"):
+                # An image's size passes through strided convolutions and pooling, whose arithmetic
+                # bounds it (at least a few pixels, say): torch.export infers those bounds itself.
+                spec[axis] = dim_name if named_images else torch.export.Dim.DYNAMIC
                 continue
             if dim_name not in dims:
                 bound = {"max": int(tensor.shape[axis])} if dim_name == "sequence" else {}

@@ -37,7 +37,8 @@ class ExportedProgramFormatConfig:
     strict: bool = field(default=False, metadata={"help": "torch.export strict mode (TorchDynamo)"})
     dynamic_batch: bool = field(default=True, metadata={"help": "symbolic batch axis"})
     # Text models: leave the sequence axis symbolic too (any length up to the model's maximum).
-    dynamic_sequence: bool = field(default=True, metadata={"help": "text: symbolic sequence axis too"})
+    dynamic_sequence: bool = field(default=True, metadata={
+        "help": "text: symbolic sequence axis too; images: height and width (task_spec.dynamic_image_size)"})
 
 
 # In the program's JSON, strict (TorchDynamo) tracing records Python object ids and addresses
@@ -124,7 +125,8 @@ class ExportedProgramExporter(FormatExporter):
             program._example_inputs = None
         torch_saved(path, lambda target: torch.export.save(program, target, extra_files={TAGS_FILE: json.dumps(ctx.tags())}),
                     tensor_bytes(ctx.model))
-        dims = {name: {str(axis): dim.__name__ for axis, dim in (spec or {}).items()}
+        declared = ctx.adapter.dynamic_axes(batch=self.dynamic_batch, sequence=self.dynamic_sequence)
+        dims = {name: {str(axis): getattr(dim, "__name__", None) or declared[name][axis] for axis, dim in spec.items()}
                 for name, spec in zip(ctx.example_inputs, shapes[0] if shapes else ()) if spec}
         names = ", ".join(ctx.example_inputs)
         details = {"method": "torch.export.export", "strict": strict, "dynamic_shapes": dims,

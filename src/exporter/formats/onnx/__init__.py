@@ -51,7 +51,8 @@ class OnnxFormatConfig:
                                  metadata={"help": "auto | legacy | dynamo (dynamo needs opset >= 18)"})
     dynamic_batch: bool = field(default=True, metadata={"help": "symbolic batch axis"})
     # Text models: leave the sequence axis symbolic too (any length up to the model's maximum).
-    dynamic_sequence: bool = field(default=True, metadata={"help": "text: symbolic sequence axis too"})
+    dynamic_sequence: bool = field(default=True, metadata={
+        "help": "text: symbolic sequence axis too; images: height and width (task_spec.dynamic_image_size)"})
     # null: the job's names (pixel_values / input_ids -> logits, or task_spec.outputs).
     input_names: Optional[List[str]] = field(default=None, metadata={"help": "graph input names (default: the adapter's)"})
     output_names: Optional[List[str]] = field(default=None, metadata={"help": "graph output names, one per output"})
@@ -361,7 +362,8 @@ class OnnxExporter(FormatExporter):
         self._swapped_masks = swapped
 
     def _dynamic_shapes(self, ctx: ExportContext) -> Any:
-        return torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence)
+        return torch_export_dynamic_shapes(ctx.adapter, ctx.example_inputs, self.dynamic_batch, self.dynamic_sequence,
+                                           named_images=True)
 
     def load(self, path: Path, ctx: ExportContext) -> Runnable:
         import onnxruntime as ort
