@@ -48,6 +48,11 @@ CASES = [
 ]
 
 
+OPTIMUM = {"hf_causal_lm": "ORTModelForCausalLM", "hf_sequence_classification": "ORTModelForSequenceClassification",
+           "hf_question_answering": "ORTModelForQuestionAnswering", "hf_token_classification": "ORTModelForTokenClassification",
+           "hf_image_classification": "ORTModelForImageClassification"}
+
+
 @pytest.mark.parametrize("option, folder, inputs, outputs, shape", CASES, ids=[c[0] for c in CASES])
 def test_model_hf_picks_each_family_and_builds_it_in_every_format(tmp_path, saved, option, folder, inputs, outputs,
                                                                    shape):
@@ -66,6 +71,12 @@ def test_model_hf_picks_each_family_and_builds_it_in_every_format(tmp_path, save
     for name, record in md["artifacts"].items():
         labels = [c["label"] for c in record["validation"]["checks"]]
         assert "second example" in labels and record["dynamic_axes_verified"], name
+    # Optimum's ORTModelFor<Task> loads the ONNX folder as it is: config.json beside the graph, and
+    # the record names the class (checked by hand with Optimum in docs/models.md; it cannot be installed here).
+    onnx = md["artifacts"]["onnx"]
+    assert onnx["runtimes"]["optimum"]["class"] == OPTIMUM[option], onnx.get("runtimes")
+    assert json.loads((build / "config.json").read_text()) == json.loads((saved / folder / "config.json").read_text())
+    assert "config.json" in [f["file"] for f in onnx["extra_files"]]
     if option == "hf_causal_lm":  # the card says where the weights came from
         card = run_cli("card", str(build), cwd=tmp_path)
         assert f"- Weights: from the model folder `{saved / folder}` (config.json, " in card.stdout, \

@@ -122,6 +122,10 @@ def test_use_cache_false_builds_the_graph_without_it(tmp_path, decoders):
     assert [o.name for o in graph.output] == ["logits"]
     assert md["cache"] is None and not (build / "genai_config.json").exists()
     assert "generation" not in md["artifacts"]["onnx"]["validation"]
+    # Optimum's class loads it with use_cache=False: its config and tokenizer are beside the graph
+    assert md["artifacts"]["onnx"]["runtimes"]["optimum"] == {
+        "class": "ORTModelForCausalLM", "files": ["config.json", "model.onnx"], "from_pretrained": {"use_cache": False}}
+    assert (build / "config.json").is_file() and (build / "tokenizer.json").is_file()
 
 
 @pytest.mark.parametrize("args, message", [

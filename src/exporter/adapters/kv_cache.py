@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config.task_spec import TaskSpec
 from ..models.hf_cache import build_cache, cache_keyword, cache_layers, returned_cache
-from ..records.layout import TOKENIZER_FILES
+from .model_folder import copy_model_files
 from .tasks import LanguageModelingAdapter, _forward_parameters
 
 if TYPE_CHECKING:
@@ -311,38 +311,6 @@ class CausalLMWithCacheAdapter(LanguageModelingAdapter):
 # combined past per layer and fails on this graph, so the type written is always "decoder".
 GENAI_FAMILIES = frozenset({"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "phi", "phi3", "gemma", "gemma2"})
 GENAI_TYPE = "decoder"
-
-
-def _source_folder(model: Any) -> Optional[str]:
-    import os
-
-    path = getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
-    return str(path) if path and os.path.isdir(str(path)) else None
-
-
-def copy_model_files(model: Any, folder: Any) -> list[str]:
-    """Write into ``folder`` the model's ``config.json`` and ``generation_config.json`` (copied from
-    the folder it was loaded from, else saved from the model) and the tokenizer files that folder
-    holds; returns the names of those tokenizer files."""
-    import shutil
-    from pathlib import Path
-
-    folder, source = Path(folder), _source_folder(model)
-    if source is not None and (Path(source) / "config.json").is_file():
-        shutil.copyfile(Path(source) / "config.json", folder / "config.json")
-    else:
-        model.config.to_json_file(str(folder / "config.json"))
-    generation = getattr(model, "generation_config", None)
-    if source is not None and (Path(source) / "generation_config.json").is_file():
-        shutil.copyfile(Path(source) / "generation_config.json", folder / "generation_config.json")
-    elif generation is not None:
-        generation.to_json_file(str(folder / "generation_config.json"))
-    tokenizer = []
-    for name in TOKENIZER_FILES:
-        if source is not None and (Path(source) / name).is_file():
-            shutil.copyfile(Path(source) / name, folder / name)
-            tokenizer.append(name)
-    return tokenizer
 
 
 def write_model_folder(model: Any, folder: Any, graph_file: str, layout: CacheLayout,

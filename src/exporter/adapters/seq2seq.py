@@ -95,7 +95,7 @@ class _PartAdapter(DeclaredInputsAdapter):
         graphs: the model's ``config.json``, ``generation_config.json`` and tokenizer files."""
         if self._files is None:
             return None
-        from .kv_cache import copy_model_files
+        from .model_folder import copy_model_files
 
         tokenizer = copy_model_files(model.model, folder)
         return {"optimum": {"class": "ORTModelForSeq2SeqLM",

@@ -4,7 +4,7 @@ token ids (and their mask) in, logits or hidden states out."""
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config.task_spec import TaskSpec
 from .base import ModelAdapter
@@ -22,7 +22,24 @@ def _forward_parameters(model: Any) -> set[str]:
         return set()
 
 
-class ImageAdapter(ModelAdapter):
+class _OptimumFolder:
+    """A transformers model's ONNX build folder that Optimum's ``ORTModelFor<Task>`` loads as it is:
+    ``config.json`` and the tokenizer or image-processor files beside the graph (``model_folder``)."""
+
+    # The task type whose Optimum class runs the folder (model_folder.OPTIMUM_CLASSES); None: none does.
+    optimum_task: Optional[str] = None
+    # What that class is loaded with (a causal model's graph without the cache: use_cache=False).
+    optimum_options: Mapping[str, Any] = {}
+
+    def runtime_files(self, model: Any, folder: Any, graph_file: str) -> Optional[dict[str, Any]]:
+        from .model_folder import optimum_folder
+
+        if self.optimum_task is None:
+            return None
+        return optimum_folder(model, folder, graph_file, self.optimum_task, **self.optimum_options)
+
+
+class ImageAdapter(_OptimumFolder, ModelAdapter):
     """Images in (``pixel_values``, float32 ``[batch, C, H, W]``). With ``task_spec.dynamic_image_size``,
     height and width are dynamic axes (``height``, ``width``) and the second example is half the
     example's size; the outputs (one row per image) keep only their batch axis."""
@@ -67,6 +84,8 @@ class ImageAdapter(ModelAdapter):
 class VisionClassificationAdapter(ImageAdapter):
     """Images in (``pixel_values``, float32 ``[batch, C, H, W]``), class logits out."""
 
+    optimum_task = "vision_classification"
+
 
 @register_adapter("object_detection")
 class ObjectDetectionAdapter(ImageAdapter):
@@ -86,7 +105,7 @@ def _ignored_inputs(model: Any) -> set[str]:
     return {"token_type_ids"} if isinstance(types, int) and types <= 1 else set()
 
 
-class TextAdapter(ModelAdapter):
+class TextAdapter(_OptimumFolder, ModelAdapter):
     """Token ids in, and the companions a text model takes: ``attention_mask`` and, where the task
     uses them, ``token_type_ids`` (sentence pairs) or ``position_ids`` (causal LMs), each included
     when the model's ``forward`` takes it (``bind``) or the task spec forces it
@@ -147,6 +166,8 @@ class LanguageModelingAdapter(TextAdapter):
 
     companions = ("attention_mask", "position_ids")
     sequence_outputs = ("logits",)
+    optimum_task = "language_modeling"
+    optimum_options = {"use_cache": False}  # this graph has no cache (kv_cache.py builds the one that has)
 
     def __init__(self, attention_mask: bool = False):
         super().__init__(attention_mask)
@@ -157,6 +178,8 @@ class TextClassificationAdapter(TextAdapter):
     """Token ids in (plus ``attention_mask`` and ``token_type_ids`` when the model takes them, or
     ``input_schema.attention_mask: true``), class logits out."""
 
+    optimum_task = "text_classification"
+
 
 @register_adapter("question_answering")
 class QuestionAnsweringAdapter(TextAdapter):
@@ -165,6 +188,7 @@ class QuestionAnsweringAdapter(TextAdapter):
 
     output_names = ("start_logits", "end_logits")
     sequence_outputs = ("start_logits", "end_logits")
+    optimum_task = "question_answering"
 
 
 @register_adapter("token_classification")
@@ -172,6 +196,7 @@ class TokenClassificationAdapter(TextAdapter):
     """Token classification (NER, tagging): token ids in, ``logits`` ``[batch, sequence, labels]`` out."""
 
     sequence_outputs = ("logits",)
+    optimum_task = "token_classification"
 
 
 @register_adapter("feature_extraction")
@@ -181,3 +206,4 @@ class FeatureExtractionAdapter(TextAdapter):
 
     output_names = ("last_hidden_state",)
     sequence_outputs = ("last_hidden_state",)
+    optimum_task = "feature_extraction"

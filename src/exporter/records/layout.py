@@ -25,8 +25,12 @@ RECORD_NAMES = frozenset({METADATA_FILE, CONFIG_SNAPSHOT_FILE, LOG_FILE, HYDRA_S
 # The model-folder files a text model's build writes beside its graphs for the runtimes that load the
 # folder as it is (ONNX Runtime GenAI, Optimum's ORT classes): copied from the model's folder or written.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                   "tokenizer.model", "added_tokens.json", "chat_template.jinja")
-MODEL_FOLDER_FILES = frozenset({"config.json", "generation_config.json", "genai_config.json", *TOKENIZER_FILES})
+                   "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "added_tokens.json",
+                   "chat_template.jinja")
+# An image model's preprocessing (its image processor), read by Optimum's pipelines beside the graph.
+PREPROCESSOR_FILES = ("preprocessor_config.json",)
+MODEL_FOLDER_FILES = frozenset({"config.json", "generation_config.json", "genai_config.json", *TOKENIZER_FILES,
+                                *PREPROCESSOR_FILES})
 # Files that are code to Python or to a loader: a build never writes one.
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".pyx", ".so", ".dylib", ".dll", ".sh", ".exe")
 
