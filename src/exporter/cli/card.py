@@ -94,7 +94,7 @@ def _on_disk(build: Build, fmt: str, record: Mapping[str, Any]) -> str:
     return "-" if record.get("status") == "failed" else "not recorded"
 
 
-def _snippet_preamble(build: Build, record: Mapping[str, Any]) -> list[str]:
+def _snippet_preamble(build: Build, record: Mapping[str, Any], name: str = "") -> list[str]:
     """Lines that make a load hint run as printed: the folder of a Hugging Face model (``FOLDER``)
     and example inputs of the recorded names, dtypes and shapes (zeros; ones for a mask), as numpy
     arrays for ONNX Runtime and as tensors for the rest."""
@@ -110,7 +110,10 @@ def _snippet_preamble(build: Build, record: Mapping[str, Any]) -> list[str]:
         if model.pop("_target_", None) and all(isinstance(k, str) and not k.startswith("_") and isinstance(v, plain)
                                                for k, v in model.items()):
             lines.append(f"ARGUMENTS = {model!r}  # the model's constructor arguments, from config.yaml")
-    inputs = [i for i in md.get("inputs") or [] if isinstance(i, dict)]
+    # A part of a model exported in parts (``onnx/decoder_model``) takes the inputs its own record names.
+    part = ((md.get("parts") or {}).get(name.partition("/")[2]) or {}) if "/" in name else {}
+    inputs = [i for i in (part.get("inputs") if isinstance(part, dict) and part.get("inputs") else md.get("inputs")) or []
+              if isinstance(i, dict)]
     numpy = "onnxruntime" in hint
     names = list(((record.get("details") or {}).get("input_names")) or []) if numpy else []
     names = names if len(names) == len(inputs) else [str(i.get("name")) for i in inputs]
@@ -122,6 +125,21 @@ def _snippet_preamble(build: Build, record: Mapping[str, Any]) -> list[str]:
         dtype = f"np.{spec['dtype']}" if numpy else f"torch.{spec['dtype']}"
         lines.append(f"{input_variable(name)} = {'np' if numpy else 'torch'}.{fill}({spec['shape']}, dtype={dtype})"
                      "  # an example input: put yours here")
+    # A graph with its key/value cache also takes the past: empty on a first call (past_sequence 0).
+    cache = md.get("cache") if isinstance(md.get("cache"), dict) else {}
+    fed = {str(i.get("name")) for i in inputs}
+    batch = next((i["shape"][0] for i in inputs if i.get("shape")), 1)
+    # (a decoder's cache names its inputs with their shapes; an encoder-decoder's, by pattern only)
+    for spec in cache.get("inputs") or [] if numpy else []:
+        if not isinstance(spec, dict):
+            continue
+        name = str(spec.get("name"))
+        if name in fed or f"'{name}'" not in hint:
+            continue
+        shape = [batch if size == "batch" else 0 if size == "past_sequence" else size for size in spec.get("shape") or []]
+        if all(isinstance(size, int) for size in shape):
+            lines.append(f"{input_variable(name)} = np.zeros({shape}, dtype=np.{spec.get('dtype')})"
+                         "  # the past: empty on a first call")
     return lines
 
 
@@ -247,14 +265,16 @@ def _card(build: Build) -> str:
                 lines.append(f"- {name}: {note}")
     for name, rec in artifacts.items():
         if rec.get("load_hint") and rec.get("status") != "failed":
-            lines += ["", f"## Load {name}", "", "```python", *_snippet_preamble(build, rec), rec["load_hint"], "```"]
+            lines += ["", f"## Load {name}", "", "```python", *_snippet_preamble(build, rec, name), rec["load_hint"], "```"]
         if rec.get("runtimes") and rec.get("status") != "failed":
-            lines += ["", f"## Generate from this folder ({name}, with its key/value cache)", "",
-                      *_runtime_lines(build, rec["runtimes"])]
+            cached = isinstance(md.get("cache"), dict) and name in (md["cache"].get("artifacts") or [])
+            title = "Generate from this folder" if cached else "Run this folder in its runtimes"
+            lines += ["", f"## {title} ({name}{', with its key/value cache' if cached else ''})", "",
+                      *_runtime_lines(build, rec["runtimes"], cached)]
     return "\n".join(lines) + "\n"
 
 
-def _runtime_lines(build: Build, runtimes: Mapping[str, Any]) -> list[str]:
+def _runtime_lines(build: Build, runtimes: Mapping[str, Any], cached: bool) -> list[str]:
     """How each runtime loads the build folder as it is (``ArtifactRecord.runtimes``)."""
     folder = str(build.folder)
     lines = []
@@ -270,12 +290,31 @@ def _runtime_lines(build: Build, runtimes: Mapping[str, Any]) -> list[str]:
         lines += [f"- ONNX Runtime GenAI: no genai_config.json: {genai['skipped']}", ""]
     optimum = runtimes.get("optimum") or {}
     if optimum.get("class"):
-        lines += [f"Optimum (`optimum[onnxruntime]`), `{optimum['class']}`:", "", "```python",
-                  f"from optimum.onnxruntime import {optimum['class']}", "",
-                  f"model = {optimum['class']}.from_pretrained({folder!r}, use_cache=True, use_io_binding=False)",
-                  "tokens = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=32)",
-                  "```"]
+        cls = str(optimum["class"])
+        options = {"use_cache": True} if cached else dict(optimum.get("from_pretrained") or {})
+        arguments = "".join(f", {key}={value!r}" for key, value in {**options, "use_io_binding": False}.items())
+        lines += [f"Optimum (`optimum[onnxruntime]`), `{cls}`:", "", "```python", "import torch",
+                  f"from optimum.onnxruntime import {cls}", "", f"model = {cls}.from_pretrained({folder!r}{arguments})",
+                  *_optimum_call(build, cls), "```"]
     return lines
+
+
+def _optimum_call(build: Build, cls: str) -> list[str]:
+    """A call of an Optimum model on example inputs of the build's recorded names and sizes."""
+    inputs = {str(i.get("name")): i for i in build.metadata.get("inputs") or [] if isinstance(i, dict)}
+    if "pixel_values" in inputs:
+        shape = inputs["pixel_values"].get("shape")
+        return [f"pixel_values = torch.rand({shape})  # your images, preprocessed (preprocessor_config.json, if the "
+                "model's folder had one, is beside the graph)", "outputs = model(pixel_values=pixel_values)",
+                "print({name: tuple(value.shape) for name, value in outputs.items()})"]
+    lines = ["input_ids = torch.tensor([[1, 2, 3]])  # your text's ids (its tokenizer files, if the model's folder had "
+             "them, are beside the graph)", "attention_mask = torch.ones_like(input_ids)"]
+    if cls in ("ORTModelForCausalLM", "ORTModelForSeq2SeqLM"):
+        return lines + ["tokens = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=8, "
+                        "do_sample=False)", "print(tokens[0].tolist())"]
+    extra = ", token_type_ids=torch.zeros_like(input_ids)" if "token_type_ids" in inputs else ""
+    return lines + [f"outputs = model(input_ids=input_ids, attention_mask=attention_mask{extra})",
+                    "print({name: tuple(value.shape) for name, value in outputs.items()})"]
 
 
 def _flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
