@@ -269,9 +269,10 @@ def test_parts_that_do_not_decode_like_the_model_fail_both_and_keep_nothing(tmp_
 def test_when_one_part_fails_the_formats_other_part_is_not_kept(tmp_path):
     from exporter import export_model
 
-    # a tolerance the ONNX encoder meets (max |diff| ~6e-6) and the ONNX decoder does not (~1e-4)
+    # a tolerance the ONNX encoder meets (max |diff| ~6e-6) and the ONNX decoder does not (~1e-4); the
+    # legacy exporter alone (a numerical miss, the dynamo exporter's retry misses too: CI time)
     export_model(_t5(), None, _spec(use_cache=False), tmp_path / "b", formats=["onnx", "torchscript"],
-                 validate={"atol": 2e-5, "rtol": 0.0})
+                 validate={"atol": 2e-5, "rtol": 0.0}, format_options={"onnx": {"backend": "legacy"}})
     md = json.loads((tmp_path / "b" / "metadata.json").read_text())
     assert md["artifacts"]["torchscript/encoder"]["status"] == "ok"
     assert md["artifacts"]["torchscript/decoder"]["status"] == "ok"
