@@ -41,6 +41,9 @@ def test_onnx_dynamic_on_the_shipped_default(tmp_path, cli):
 def test_several_formats_and_lm_stub(tmp_path, cli):
     r = cli("model=lm_stub", "format=[onnx,torchscript,pytorch]", "task_spec.input_schema.max_seq_len=32")
     assert r.returncode == 0, r.stderr
+    # task_spec.use_cache=null on a model without a key/value cache: built as before, without a word about it
+    # (test_kv_cache.py's refusals under use_cache=true rely on this)
+    assert "key/value" not in r.stdout + r.stderr, r.stdout + r.stderr
     build = tmp_path / "exports/lm_stub/onnx+torchscript+pytorch-none"
     assert {"model.onnx", "model.torchscript", "model.pth"} <= {p.name for p in build.iterdir()}
     md = json.loads((build / "metadata.json").read_text())
