@@ -137,6 +137,7 @@ GOLDEN_BUILDS = {
     "pytorch": (GOLDEN_SMALL, "format=pytorch"),
     "onnx+pytorch": (GOLDEN_SMALL, "format=[onnx,pytorch]"),
     "onnx+torchscript+pytorch": (GOLDEN_SMALL, "format=[onnx,torchscript,pytorch]"),
+    "onnx opset 17": (GOLDEN_SMALL, "format.onnx.opset=17"),
 }
 
 

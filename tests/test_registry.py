@@ -66,7 +66,7 @@ def test_the_shipped_formats_are_registered_in_order():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_registered_format_is_a_complete_unit(name, hydra_config_module):
+def test_every_registered_format_is_a_complete_unit(name, hydra_config_module, help_run):
     from hydra import compose
     from hydra.core.config_store import ConfigStore
 
@@ -79,7 +79,7 @@ def test_every_registered_format_is_a_complete_unit(name, hydra_config_module):
     cfg = compose("config", overrides=[f"format={name}"])
     assert cfg.format[name].enabled is True
     # 3. a help line from its own summary
-    help_text = run_cli("--help", cwd=REPO / "tests").stdout
+    help_text = help_run[0].stdout  # `python -m exporter --help`, run once per session (conftest)
     assert re.search(rf"^format={name}\s+{re.escape(cls.summary)}", help_text, re.M)
     for option in fields(cls.options_schema):
         if option.name != "enabled":
@@ -351,8 +351,8 @@ def test_onnx_quantization_exports_the_model_once(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-def test_an_alias_names_its_format_in_help_folders_and_refuses_doubling(tmp_path, cli):
-    help_text = run_cli("--help", cwd=tmp_path).stdout
+def test_an_alias_names_its_format_in_help_folders_and_refuses_doubling(tmp_path, cli, help_run):
+    help_text = help_run[0].stdout  # `python -m exporter --help`, run once per session (conftest)
     assert re.search(r"^format=safetensors\s+model.safetensors", help_text, re.M)
     built = cli("format=safetensors")
     assert built.returncode == 0, built.stderr

@@ -133,7 +133,11 @@ def test_the_dynamo_exporter_writes_one_data_file_too(project):
     assert record["details"]["backend"] == "dynamo" and record["extra_files"][0]["file"] == "model.onnx.data"
 
 
-def test_auto_backend_chooses_by_model_size_and_records_why(project, tied_build):
+def test_auto_backend_chooses_by_model_size_records_why_and_its_dynamo_build_verifies(project, tied_build):
+    """The auto choice; and the dynamo build it makes rebuilds byte-identically: the job rewrites the
+    exporter's file itself (external.write), so the dynamo exporter's builds are as reproducible as
+    the legacy one's, and verify rebuilds in a fresh process and compares bytes (one build serves both:
+    CI time)."""
     record = json.loads((tied_build / "metadata.json").read_text())["artifacts"]["onnx"]  # this model counts as small
     assert record["details"]["backend"] == "legacy" and record["details"]["opset"] == 14
     assert "the legacy exporter (fast and byte-reproducible)" in record["details"]["backend_choice"]
@@ -149,21 +153,13 @@ def test_auto_backend_chooses_by_model_size_and_records_why(project, tied_build)
 
     graph = onnx.load(project / "large" / "model.onnx").graph  # the dynamo exporter keeps one embedding
     assert sum(1 for init in graph.initializer if list(init.dims) in ([2000, 64], [64, 2000])) == 1
+    assert not record.get("extra_files")  # one file, nothing beside it
+    v = run_cli("verify", "large", "--code", ".", cwd=project)  # the setting comes from the build's records
+    assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
     r = run_cli(*ARGS, "format=onnx", "format.onnx.strict_opset=true", "export_dir=strict", cwd=project, env=large)
     record = json.loads((project / "strict" / "metadata.json").read_text())["artifacts"]["onnx"]
     assert r.returncode == 0 and record["details"]["backend"] == "legacy" and record["details"]["opset"] == 14
     assert "but format.onnx.strict_opset=true keeps opset 14" in record["details"]["backend_choice"]
-
-
-def test_a_dynamo_build_rebuilds_byte_identically_and_verifies(project):
-    # The job rewrites the exporter's file itself (external.write), so the dynamo exporter's builds are
-    # as reproducible as the legacy one's: verify rebuilds in a fresh process and compares bytes.
-    r = run_cli(*ARGS, "format=onnx", "format.onnx.opset=18", "export_dir=out", cwd=project)
-    assert r.returncode == 0, r.stderr
-    record = json.loads((project / "out" / "metadata.json").read_text())["artifacts"]["onnx"]
-    assert record["details"]["backend"] == "dynamo" and not record.get("extra_files")  # one file, nothing beside it
-    v = run_cli("verify", "out", "--code", ".", cwd=project)
-    assert v.returncode == 0 and "identical bytes" in v.stdout, v.stdout + v.stderr
 
 
 def _model_with_weights_in_a_file(folder, inline=False):

@@ -54,18 +54,32 @@ def _parts(fmt):
     return CACHED if fmt == "onnx" else ("encoder", "decoder")
 
 
+@pytest.fixture(scope="module")
+def t5_every_format(tmp_path_factory):
+    """T5 exported in every format (ONNX with the cache), once for the tests that read it (CI time)."""
+    from exporter import export_model
+
+    folder = tmp_path_factory.mktemp("t5_every_format") / "b"
+    export_model(_t5(), None, _spec(), folder, formats=FORMATS)
+    return folder
+
+
 @pytest.mark.parametrize("build, formats", [(_t5, FORMATS), (_bart, ["onnx", "pytorch"])], ids=["t5", "bart"])
-def test_parts_in_every_format_with_the_greedy_decoding_check(tmp_path, build, formats):
+def test_parts_in_every_format_with_the_greedy_decoding_check(tmp_path, build, formats, request):
     from exporter import export_model
 
     FORMATS = formats  # noqa: N806 - BART: both layouts (ONNX with the cache, a state dict without); T5: every format
-    export_model(build(), None, _spec(), tmp_path / "b", formats=FORMATS)
-    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    if build is _t5:
+        folder = request.getfixturevalue("t5_every_format")
+    else:
+        folder = tmp_path / "b"
+        export_model(build(), None, _spec(), folder, formats=FORMATS)
+    md = json.loads((folder / "metadata.json").read_text())
     assert md["status"] == "ok"
     # the folder: one file per part and format (ONNX: the three parts with the cache and the files
     # ORTModelForSeq2SeqLM reads beside them), beside the build's records
     expected = {f"{part}.{FILES[fmt]}" for fmt in FORMATS for part in _parts(fmt)}
-    assert {p.name for p in (tmp_path / "b").iterdir()} == expected | {
+    assert {p.name for p in folder.iterdir()} == expected | {
         "metadata.json", "config.yaml", "export.log", "config.json", "generation_config.json"}
     assert [i["name"] for i in md["parts"]["encoder"]["inputs"]] == ["input_ids", "attention_mask"]
     assert [o["name"] for o in md["parts"]["encoder"]["outputs"]] == ["last_hidden_state"]
@@ -115,14 +129,24 @@ def test_parts_in_every_format_with_the_greedy_decoding_check(tmp_path, build, f
     assert md["artifacts"]["onnx/decoder_model"]["runtimes"]["optimum"]["class"] == "ORTModelForSeq2SeqLM"
 
 
-def test_use_cache_false_keeps_the_encoder_and_decoder_and_true_refuses_what_cannot_carry_it(tmp_path):
+@pytest.fixture(scope="module")
+def t5_onnx_without_cache(tmp_path_factory):
+    """T5 exported to ONNX with task_spec.use_cache=false, once for the tests that read it (CI time)."""
+    from exporter import export_model
+
+    folder = tmp_path_factory.mktemp("t5_no_cache") / "b"
+    export_model(_t5(), None, _spec(use_cache=False), folder, formats=["onnx"])
+    return folder
+
+
+def test_use_cache_false_keeps_the_encoder_and_decoder_and_true_refuses_what_cannot_carry_it(
+        tmp_path, t5_onnx_without_cache):
     from exporter import export_model
     from exporter.errors import ConfigError
 
-    export_model(_t5(), None, _spec(use_cache=False), tmp_path / "b", formats=["onnx"])
-    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    md = json.loads((t5_onnx_without_cache / "metadata.json").read_text())
     assert md["status"] == "ok" and sorted(md["artifacts"]) == ["onnx/decoder", "onnx/encoder"] and md["cache"] is None
-    assert {p.name for p in (tmp_path / "b").iterdir()} == {
+    assert {p.name for p in t5_onnx_without_cache.iterdir()} == {
         "encoder.onnx", "decoder.onnx", "metadata.json", "config.yaml", "export.log"}
     with pytest.raises(ConfigError, match="task_spec.use_cache=true: format torchscript cannot carry"):
         export_model(_t5(), None, _spec(use_cache=True), tmp_path / "t", formats=["onnx", "torchscript"])
@@ -131,17 +155,15 @@ def test_use_cache_false_keeps_the_encoder_and_decoder_and_true_refuses_what_can
     assert not (tmp_path / "t").exists() and not (tmp_path / "a").exists()
 
 
-def test_the_greedy_check_catches_parts_that_disagree_with_the_model(tmp_path):
+def test_the_greedy_check_catches_parts_that_disagree_with_the_model(t5_onnx_without_cache):
     import numpy as np
     import onnxruntime as ort
 
-    from exporter import export_model
     from exporter.adapters.seq2seq import Seq2SeqLMAdapter
 
-    export_model(_t5(), None, _spec(use_cache=False), tmp_path / "b", formats=["onnx"])
     runs = {}
     for part in ("encoder", "decoder"):
-        session = ort.InferenceSession(str(tmp_path / "b" / f"{part}.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(t5_onnx_without_cache / f"{part}.onnx"), providers=["CPUExecutionProvider"])
         runs[part] = lambda inputs, s=session: s.run(None, {k: np.asarray(v) for k, v in inputs.items()})
     other = _bart()  # same sizes, other weights: the exported parts do not decode like it
     adapter = Seq2SeqLMAdapter(_spec())
@@ -150,17 +172,15 @@ def test_the_greedy_check_catches_parts_that_disagree_with_the_model(tmp_path):
     assert outcome["artifact_tokens"] != outcome["eager_tokens"]
 
 
-def test_the_cached_check_catches_parts_that_disagree_with_the_model(tmp_path):
+def test_the_cached_check_catches_parts_that_disagree_with_the_model(t5_every_format):
     import numpy as np
     import onnxruntime as ort
 
-    from exporter import export_model
     from exporter.adapters.seq2seq import Seq2SeqLMAdapter
 
-    export_model(_t5(), None, _spec(), tmp_path / "b", formats=["onnx"])
-    runs = {}
+    runs = {}  # the ONNX parts with the cache, of T5's build in every format
     for part in CACHED:
-        session = ort.InferenceSession(str(tmp_path / "b" / f"{part}.onnx"), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(t5_every_format / f"{part}.onnx"), providers=["CPUExecutionProvider"])
         runs[part] = lambda inputs, s=session: s.run(None, {k: np.asarray(v) for k, v in inputs.items()})
     model = _t5()
     adapter = Seq2SeqLMAdapter(_spec())
@@ -269,9 +289,10 @@ def test_parts_that_do_not_decode_like_the_model_fail_both_and_keep_nothing(tmp_
 def test_when_one_part_fails_the_formats_other_part_is_not_kept(tmp_path):
     from exporter import export_model
 
-    # a tolerance the ONNX encoder meets (max |diff| ~6e-6) and the ONNX decoder does not (~1e-4)
+    # a tolerance the ONNX encoder meets (max |diff| ~6e-6) and the ONNX decoder does not (~1e-4); the
+    # legacy exporter alone (a numerical miss, the dynamo exporter's retry misses too: CI time)
     export_model(_t5(), None, _spec(use_cache=False), tmp_path / "b", formats=["onnx", "torchscript"],
-                 validate={"atol": 2e-5, "rtol": 0.0})
+                 validate={"atol": 2e-5, "rtol": 0.0}, format_options={"onnx": {"backend": "legacy"}})
     md = json.loads((tmp_path / "b" / "metadata.json").read_text())
     assert md["artifacts"]["torchscript/encoder"]["status"] == "ok"
     assert md["artifacts"]["torchscript/decoder"]["status"] == "ok"

@@ -114,16 +114,16 @@ def test_the_job_imports_only_what_it_needs(tmp_path, args, job_imports):
     assert set().union(*by_pid.values()) == job_imports - {"torch"}
 
 
-def test_the_tools_own_model_called_directly_builds_what_hydra_builds(tmp_path):
+def test_the_tools_own_model_called_directly_builds_what_hydra_builds(tmp_path, golden):
     """model=simple_cnn is called without Hydra in the job's process; the same class through your own
     _target_ goes through Hydra's instantiate: the same artifacts, byte for byte."""
     (tmp_path / "mine.py").write_text(MINE)
-    for name, extra in (("own", ()), ("hydra", ("model._target_=mine.same_cnn",))):
-        done = run_cli("model=simple_cnn", *extra, "format=[onnx,pytorch]", SMALL, f"hydra.run.dir={name}",
-                       cwd=tmp_path)
-        assert done.returncode == 0, done.stdout + done.stderr
+    own = golden("onnx+pytorch")  # the shipped model=simple_cnn, format=[onnx,pytorch], SMALL (conftest)
+    done = run_cli("model=simple_cnn", "model._target_=mine.same_cnn", "format=[onnx,pytorch]", SMALL,
+                   "hydra.run.dir=hydra", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
     for artifact in ("model.onnx", "model.pth"):
-        assert sha256(tmp_path / "own" / artifact) == sha256(tmp_path / "hydra" / artifact), artifact
+        assert sha256(own / artifact) == sha256(tmp_path / "hydra" / artifact), artifact
 
 
 def test_a_logging_config_of_your_own_is_set_up_by_hydra_in_the_job(tmp_path):

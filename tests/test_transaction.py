@@ -278,8 +278,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_mid_build_is_one_line_and_leaves_the_previous_build(tmp_path, small_disk, cli):
-    assert cli(SMALL, f"hydra.run.dir={small_disk / 'b'}").returncode == 0
+def test_a_full_disk_mid_build_is_one_line_and_leaves_the_previous_build(tmp_path, small_disk, cli, cnn_build):
+    copy_build(cnn_build, small_disk)  # the previous build: SMALL, onnx, seed 0 (conftest's golden build)
     (small_disk / "ballast").write_bytes(b"\0" * 200_000)
     r = cli(SMALL, f"hydra.run.dir={small_disk / 'b'}", "format=[onnx,torchscript,pytorch]", "seed=1")
     assert r.returncode == 2, r.stdout + r.stderr
