@@ -103,6 +103,37 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) 
                           capture_output=True, text=True, timeout=timeout)
 
 
+# Runs each (title, code) of a card in a namespace of its own, in one Python (a Python each would only
+# add start-ups); the first that fails ends it with its title, code and traceback.
+_SNIPPET_RUNNER = ("import contextlib, io, json, sys, traceback\nfor title, code in json.load(sys.stdin):\n    try:\n"
+                   "        with contextlib.redirect_stdout(io.StringIO()):  # what a snippet prints is its own\n"
+                   "            exec(compile(code, title, 'exec'), {'__name__': '__main__'})\n    except Exception:\n"
+                   "        sys.exit(f'{title}:\\n{code}\\n{traceback.format_exc()}')\n    print(title)\n")
+
+
+def run_card_snippets(build: Path, cwd: Path, skip: tuple[str, ...] = ("optimum",)) -> list[str]:
+    """Every ```python block of the build's card, as printed, run in the build folder; the titles of
+    those run (``## Load onnx`` -> ``onnx``; a runtime block by the package it imports). Blocks
+    importing a package in ``skip`` are left out (Optimum cannot be installed beside transformers 5)."""
+    import json
+    import re
+
+    card = run_cli("card", str(build), cwd=cwd)
+    assert card.returncode == 0, card.stderr
+    blocks = []
+    for section, body in re.findall(r"^## (.*?)\n(.*?)(?=^## |\Z)", card.stdout, re.S | re.M):
+        for code in re.findall(r"```python\n(.*?)```", body, re.S):
+            package = next((p for p in ("onnxruntime_genai", "optimum") if f"import {p}" in code
+                            or f"from {p}" in code), None)
+            if package in skip:
+                continue
+            blocks.append((package or section.removeprefix("Load "), code))
+    done = subprocess.run([sys.executable, "-c", _SNIPPET_RUNNER], input=json.dumps(blocks), cwd=build,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, (build.name, done.stderr[-3000:])
+    return done.stdout.split()
+
+
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     """Poll an event (a file appearing, an inode changing), not a clock."""
     import time

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_card_snippets, run_cli
 
 T = pytest.importorskip("transformers")
 
@@ -92,6 +92,9 @@ def test_a_causal_lm_builds_with_its_cache_and_onnx_runtime_genai_generates_eage
     assert "## Generate from this folder (onnx, with its key/value cache)" in card and f"og.Model({str(build)!r})" in card
     assert "generation through the key/value cache (step by step, batch 2 left-padded; greedy 4 tokens) matches eager" \
         in card
+    # what the card prints runs as printed: the graph fed by name (the empty past included), and GenAI on the folder
+    expected = ["onnx", "onnxruntime_genai"] + (["torchscript"] if formats != "onnx" else [])
+    assert sorted(run_card_snippets(build, tmp_path)) == sorted(expected)
 
     # ONNX Runtime GenAI loads the folder as it is and generates eager's greedy tokens.
     model = og.Model(str(build))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_card_snippets, run_cli
 
 from exporter.records import read as records
 from exporter.records.read import MISSING, NOT_RECORDED, OK, BuildUnreadable, files_problems, read_build
@@ -396,7 +396,6 @@ def test_ctrl_c_while_card_or_diff_reads_is_one_line_and_exit_130(copy, tmp_path
 def test_every_snippet_the_card_prints_runs_as_printed(tmp_path, golden):
     """Each "## Load" block of the card, copied as it is into a fresh Python in the build folder:
     onnx, torchscript, the state dict, model.safetensors and model.pt2, and a text model's ONNX."""
-    import re
 
     builds = [golden("onnx+torchscript+pytorch")]
     for args, folder in (([SMALL, "format=[exported_program,safetensors]"], "more"),
@@ -404,16 +403,7 @@ def test_every_snippet_the_card_prints_runs_as_printed(tmp_path, golden):
         r = run_cli(*args, f"export_dir={folder}", cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         builds.append(tmp_path / folder)
-    # Each block in a namespace of its own, one Python per build (a Python each would only add start-ups).
-    runner = ("import json, sys, traceback\nfor title, code in json.load(sys.stdin):\n    try:\n"
-              "        exec(compile(code, title, 'exec'), {'__name__': '__main__'})\n    except Exception:\n"
-              "        sys.exit(f'{title}:\\n{code}\\n{traceback.format_exc()}')\n    print(title)\n")
     ran = []
     for build in builds:
-        card = run_cli("card", str(build), cwd=tmp_path).stdout
-        blocks = re.findall(r"## Load (\S+)\n\n```python\n(.*?)```", card, re.S)
-        done = subprocess.run([sys.executable, "-c", runner], input=json.dumps(blocks), cwd=build, capture_output=True,
-                              text=True, timeout=240)
-        assert done.returncode == 0, (build.name, done.stderr[-3000:])
-        ran += done.stdout.split()
+        ran += run_card_snippets(build, tmp_path)
     assert sorted(ran) == sorted(["onnx", "torchscript", "pytorch", "exported_program", "pytorch", "onnx"]), ran

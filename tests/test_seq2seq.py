@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_card_snippets, run_cli
 
 pytestmark = pytest.mark.slow  # Hugging Face models: run in CI
 transformers = pytest.importorskip("transformers")
@@ -219,6 +219,8 @@ def test_hf_seq2seq_lm_from_the_command_line_and_verify(tmp_path):
     assert ("- onnx: greedy decoding of 4 tokens through the parts and their key/value cache matches eager generate"
             in card.stdout)
     assert "- torchscript: greedy decoding of 4 tokens through the parts matches eager generate" in card.stdout
+    # each part's snippet runs as printed, fed the part's own inputs (the decoder's, the past's)
+    assert sorted(run_card_snippets(build, tmp_path)) == sorted(md["artifacts"]), card.stdout
     v = run_cli("verify", str(build), cwd=tmp_path)
     assert v.returncode == 0, v.stdout + v.stderr
     assert "onnx/decoder_with_past_model" in v.stdout and "identical" in v.stdout
