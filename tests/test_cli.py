@@ -50,16 +50,6 @@ def test_several_formats_and_lm_stub(tmp_path, cli):
     assert md["task_type"] == "language_modeling" and md["input_shape"] == [1, 32]
 
 
-@pytest.mark.slow
-def test_sweep_runs_six_jobs_into_choice_named_folders(tmp_path, cli):
-    r = cli("-m", "format=onnx,torchscript,pytorch", "quantization=none,dynamic", SMALL)
-    assert r.returncode == 0, r.stdout + r.stderr
-    builds = sorted(p.parent.name for p in (tmp_path / "exports" / "simple_cnn").glob("*/metadata.json"))
-    assert builds == ["onnx-dynamic", "onnx-none", "pytorch-dynamic", "pytorch-none",
-                      "torchscript-dynamic", "torchscript-none"]
-    assert "sweep: 6 job(s), 6 ok, 0 failed" in r.stdout
-
-
 def test_sweep_with_a_failing_job_reports_it_and_exits_non_zero(tmp_path, cli):
     r = cli("-m", "format=pytorch", "quantization=none,static", SMALL)
     assert r.returncode != 0

@@ -41,6 +41,14 @@ PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").
 SUBCOMMAND_OPTIONS = {"card": {"-o"}, "diff": {"--format"}, "verify": {"--code"}}
 # Exit status that is the command's answer, not a failure: diff says 1 when the two differ.
 ANSWERS = {"diff": {0, 1}}
+# What a command says it does, checked after it ran (in its folder): the README's sweep, six folders
+# named by their choices and one summary.
+SAYS = {
+    "python -m exporter -m format=onnx,torchscript,pytorch quantization=none,dynamic": lambda folder, out: (
+        sorted(p.parent.name for p in (folder / "exports" / "simple_cnn").glob("*/metadata.json")) == [
+            "onnx-dynamic", "onnx-none", "pytorch-dynamic", "pytorch-none", "torchscript-dynamic", "torchscript-none"]
+        and "sweep: 6 job(s), 6 ok, 0 failed" in out),
+}
 
 
 def commands(page: str) -> list[tuple[str, str]]:
@@ -60,6 +68,7 @@ def commands(page: str) -> list[tuple[str, str]]:
 
 def test_the_pages_have_commands_and_none_writes_a_tilde_for_home():
     every = [c for page in PAGES for c, _ in commands(page)]
+    assert set(SAYS) <= set(every), set(SAYS) - set(every)
     assert len(every) >= 40, len(every)
     assert not [c for c in every if re.search(r"(^|[\s=])~/", c)], [c for c in every if "~/" in c]
 
@@ -110,5 +119,6 @@ def test_every_command_of_the_page_runs_as_written(tmp_path, page, group):
         subcommand = shlex.split(command)[3] if len(shlex.split(command)) > 3 else ""
         assert r.returncode in ANSWERS.get(subcommand, {0}), (page, command, r.stdout[-1500:], r.stderr[-1500:])
         assert "Traceback" not in r.stderr, (page, command, r.stderr[-3000:])
+        assert SAYS.get(command, lambda *_: True)(tmp_path, r.stdout), (page, command, r.stdout[-3000:])
         ran += 1
     assert ran or all(needs for _, needs in groups(page)[group]), page
