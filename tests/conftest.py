@@ -123,11 +123,11 @@ def run_card_snippets(build: Path, cwd: Path, skip: tuple[str, ...] = ("optimum"
     blocks = []
     for section, body in re.findall(r"^## (.*?)\n(.*?)(?=^## |\Z)", card.stdout, re.S | re.M):
         for code in re.findall(r"```python\n(.*?)```", body, re.S):
-            package = next((p for p in ("onnxruntime_genai", "optimum") if f"import {p}" in code
-                            or f"from {p}" in code), None)
+            package = next((p for p in ("onnxruntime_genai", "optimum", "transformers")
+                            if re.search(rf"^(?:import|from) {p}\b", code, re.M)), None)
             if package in skip:
                 continue
-            blocks.append((package or section.removeprefix("Load "), code))
+            blocks.append((section.removeprefix("Load ") if section.startswith("Load ") else package, code))
     done = subprocess.run([sys.executable, "-c", _SNIPPET_RUNNER], input=json.dumps(blocks), cwd=build,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, (build.name, done.stderr[-3000:])

@@ -145,6 +145,9 @@ def test_half_precision_checkpoints_build_in_float32_or_keep_their_dtype(tmp_pat
         assert {record["status"] for record in md["artifacts"].values()} == {"ok"}, md["artifacts"]
         state = torch.load(tmp_path / f"out-{name}" / "model.pth", weights_only=True)
         assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+        # the config beside the graph says what the build holds, not what the checkpoint held
+        config = json.loads((tmp_path / f"out-{name}" / "config.json").read_text())
+        assert {config.get(k) for k in ("dtype", "torch_dtype")} - {None} == {"float32"}, config
     r = run_cli("model=hf_causal_lm", "model.path=bf16", "model.dtype=auto", "format=pytorch",
                 "export_dir=auto", "task_spec.input_schema.max_seq_len=8", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -211,6 +214,18 @@ def test_model_safetensors_loads_with_from_pretrained_and_with_safetensors(tmp_p
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
+    # From the command line, the build folder is one the family's from_pretrained loads as it is
+    from conftest import run_card_snippets, run_cli
+
+    r = run_cli("model=hf", "model.path=saved", "format=safetensors", "export_dir=cli", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    built = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "cli")
+    assert built.lm_head.weight is built.transformer.wte.weight
+    for (name, a), b in zip(model.state_dict().items(), built.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert json.loads((tmp_path / "cli" / "metadata.json").read_text())["artifacts"]["pytorch"]["runtimes"][
+        "transformers"] == {"class": "GPT2LMHeadModel", "files": ["config.json", "model.safetensors"]}
+    assert sorted(run_card_snippets(tmp_path / "cli", tmp_path)) == ["pytorch", "transformers"]
     hint = json.loads(out["metadata"].read_text())["artifacts"]["pytorch"]["load_hint"]
     namespace = {"FOLDER": str(tmp_path / "saved")}
     exec(hint.replace("'model.safetensors'", repr(str(tmp_path / "b" / "model.safetensors"))), namespace)  # noqa: S102

@@ -1,5 +1,6 @@
 """The files a runtime reads beside a Hugging Face model's graph, written into its build (Optimum's
-``ORTModelFor<Task>.from_pretrained(folder)``, ONNX Runtime GenAI): the model's ``config.json`` and
+``ORTModelFor<Task>.from_pretrained(folder)``, ONNX Runtime GenAI, and transformers' own
+``from_pretrained`` beside ``model.safetensors``): the model's ``config.json`` and
 ``generation_config.json``, and its tokenizer or image-processor files, copied from the folder it
 was loaded from (or, for a model built in Python, its config saved)."""
 
@@ -42,6 +43,7 @@ def copy_model_files(model: Any, folder: Any) -> list[str]:
     folder, source = Path(folder), _source_folder(model)
     if source is not None and (Path(source) / "config.json").is_file():
         shutil.copyfile(Path(source) / "config.json", folder / "config.json")
+        _built_dtype(model, folder / "config.json")
     else:
         model.config.to_json_file(str(folder / "config.json"))
     generation = getattr(model, "generation_config", None)
@@ -56,6 +58,32 @@ def copy_model_files(model: Any, folder: Any) -> list[str]:
             tokenizer.append(name)
     return tokenizer
 
+
+
+def _built_dtype(model: Any, config_file: Any) -> None:
+    """A checkpoint saved in one dtype and built in another (``model.dtype``): the copied config says
+    the build's, so that ``from_pretrained`` of the build loads its weights as they are."""
+    import json
+
+    first = next((p for p in model.parameters() if p.is_floating_point()), None) if hasattr(model, "parameters") else None
+    if first is None:
+        return
+    built = str(first.dtype).replace("torch.", "")
+    data = json.loads(config_file.read_text(encoding="utf-8"))
+    keys = [key for key in ("dtype", "torch_dtype") if isinstance(data.get(key), str) and data[key] != built]
+    if keys:
+        data.update({key: built for key in keys})
+        config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def transformers_folder(model: Any, folder: Any, graph_file: str) -> Optional[dict[str, Any]]:
+    """For a transformers model's ``model.safetensors``: its model files beside it, so that the family's
+    ``from_pretrained(build_folder)`` loads the build; the record of that class. None otherwise."""
+    if not graph_file.endswith(".safetensors") or not is_hf_model(model):
+        return None
+    files = copy_model_files(model, folder)
+    return {"transformers": {"class": type(model).__name__, "files": ["config.json", graph_file]},
+            "tokenizer_files": files}
 
 
 def optimum_folder(model: Any, folder: Any, graph_file: str, task_type: str, **options: Any) -> Optional[dict[str, Any]]:

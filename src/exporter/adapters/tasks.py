@@ -23,8 +23,9 @@ def _forward_parameters(model: Any) -> set[str]:
 
 
 class _OptimumFolder:
-    """A transformers model's ONNX build folder that Optimum's ``ORTModelFor<Task>`` loads as it is:
-    ``config.json`` and the tokenizer or image-processor files beside the graph (``model_folder``)."""
+    """A transformers model's ONNX build folder that Optimum's ``ORTModelFor<Task>`` loads as it is, and
+    its ``model.safetensors`` folder that the family's ``from_pretrained`` loads: ``config.json`` and the
+    tokenizer or image-processor files beside the file (``model_folder``)."""
 
     # The task type whose Optimum class runs the folder (model_folder.OPTIMUM_CLASSES); None: none does.
     optimum_task: Optional[str] = None
@@ -32,8 +33,10 @@ class _OptimumFolder:
     optimum_options: Mapping[str, Any] = {}
 
     def runtime_files(self, model: Any, folder: Any, graph_file: str) -> Optional[dict[str, Any]]:
-        from .model_folder import optimum_folder
+        from .model_folder import optimum_folder, transformers_folder
 
+        if graph_file.endswith(".safetensors"):  # the family's from_pretrained loads the build folder
+            return transformers_folder(model, folder, graph_file)
         if self.optimum_task is None:
             return None
         return optimum_folder(model, folder, graph_file, self.optimum_task, **self.optimum_options)

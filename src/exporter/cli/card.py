@@ -101,7 +101,7 @@ def _snippet_preamble(build: Build, record: Mapping[str, Any], name: str = "") -
     md = build.metadata
     hint = str(record.get("load_hint") or "")
     lines = []
-    path = ((build.config.get("model") or {}) if isinstance(build.config, dict) else {}).get("path")
+    path = _model_folder(build, ((build.config.get("model") or {}) if isinstance(build.config, dict) else {}).get("path"))
     if "FOLDER" in hint and isinstance(path, str):
         lines.append(f"FOLDER = {path!r}  # the model folder this build was made from")
     if "(**ARGUMENTS)" in hint:
@@ -163,13 +163,31 @@ def render_card(build: Build) -> str:
                               f"({type(exc).__name__}: {exc})") from None
 
 
-def _weights_line(checkpoint: Any, config: Mapping[str, Any], key_inputs: Mapping[str, Any]) -> str:
+def _model_folder(build: Build, path: Any) -> Any:
+    """``model.path`` as the job read it: a relative one joined to the folder the job ran from (Hydra's
+    ``runtime.cwd`` in the build's ``.hydra/hydra.yaml``), so that a snippet runs in the build folder."""
+    if not isinstance(path, str) or not path or os.path.isabs(os.path.expanduser(path)):
+        return os.path.expanduser(path) if isinstance(path, str) else path
+    try:
+        import yaml
+
+        with open(build.folder / ".hydra" / "hydra.yaml", encoding="utf-8") as f:
+            cwd = ((yaml.safe_load(f) or {}).get("hydra") or {}).get("runtime", {}).get("cwd")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return path
+    return os.path.normpath(os.path.join(cwd, path)) if isinstance(cwd, str) and os.path.isabs(cwd) else path
+
+
+def _weights_line(checkpoint: Any, config: Mapping[str, Any], key_inputs: Mapping[str, Any],
+                  build: Optional[Build] = None) -> str:
     """Where the weights came from: a checkpoint, the model's folder (``model.path``, its files as
     hashed into the build key), or the model as its constructor built it."""
     if checkpoint:
         return f"{checkpoint['path']} (sha256 {checkpoint['sha256'][:16]}...)"
     model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
     folder = model.get("path") or model.get("pretrained_model_name_or_path")
+    if folder and build is not None and model.get("path"):
+        folder = _model_folder(build, folder)
     if folder:
         files = sorted(((key_inputs.get("model_files") or {}).get("files") or {}))
         return f"from the model folder `{folder}`" + (f" ({', '.join(files)})" if files else "")
@@ -189,7 +207,7 @@ def _card(build: Build) -> str:
         *([f"> WARNING: {problem}" for problem in problems] + [""] if problems else []),
         f"- Task: {md.get('task_type')} ({md.get('modality')})",
         f"- Model: `{md.get('model_class')}`, {md.get('parameters', 0):,} parameters",
-        f"- Weights: {_weights_line(checkpoint, build.config, md.get('build_key_inputs') or {})}",
+        f"- Weights: {_weights_line(checkpoint, build.config, md.get('build_key_inputs') or {}, build)}",
         f"- Quantization: {_quantization_line(md)}",
         f"- Built: {md.get('exported_at')} with torch {env.get('torch')}, onnx {env.get('onnx')}, "
         f"onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}",
@@ -288,6 +306,11 @@ def _runtime_lines(build: Build, runtimes: Mapping[str, Any], cached: bool) -> l
                   "print(generator.get_sequence(0))", "```", ""]
     elif genai.get("skipped"):
         lines += [f"- ONNX Runtime GenAI: no genai_config.json: {genai['skipped']}", ""]
+    family = runtimes.get("transformers") or {}
+    if family.get("class"):
+        lines += [f"transformers, `{family['class']}` (config.json beside the weights):", "", "```python",
+                  f"from transformers import {family['class']}", "",
+                  f"model = {family['class']}.from_pretrained({folder!r})", "```", ""]
     optimum = runtimes.get("optimum") or {}
     if optimum.get("class"):
         cls = str(optimum["class"])
