@@ -492,3 +492,8 @@ def test_long_work_shows_its_step_on_a_terminal_and_plain_lines_elsewhere(tmp_pa
     assert r.returncode == 0 and "\x1b[" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert re.search(r"^pytorch: writing the weights \(\d\.\d s so far\)$", r.stdout, re.M), r.stdout
     assert "pytorch: writing the weights (" in (tmp_path / "piped" / "export.log").read_text()
+    for never in ("off", "inf"):  # no lines at all, and no thread that cannot wait that long
+        r = subprocess.run([sys.executable, "-m", "exporter", "model=lm_stub", "format=pytorch", f"export_dir={never}"],
+                           cwd=tmp_path, capture_output=True, text=True, env={**__import__("os").environ,
+                                                                                "EXPORTER_PROGRESS_SECONDS": never})
+        assert r.returncode == 0 and "so far" not in r.stdout and "Traceback" not in r.stderr, r.stdout + r.stderr

@@ -105,12 +105,15 @@ def test_model_hf_names_the_option_it_picks_or_refuses_in_one_line(tmp_path, cap
     options = ("valid options: model=hf_causal_lm, model=hf_seq2seq_lm, model=hf_sequence_classification, "
                "model=hf_question_answering, model=hf_token_classification, model=hf_image_classification")
     for folder, named in ((mlm, "BertForMaskedLM (model_type 'bert')"), (llava, "LlavaForConditionalGeneration "
-                          "(model_type 'llava')"), (both, "GPT2LMHeadModel (hf_causal_lm) and "
-                                                         "GPT2ForSequenceClassification (hf_sequence_classification)")):
+                          "(model_type 'llava')")):
         r = run_cli("model=hf", f"model.path={folder}", cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.splitlines() == [
             f"error: model=hf: {folder} holds {named}, a kind no hf_* option builds; {options}, or your own model "
             "with _target_ (docs/models.md)"], r.stderr
+    r = run_cli("model=hf", f"model.path={both}", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"error: model=hf: {both} holds heads of several kinds, GPT2LMHeadModel (hf_causal_lm) and "
+        "GPT2ForSequenceClassification (hf_sequence_classification): choose the option of the one to build"], r.stderr
     r = run_cli("model=hf", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: model=hf: reads the model's kind from model.path, which "
                                                      "is not given; add model.path=DIR"), r.stderr
@@ -121,13 +124,29 @@ def test_model_hf_names_the_option_it_picks_or_refuses_in_one_line(tmp_path, cap
     assert r.returncode == 2 and r.stderr.splitlines() == [
         f"error: model=hf: the folders of model.path are of 2 kinds (model=hf_seq2seq_lm: {t5}; model=hf_causal_lm: "
         f"{llama}); a sweep builds one kind: sweep each kind with its own option"], r.stderr
-    from exporter.cli.hf_choice import choose_hf_option
+    import os
 
-    other = _config_only(tmp_path / "other", architectures=["MistralForCausalLM"], model_type="mistral")
-    assert choose_hf_option(["-m", "model=lm_stub,hf", f"model.path={llama},{other}", "seed=1,2"]) == [
-        "-m", "model=lm_stub,hf_causal_lm", f"model.path={llama},{other}", "seed=1,2"]
+    from exporter.cli.hf_choice import choose_hf_option
+    from exporter.errors import ConfigError
+
+    # paths as Hydra reads them: quoted, escaped, an interpolation; other overrides kept as they are
+    other = _config_only(tmp_path / "other dir", architectures=["MistralForCausalLM"], model_type="mistral")
+    swept = ["-m", "model=hf", f"model.path={llama},'{other}'", "seed=1,2"]
+    assert choose_hf_option(swept) == ["-m", "model=hf_causal_lm", *swept[2:]]
     assert capsys.readouterr().err == ("model=hf: the 2 folders of model.path hold LlamaForCausalLM, "
                                        "MistralForCausalLM: building them as model=hf_causal_lm\n")
+    os.environ["EXPORTER_TEST_MODELS"] = str(tmp_path)
+    try:
+        for path in (str(other).replace(" ", "\\ "), "${oc.env:EXPORTER_TEST_MODELS}/other dir"):
+            assert choose_hf_option(["model=hf", f"model.path='{path}'" if "$" in path else f"model.path={path}"])[0] \
+                == "model=hf_causal_lm", path
+    finally:
+        del os.environ["EXPORTER_TEST_MODELS"]
+    with pytest.raises(ConfigError, match=r"^model=hf: takes its option from the folder, so it is swept alone"):
+        choose_hf_option(["-m", "model=lm_stub,hf", f"model.path={llama}"])
+    with pytest.raises(ConfigError, match=r"^model.path=glob\(l\*\): model=hf reads each folder before the sweep"):
+        choose_hf_option(["-m", "model=hf", "model.path=glob(l*)"])
+    assert choose_hf_option(["model=hf", "model.path=~/x"]) == ["model=hf", "model.path=~/x"]  # Hydra says why
     (other / "config.json").unlink()
     other.rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["both", "llama", "llava", "mlm", "t5"]
@@ -158,7 +177,8 @@ def test_images_of_any_size_are_dynamic_in_every_format_and_refused_for_a_fixed_
     assert r.returncode == 2 and r.stderr.splitlines() == [
         "error: task_spec.dynamic_image_size=true: the model does not take another image size: on pixel_values "
         "float32[2, 3, 16, 16] it fails in eager PyTorch (ValueError: Input image size (16*16) doesn't match model "
-        "(32*32).); leave task_spec.dynamic_image_size=false for a model of one size"], r.stderr
+        "(32*32).); leave task_spec.dynamic_image_size=false for a model of one size, or give a larger "
+        "task_spec.input_schema.image_size if half of it is too small for the model"], r.stderr
     assert not (tmp_path / "vit").exists()
     r = run_cli("model=lm_stub", "task_spec.dynamic_image_size=true", "export_dir=text", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: task_spec.dynamic_image_size=true: task type "

@@ -447,3 +447,39 @@ def test_a_symlink_to_a_build_folder_is_followed_and_kept(tmp_path, cli, golden)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "store"]
     no_leftovers(tmp_path / "store")
     assert [p.name for p in (tmp_path / "store").iterdir() if not p.name.endswith(".lock")] == ["real"]
+
+
+SWALLOWS_A_SIGNAL = '''
+import os, signal, time
+import torch
+
+class Swallow(torch.nn.Module):
+    """While it is traced, Ctrl-C comes, and the model's code (a library's, say) catches what it raises."""
+    fired = False
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x):
+        if torch.jit.is_tracing() and not Swallow.fired:
+            Swallow.fired = True
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            except BaseException:
+                pass
+        return self.fc(x.flatten(1))
+'''
+
+
+def test_a_signal_a_library_swallows_still_stops_the_build_before_it_is_published(tmp_path):
+    """torch.export's tracing catches what a signal raises inside it: the build still stops as soon
+    as the library returns, and nothing is published."""
+    (tmp_path / "swallow.py").write_text(SWALLOWS_A_SIGNAL)
+    r = run_cli("~model", "+model._target_=swallow.Swallow", "task_spec.input_schema.image_size=[3,8,8]",
+                "format=[torchscript,pytorch]", "export_dir=out", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "interrupted; nothing was published (the folder is as it was before " \
+                                                "this run)", r.stderr
+    assert not (tmp_path / "out").exists()

@@ -195,11 +195,19 @@ def _terminal() -> bool:
         return False
 
 
-def _plain_after() -> float:
+def _plain_after() -> Optional[float]:
+    """Seconds before a step's first plain line: 10 by default; ``off`` (or a value past a day, ``inf``)
+    none at all; a value that is not a number, the default."""
+    value = os.environ.get(PROGRESS_ENV, "10").strip().lower()
+    if value in ("off", "none", "never", "false"):
+        return None
     try:
-        return max(0.0, float(os.environ.get(PROGRESS_ENV, "10")))
+        seconds = float(value)
     except ValueError:
         return 10.0
+    if seconds != seconds:  # nan
+        return 10.0
+    return None if seconds > 86400 else max(0.0, seconds)
 
 
 @contextmanager
@@ -243,6 +251,9 @@ def _plain(what: str) -> Iterator[None]:
 
     started, done = time.monotonic(), threading.Event()
     after = _plain_after()
+    if after is None:
+        yield
+        return
 
     def still() -> None:
         wait = after

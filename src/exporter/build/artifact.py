@@ -13,6 +13,7 @@ from ..files import move_files, ordinary_permissions, sha256_of
 from ..formats.base import as_output_list, to_numpy
 from ..records.tables import artifact_bytes, grouped_outputs, human_bytes
 from .compare import Check, Tolerance, Validation, compare_outputs
+from ..interrupts import Interrupted
 from .folder import INTERRUPTED, BuildTransaction
 from .job import ArtifactRecord, ArtifactResult
 from .quantize import build_quantized, timed
@@ -26,6 +27,13 @@ log = logging.getLogger("exporter")
 # Tracebacks of failed formats: into export.log only, never onto the console.
 trace_log = logging.getLogger("exporter.trace")
 trace_log.propagate = False
+
+
+def _stop_if_asked() -> None:
+    """A signal that came while a library ran (and that it caught: torch.export's tracing catches what
+    is raised inside it) stops the build as soon as the library returns."""
+    if INTERRUPTED:
+        raise Interrupted(INTERRUPTED[-1])
 
 
 def _file_hashes(folder) -> dict[str, tuple[int, str]]:
@@ -59,6 +67,7 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
             with step(f"{name}: {exporter.progress_verb}"):
                 built = timed(work / "build", exporter.filename, ctx, lambda path: exporter.export(ctx, path))
             selection = {}
+        _stop_if_asked()
         runtime_files = getattr(ctx.adapter, "runtime_files", None)
         if callable(runtime_files):  # what a runtime reads beside the graph (a generation-ready folder)
             record.runtimes = runtime_files(job.model, built.folder, exporter.filename) or None
@@ -67,6 +76,7 @@ def build_artifact(plan: "Plan", artifact: "ArtifactPlan", txn: BuildTransaction
         hashes = in_background(_file_hashes, built.folder)
         if job.validate.enabled:
             validation = _validate(artifact, built, tolerance, job)
+            _stop_if_asked()
             if not validation.passed and not ctx.quantized:
                 # The format may know another way (ONNX: the dynamo exporter when legacy baked a size).
                 first_try = built

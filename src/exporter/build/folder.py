@@ -42,7 +42,7 @@ from typing import Callable, Iterator, Optional
 from ..errors import ConfigError, ExportError
 from ..files import name_max, unusable_link
 from ..formats.registry import registered_formats
-from ..interrupts import INTERRUPTED, PUBLISHED, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
+from ..interrupts import INTERRUPTED, PUBLISHED, Interrupted, signals_deferred  # noqa: F401 (INTERRUPTED: for build_artifact)
 from ..records.layout import HYDRA_SUBDIR, LOG_FILE, METADATA_FILE, RECORD_NAMES
 
 log = logging.getLogger("exporter")
@@ -330,6 +330,10 @@ class BuildTransaction:
         into = self.target if into is None else into
         if into != self.target:
             check_target(into)
+        if INTERRUPTED:
+            # A signal a library caught and swallowed (torch.export's tracing catches what is raised in
+            # it) still stops the build: nothing is published after a stop was asked for.
+            raise Interrupted(INTERRUPTED[-1])
         _fsync_tree(self.build)
         with signals_deferred():
             self._swap(into)

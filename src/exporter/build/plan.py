@@ -311,7 +311,8 @@ class Plan:
                     raise ConfigError(
                         f"task_spec.dynamic_image_size=true: the model does not take another image size: on "
                         f"{_describe(inputs)} it fails in eager PyTorch ({first_line(exc, with_type=True)}); "
-                        "leave task_spec.dynamic_image_size=false for a model of one size") from None
+                        "leave task_spec.dynamic_image_size=false for a model of one size, or give a larger "
+                        "task_spec.input_schema.image_size if half of it is too small for the model") from None
                 log.warning("second example input (%s) fails in eager PyTorch (%s); only the first is checked "
                             "and the dynamic axes stay unverified", _describe(inputs), exc)
                 self._second_failure = f"the model fails in eager PyTorch on a second example ({_describe(inputs)})"

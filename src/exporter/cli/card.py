@@ -293,8 +293,9 @@ def _card(build: Build) -> str:
 
 
 def _runtime_lines(build: Build, runtimes: Mapping[str, Any], cached: bool) -> list[str]:
-    """How each runtime loads the build folder as it is (``ArtifactRecord.runtimes``)."""
-    folder = str(build.folder)
+    """How each runtime loads the build folder as it is (``ArtifactRecord.runtimes``), run from inside
+    it as the Load snippets are (``'.'``)."""
+    folder = "."
     lines = []
     genai = runtimes.get("onnxruntime_genai") or {}
     if genai.get("config"):

@@ -31,17 +31,25 @@ def choose_hf_option(args: list[str]) -> list[str]:
         return args
     from ..config.hf_folder import HF_OPTIONS, read_config, task_of
 
-    path_at = _index(args, "model.path")
     listed = ", ".join(f"model={name}" for name in HF_OPTIONS)
+    if len(_values(model)) > 1:
+        raise ConfigError(f"model=hf: takes its option from the folder, so it is swept alone (-m model=hf "
+                          f"model.path=a,b), not beside other model options ({args[model_at]}); sweep those apart")
+    path_at = _index(args, "model.path")
     if path_at is None:
         raise ConfigError(f"model=hf: reads the model's kind from model.path, which is not given; add "
                           f"model.path=DIR (a folder saved with save_pretrained), or choose one of {listed}")
     path = _parse(args[path_at])
-    folders = [_resolved(value) for value in _values(path)] if path is not None else []
+    if path is None:  # Hydra's own one line about the override comes when it composes
+        return args
+    folders = [_resolved(value) for value in _values(path)]
     kinds: dict[str, list[str]] = {}
     named: dict[str, str] = {}
     for folder in folders:
         task, why = task_of(read_config(folder))
+        if task is None and " (hf_" in why:
+            raise ConfigError(f"model=hf: {folder} holds heads of several kinds, {why}: choose the option of the "
+                              "one to build")
         if task is None:
             raise ConfigError(f"model=hf: {folder} holds {why}, a kind no hf_* option builds; valid options: "
                               f"{listed}, or your own model with _target_ (docs/models.md)")
@@ -84,9 +92,15 @@ def _parse(arg: str) -> Any:
 
 
 def _values(override: Any) -> list[str]:
+    """The values of an override as the job reads them (quotes and escapes undone)."""
     if override.is_sweep_override():
-        return [str(value) for value in override.sweep_string_iterator()]
-    return [str(override.get_value_element_as_str())]
+        try:
+            values = list(override.sweep_iterator())
+        except Exception as exc:  # noqa: BLE001 - glob() and other sweeps Hydra expands with its loader
+            raise ConfigError(f"{override.input_line}: model=hf reads each folder before the sweep starts; list "
+                              f"them (model.path=a,b) rather than {type(exc).__name__}: {exc}") from None
+        return [str(getattr(value, "text", value)) for value in values]
+    return [str(override.value())]
 
 
 def _resolved(value: str) -> str:

@@ -17,12 +17,16 @@ def read_config(path: Any) -> dict[str, Any]:
         raise ConfigError(f"model.path: {folder} does not exist; give a folder saved with save_pretrained "
                           "(model.path=DIR)")
     try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"model.path: {folder} holds no config.json; give a folder saved with "
                           "save_pretrained (model.path=DIR)") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.path: cannot read {folder / 'config.json'}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"model.path: {folder / 'config.json'} holds a JSON {type(config).__name__}, not the object "
+                          "save_pretrained writes")
+    return config
 
 
 def config_value(path: Any, keys: str, default: Any = None) -> Any:
@@ -79,7 +83,8 @@ def task_of(config: dict) -> "tuple[str | None, str]":
         >>> task_of({"architectures": ["BertForMaskedLM"], "model_type": "bert"})
         (None, "BertForMaskedLM (model_type 'bert')")
     """
-    architectures = [str(a) for a in config.get("architectures") or []]
+    listed = config.get("architectures") or []
+    architectures = [str(a) for a in (listed if isinstance(listed, list) else [listed])]
     found: dict[str, str] = {}
     for architecture in architectures:
         for suffix, task in HEADS:
