@@ -20,9 +20,10 @@ OPTION = "hf"
 
 
 def choose_hf_option(args: list[str]) -> list[str]:
-    """``args`` with ``model=hf`` (alone or among a sweep's options) replaced by the ``hf_*`` option
-    of the folder(s) ``model.path`` names; ``args`` unchanged when no ``model=hf`` is given.
-    ConfigError when the folder is not a saved model, of no kind an option builds, or of several."""
+    """``args`` with ``model=hf`` replaced by the ``hf_*`` option of the folder(s) ``model.path`` names;
+    ``args`` unchanged when no ``model=hf`` is given. ConfigError when a folder is not a saved model, of
+    no kind an option builds or of several, when the folders are of several kinds, or when ``hf`` is
+    swept beside other model options."""
     model_at = _index(args, "model")
     if model_at is None:
         return args
@@ -67,8 +68,7 @@ def choose_hf_option(args: list[str]) -> list[str]:
         say(f"model=hf: the {len(folders)} folders of model.path hold {', '.join(sorted(set(named.values())))}: "
             f"building them as model={chosen}", 0)
     key = args[model_at].split("=", 1)[0]
-    values = [chosen if value == OPTION else value for value in _values(model)]
-    return [*args[:model_at], f"{key}={','.join(values)}", *args[model_at + 1:]]
+    return [*args[:model_at], f"{key}={chosen}", *args[model_at + 1:]]
 
 
 def _index(args: list[str], key: str) -> Optional[int]:
