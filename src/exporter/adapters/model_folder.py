@@ -59,7 +59,6 @@ def copy_model_files(model: Any, folder: Any) -> list[str]:
     return tokenizer
 
 
-
 def _built_dtype(model: Any, config_file: Any) -> None:
     """A checkpoint saved in one dtype and built in another (``model.dtype``): the copied config says
     the build's, so that ``from_pretrained`` of the build loads its weights as they are."""

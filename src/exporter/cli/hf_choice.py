@@ -30,7 +30,7 @@ def choose_hf_option(args: list[str]) -> list[str]:
     model = _parse(args[model_at])
     if model is None or OPTION not in _values(model):
         return args
-    from ..config.hf_folder import HF_OPTIONS, read_config, task_of
+    from ..config.hf_folder import HF_OPTIONS, heads_of, read_config, task_of
 
     listed = ", ".join(f"model={name}" for name in HF_OPTIONS)
     if len(_values(model)) > 1:
@@ -47,8 +47,9 @@ def choose_hf_option(args: list[str]) -> list[str]:
     kinds: dict[str, list[str]] = {}
     named: dict[str, str] = {}
     for folder in folders:
-        task, why = task_of(read_config(folder))
-        if task is None and " (hf_" in why:
+        config = read_config(folder)
+        task, why = task_of(config)
+        if len(set(heads_of(config).values())) > 1:
             raise ConfigError(f"model=hf: {folder} holds heads of several kinds, {why}: choose the option of the "
                               "one to build")
         if task is None:

@@ -72,6 +72,24 @@ HEADS = (("ForCausalLM", "causal_lm"), ("LMHeadModel", "causal_lm"), ("ForCondit
 HF_OPTIONS = tuple(f"hf_{task}" for task in dict.fromkeys(task for _, task in HEADS))
 
 
+def _architectures(config: dict) -> list[str]:
+    listed = config.get("architectures") or []
+    return [str(a) for a in (listed if isinstance(listed, list) else [listed])]
+
+
+def heads_of(config: dict) -> dict[str, str]:
+    """Each architecture ``config.json`` names whose head an ``hf_*`` option builds -> that option's task."""
+    found: dict[str, str] = {}
+    for architecture in _architectures(config):
+        for suffix, task in HEADS:
+            # ...ForConditionalGeneration is an encoder-decoder only where the config says so
+            # (LLaVA's and Qwen2-VL's generate from images with a decoder alone).
+            if architecture.endswith(suffix) and (task != "seq2seq_lm" or config.get("is_encoder_decoder")):
+                found[architecture] = task
+                break
+    return found
+
+
 def task_of(config: dict) -> "tuple[str | None, str]":
     """The task a saved model's ``config.json`` was built for, and what says so: its
     ``architectures`` (the class ``save_pretrained`` saved), else ``is_encoder_decoder``. None when
@@ -83,16 +101,8 @@ def task_of(config: dict) -> "tuple[str | None, str]":
         >>> task_of({"architectures": ["BertForMaskedLM"], "model_type": "bert"})
         (None, "BertForMaskedLM (model_type 'bert')")
     """
-    listed = config.get("architectures") or []
-    architectures = [str(a) for a in (listed if isinstance(listed, list) else [listed])]
-    found: dict[str, str] = {}
-    for architecture in architectures:
-        for suffix, task in HEADS:
-            # ...ForConditionalGeneration is an encoder-decoder only where the config says so
-            # (LLaVA's and Qwen2-VL's generate from images with a decoder alone).
-            if architecture.endswith(suffix) and (task != "seq2seq_lm" or config.get("is_encoder_decoder")):
-                found[architecture] = task
-                break
+    architectures = _architectures(config)
+    found = heads_of(config)
     kinds = sorted(set(found.values()))
     if len(kinds) == 1:
         return kinds[0], ", ".join(found)
