@@ -299,13 +299,13 @@ def test_a_folder_exchanged_mid_read_is_read_again(copy, monkeypatch):
     real_hash, calls = records._sha256_at, []
     per_read = len(read_build(target).files)  # artifacts and records, each hashed once per read
 
-    def hash_during_a_rebuild(fd, name):
+    def hash_during_a_rebuild(fd, name, *rest):
         calls.append(name)
         if len(calls) == 1:
             # the rebuild publishes over the folder being read, then deletes the build it replaced
             exchange(target, other)
             shutil.rmtree(other)
-        return real_hash(fd, name)
+        return real_hash(fd, name, *rest)
 
     monkeypatch.setattr(records, "_sha256_at", hash_during_a_rebuild)
     build = read_build(target)
@@ -321,11 +321,11 @@ def test_a_folder_exchanged_under_every_read_is_one_clear_error(copy, monkeypatc
     real_hash, calls = records._sha256_at, []
     per_read = len(read_build(target).files)
 
-    def hash_during_rebuilds(fd, name):
+    def hash_during_rebuilds(fd, name, *rest):
         calls.append(name)
         if (len(calls) - 1) % per_read == 0:  # the first file of every attempt
             exchange(target, other)
-        return real_hash(fd, name)
+        return real_hash(fd, name, *rest)
 
     monkeypatch.setattr(records, "_sha256_at", hash_during_rebuilds)
     with pytest.raises(BuildUnreadable, match=r"target: replaced by a rebuild 3 times while being read"):
@@ -337,11 +337,11 @@ def test_a_vanished_file_without_an_exchange_is_missing_not_retried(copy, monkey
     target = copy("target")
     real_hash, calls = records._sha256_at, []
 
-    def hash_after_a_delete(fd, name):
+    def hash_after_a_delete(fd, name, *rest):
         calls.append(name)
         if name == "model.onnx":
             (target / "model.onnx").unlink()
-        return real_hash(fd, name)
+        return real_hash(fd, name, *rest)
 
     monkeypatch.setattr(records, "_sha256_at", hash_after_a_delete)
     files = [(c.file, c.state) for c in read_build(target).files if c.format != records.RECORDS]

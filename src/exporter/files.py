@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Optional
 
 
 def sha256_of(path: Path) -> str:
@@ -17,6 +18,98 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _stat_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+# A file changed this recently when it was hashed is hashed again next time: its timestamps could
+# still move within the file system's granularity (up to 2 s on FAT, 1 s on some network shares)
+# without a change of size, as git's "racily clean" entries are.
+RACY_NS = 2_000_000_000
+
+
+class KnownHashes:
+    """sha256 of files by what ``stat`` says of them, as git's index and Bazel's digest cache keep
+    them: a file whose device, inode, size, modification and change times (nanoseconds) are those it
+    had when it was hashed is not read again. The change time moves with every write, rename into
+    place and ``chmod`` and cannot be set back by hand, so a file rewritten and given its old
+    modification time is still read. A file is only remembered when its ``stat`` was the same before
+    and after it was read, and it had not changed for ``RACY_NS`` when it was.
+
+    One per process (``KNOWN``); entries come from the files this process hashed and from the ones
+    a build folder recorded beside it (exporter.records.stat_cache)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple[int, int, int, int, int], str]] = {}
+        self.read = 0  # files read (hashed), as the "up to date" line reports them
+        self._noting: list[set[str]] = []
+
+    @contextmanager
+    def noting(self) -> Iterator[set[str]]:
+        """The paths of every file hashed (or found known) meanwhile, on any thread."""
+        used: set[str] = set()
+        self._noting.append(used)
+        try:
+            yield used
+        finally:
+            # By identity: two sets noting the same paths are equal.
+            self._noting[:] = [other for other in self._noting if other is not used]
+
+    def sha256(self, path: "str | Path") -> str:
+        key = os.path.abspath(path)
+        known = self._entries.get(key)
+        if known is not None and known[0] == _stat_identity(os.stat(path)):
+            for used in self._noting:
+                used.add(key)
+            return known[1]  # not even opened
+        with open(path, "rb") as f:
+            return self.sha256_open(f, key)
+
+    def sha256_open(self, f: Any, key: str) -> str:
+        """sha256 of the open file ``f`` (at its start), known as ``key`` (its absolute path)."""
+        before = _stat_identity(os.fstat(f.fileno()))
+        for used in self._noting:
+            used.add(key)
+        known = self._entries.get(key)
+        if known is not None and known[0] == before:
+            return known[1]
+        started = time.time_ns()
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+        self.read += 1
+        after = _stat_identity(os.fstat(f.fileno()))
+        if after == before and max(before[3], before[4]) < started - RACY_NS:
+            self._entries[key] = (before, digest.hexdigest())
+        return digest.hexdigest()
+
+    def adopt(self, entries: Mapping[str, Any], written_ns: int) -> None:
+        """Entries read from a record (``{path: [dev, ino, size, mtime_ns, ctime_ns, sha256]}``) written
+        at ``written_ns`` (its own modification time): those of files that had not changed for
+        ``RACY_NS`` by then. A malformed entry is skipped."""
+        for path, entry in entries.items():
+            try:
+                ident = tuple(int(v) for v in entry[:5])
+                digest = str(entry[5])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if len(ident) == 5 and len(digest) == 64 and max(ident[3], ident[4]) < written_ns - RACY_NS:
+                self._entries.setdefault(os.path.abspath(path), (ident, digest))  # type: ignore[arg-type]
+
+    def entries(self, paths: Optional[set[str]] = None) -> dict[str, list[Any]]:
+        """What is known, as ``adopt`` reads it: every entry, or those of ``paths`` (absolute)."""
+        return {path: [*ident, digest] for path, (ident, digest) in sorted(self._entries.items())
+                if paths is None or path in paths}
+
+
+KNOWN = KnownHashes()
+
+
+def sha256_known(path: "str | Path") -> str:
+    """sha256 of ``path``, not read again while ``stat`` says it is unchanged (``KnownHashes``)."""
+    return KNOWN.sha256(path)
 
 
 def unusable_link(path: Path) -> "str | None":
@@ -65,8 +158,9 @@ def ordinary_permissions(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename it into place."""
+def write_text_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Write to a temporary file in the same folder, then rename it into place. ``durable``: flushed
+    to the disk before the rename (a record a crash must not lose; not a sweep's scratch record)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -74,16 +168,17 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", durable)
 
 
 def move_files(source: Path, destination_dir: Path) -> dict[str, Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, first_line, refused_pickle
-from ..files import sha256_of
+from ..files import sha256_known
 
 if TYPE_CHECKING:
     import torch
@@ -100,4 +100,4 @@ def load_checkpoint(model: "torch.nn.Module", path: str | Path) -> dict[str, Any
     if problems:
         raise ConfigError(f"checkpoint: {path} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
-    return {"path": str(path), "sha256": sha256_of(path)}
+    return {"path": str(path), "sha256": sha256_known(path)}

@@ -60,7 +60,8 @@ class BuildLocked(ExportError):
 
 
 # The names a build folder's own take beside it are longer by at most this many bytes: the staging
-# root ``.<name>.staging-<host, 28 at most>-<pid>-<8 random>``, the lock ``.<name>.lock`` and
+# root ``.<name>.staging-<host, 28 at most>-<pid>-<8 random>``, the lock ``.<name>.lock``, the stat cache
+# ``.<name>.stat-cache.json`` and
 # ``<name>.failed``. A name must leave that room under the file system's limit (NAME_MAX).
 _NAME_ROOM = 1 + len(_STAGING) + 28 + 1 + 7 + 1 + 8
 

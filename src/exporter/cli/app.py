@@ -23,8 +23,9 @@ from ..errors import ExportError, first_line
 from ..files import library_litter_noted, remove_library_litter
 from ..interrupts import INTERRUPTED, PUBLISHED, STOP_SIGNALS, Interrupted, python_signal_handlers, raise_interrupted
 from ..process import watchdog
-from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, stop
+from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, record_stats, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
+from .composition import remember_parsed_interpolations
 from .config_store import register_configs
 from .commands import MODE_KEYS, READERS
 from .describe import _refuse_one_format_twice, checked_config, describe, up_to_date
@@ -33,6 +34,7 @@ from .hf_choice import choose_hf_option
 log = logging.getLogger("exporter")
 
 register_configs()
+remember_parsed_interpolations()
 
 
 @hydra.main(config_path="pkg://exporter.conf", config_name="config", version_base="1.3")
@@ -65,7 +67,7 @@ def export_job(cfg: DictConfig) -> dict[str, Any]:
         if PUBLISHED:  # PUBLISHED is this job's alone: the next job starts it afresh
             STARTED["published"] = True
         write_job_record(outcome)
-        if not forked:
+        if not forked and outcome.get("status") != "up to date":
             release_memory()
         return outcome
     # Format errors usually begin with the format's name already ("onnx: ..."): say it once.
@@ -110,7 +112,9 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
     built where exporter.process.dispatch says (``fork``: in a process forked for it)."""
 
     from ..build.folder import check_path
+    from ..files import KNOWN
     from ..process.dispatch import build_described
+    from ..records.stat_cache import adopt as adopt_stat_cache
     from .sweep import claim_folder
 
     from .sweep import task_overrides
@@ -119,11 +123,19 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
     folder = Path(cfg.export_dir)
     check_path(folder)
     checked = checked_config(cfg)  # config errors end the job here, before torch is imported
-    # Nothing to be up to date with: the key is computed beside the model's build, not before it.
-    identity = None if cfg.force or not (folder / "metadata.json").is_file() else identity_of(*checked)
-    claim_folder(folder)
-    if identity is not None and up_to_date(folder, identity):
-        log.info("up to date: %s (build key %s); force=true rebuilds", folder, identity["build_key"][:12])
+    identity = None
+    read_before = KNOWN.read
+    with KNOWN.noting() as hashed:
+        if not cfg.force and (folder / "metadata.json").is_file():
+            # Nothing to be up to date with otherwise: the key is computed beside the model's build.
+            adopt_stat_cache(folder)
+            identity = identity_of(*checked)
+        claim_folder(folder)
+        current = identity is not None and up_to_date(folder, identity)
+    if current:
+        log.info("up to date: %s (build key %s; %d of %d files read, the others unchanged since they were hashed); "
+                 "force=true rebuilds", folder, identity["build_key"][:12], KNOWN.read - read_before, len(hashed))
+        record_stats(folder, identity["build_key"])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
     return build_described(describe(cfg), checked, identity, fork=fork, multirun=multirun)
 

@@ -46,14 +46,17 @@ def checked_config(cfg: DictConfig) -> tuple[dict[str, Any], Optional[str]]:
 
 
 def up_to_date(folder: Path, identity: dict[str, Any]) -> bool:
-    """The folder holds a good build with this key and every file hashes as recorded."""
+    """The folder holds a good build with this key and every file hashes as recorded (a file whose
+    ``stat`` is as it was when last hashed is not read again: exporter.records.stat_cache)."""
     from ..config.build_key import reusable
     from ..records.read import BuildUnreadable, files_problems, read_build
 
     if not reusable(identity["build_key_inputs"]) or not (folder / "metadata.json").is_file():
         return False
+    from ..files import KNOWN
+
     try:
-        build = read_build(folder)
+        build = read_build(folder, known=KNOWN, with_config=False)
     except BuildUnreadable:
         return False
     md = build.metadata

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -40,10 +41,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Optional
 
-from ..files import sha256_of
+from ..files import sha256_known
 from . import environment as settings
 
-KEY_VERSION = 1
+# 2: a model's own code is hashed file by file (so that an unchanged file is not read again).
+KEY_VERSION = 2
 # Where and how a job runs, not what it builds.
 RUN_OPTIONS = ("export_dir", "wait", "force")
 # Every library whose version a build records (metadata.json ``environment``, in this order), and
@@ -66,7 +68,7 @@ def _file_identity(path: Optional[str]) -> Optional[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         return {"missing": str(path)}
-    return {"sha256": sha256_of(file)}
+    return {"sha256": sha256_known(file)}
 
 
 def _folder_identity(path: Any) -> Optional[dict[str, Any]]:
@@ -75,20 +77,23 @@ def _folder_identity(path: Any) -> Optional[dict[str, Any]]:
     if not isinstance(path, str) or not Path(path).expanduser().is_dir():
         return None
     folder = Path(path).expanduser()
-    files = {str(f.relative_to(folder)): sha256_of(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+    files = {str(f.relative_to(folder)): sha256_known(f) for f in sorted(folder.rglob("*")) if f.is_file()}
     return {"files": files, "transformers": library_versions(["transformers"])["transformers"]}
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, Optional[str]]:
     """Installed versions of ``names`` (default: every library in ``LIBRARIES``), None for one not
-    installed; read from package metadata: nothing imported."""
-    out: dict[str, Optional[str]] = {}
-    for dist in names:
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    installed; read from package metadata once per process (a sweep asks for every job): nothing
+    imported."""
+    return {dist: _version(dist) for dist in names}
+
+
+@functools.lru_cache(maxsize=None)
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return None
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -129,7 +134,7 @@ def model_code(target: Optional[str]) -> Optional[dict[str, Any]]:
         files = sorted(Path(top_spec.origin if top_spec and top_spec.origin else origin).parent.glob("*.py"))
     digest = hashlib.sha256()
     for file in files[:_MAX_SOURCE_FILES]:
-        digest.update(str(file.name).encode() + b"\0" + file.read_bytes())
+        digest.update(str(file.name).encode() + b"\0" + sha256_known(file).encode() + b"\0")
     return {"module": module, "sha256": digest.hexdigest(), "files": min(len(files), _MAX_SOURCE_FILES)}
 
 

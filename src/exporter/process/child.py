@@ -80,12 +80,29 @@ class JobDescription:
                 and option_value(self.quantization.mode) != "none")
 
 
-def identity_of(resolved: dict[str, Any], model_target: Optional[str]) -> dict[str, Any]:
-    """The build key of a resolved config and the inputs it hashes."""
-    from ..config.build_key import build_key, key_inputs
+# The files each build key of this process hashed (its inputs), by key: what the stat cache beside
+# the build records of them (exporter.records.stat_cache).
+INPUT_FILES: dict[str, set[str]] = {}
 
-    inputs = key_inputs(resolved, model_target=model_target)
-    return {"build_key": build_key(inputs), "build_key_inputs": inputs}
+
+def identity_of(resolved: dict[str, Any], model_target: Optional[str]) -> dict[str, Any]:
+    """The build key of a resolved config and the inputs it hashes (files whose ``stat`` is as it
+    was when last hashed are not read again: exporter.files.KnownHashes)."""
+    from ..config.build_key import build_key, key_inputs
+    from ..files import KNOWN
+
+    with KNOWN.noting() as used:
+        inputs = key_inputs(resolved, model_target=model_target)
+    key = build_key(inputs)
+    INPUT_FILES.setdefault(key, set()).update(used)
+    return {"build_key": key, "build_key_inputs": inputs}
+
+
+def record_stats(folder: "str | Path", key: Optional[str]) -> None:
+    """The stat cache beside the build in ``folder``: its inputs' (build key ``key``) and its own files'."""
+    from ..records.stat_cache import record
+
+    record(Path(folder), INPUT_FILES.get(key or "", ()))
 
 
 def identity_in_background(checked: tuple[dict[str, Any], Optional[str]]) -> Callable[[], dict[str, Any]]:
@@ -152,6 +169,7 @@ def build(description: JobDescription, checked: tuple[dict[str, Any], Optional[s
             log.info("%s", note)
         job = build_job(description, identity or identity_in_background(checked))
         result = run_export(job)
+    record_stats(result.export_dir, result.metadata.get("build_key"))
     log.info("\nbuild: %s (%s)", result.export_dir, result.metadata["status"])
     outcome = {"status": result.metadata["status"], "export_dir": str(result.export_dir),
                "errors": {n: a.record.problem for n, a in result.artifacts.items() if a.status != "ok"}}

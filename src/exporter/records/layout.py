@@ -22,6 +22,16 @@ HYDRA_SUBDIR = ".hydra"
 # What a build folder holds besides the files its records list.
 RECORD_NAMES = frozenset({METADATA_FILE, CONFIG_SNAPSHOT_FILE, LOG_FILE, HYDRA_SUBDIR})
 
+
+def stat_cache_path(folder: "str | os.PathLike[str]") -> str:
+    """Where the tool notes, beside a build folder and no part of it (as its lock), what ``stat``
+    said of the files the build was last checked by (exporter.records.stat_cache):
+    ``exports/m/onnx-none`` -> ``exports/m/.onnx-none.stat-cache.json``; beside the folder a
+    symbolic link points to, as the folder's lock is."""
+    path = os.path.realpath(folder) if os.path.islink(folder) else os.path.abspath(folder)
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}.stat-cache.json")
+
 # The model-folder files a text model's build writes beside its graphs for the runtimes that load the
 # folder as it is (ONNX Runtime GenAI, Optimum's ORT classes): copied from the model's folder or written.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",

@@ -65,8 +65,12 @@ class Build:
         return [check for check in self.files if check.format == fmt]
 
 
-def read_build(folder: Union[str, Path]) -> Build:
+def read_build(folder: Union[str, Path], known: Any = None, with_config: bool = True) -> Build:
     """Read ``folder``'s metadata.json and config.yaml and re-hash every file metadata.json records.
+
+    ``known`` (a ``exporter.files.KnownHashes``): a file whose ``stat`` is unchanged since it was last
+    hashed is not read again (the "up to date" check; ``verify``, ``card`` and ``diff`` read every
+    byte). ``with_config=False`` leaves config.yaml unparsed (``Build.config`` is empty).
 
     Raises ``BuildUnreadable`` when the records cannot be read. A missing or modified artifact is not an
     error here: it is the ``state`` of its ``FileCheck``, and ``files_problems`` words it.
@@ -76,7 +80,7 @@ def read_build(folder: Union[str, Path]) -> Build:
         fd = _open_folder(folder)
         try:
             try:
-                build = _read_at(fd, folder)
+                build = _read_at(fd, folder, known, with_config)
             except BuildUnreadable:
                 # A file that vanished mid-read is the old build being deleted after an exchange, not a broken build.
                 if _replaced(fd, folder):
@@ -184,12 +188,13 @@ def _opener(fd: int):
     return opener
 
 
-def _read_at(fd: int, folder: Path) -> Build:
+def _read_at(fd: int, folder: Path, known: Any = None, with_config: bool = True) -> Build:
     metadata = _metadata_at(fd, folder)
-    config = _config_at(fd, folder)
-    files = tuple(check for fmt, record in metadata["artifacts"].items() for check in _checks(fd, folder, fmt, record))
+    config = _config_at(fd, folder) if with_config else {}
+    files = tuple(check for fmt, record in metadata["artifacts"].items()
+                  for check in _checks(fd, folder, fmt, record, known))
     # The build's other records (config.yaml, export.log, .hydra/) are hashed too, where it lists them.
-    files += tuple(_check(fd, folder, RECORDS, {"file": name, "sha256": sha256})
+    files += tuple(_check(fd, folder, RECORDS, {"file": name, "sha256": sha256}, known)
                    if Path(name).parts[0] in RECORD_NAMES and not name.lower().endswith(CODE_SUFFIXES)
                    else FileCheck(RECORDS, name, sha256, None, FOREIGN)
                    for name, sha256 in (metadata.get("records") or {}).items())
@@ -369,7 +374,7 @@ def _config_at(fd: int, folder: Path) -> dict[str, Any]:
     return parse_config(raw, path)
 
 
-def _checks(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> list[FileCheck]:
+def _checks(fd: int, folder: Path, fmt: str, record: Mapping[str, Any], known: Any = None) -> list[FileCheck]:
     """The artifact file of one format record, then any extra files (external data) it lists."""
     artifact = record.get("file")
     if record.get("sha256") is None:
@@ -377,16 +382,16 @@ def _checks(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> list[
     elif not written_by_a_build(str(artifact), str(artifact)):
         checks = [FileCheck(fmt, artifact, record.get("sha256"), record.get("bytes"), FOREIGN)]
     else:
-        checks = [_check(fd, folder, fmt, record)]
-    return checks + [_check(fd, folder, fmt, extra) if written_by_a_build(extra["file"], artifact)
+        checks = [_check(fd, folder, fmt, record, known)]
+    return checks + [_check(fd, folder, fmt, extra, known) if written_by_a_build(extra["file"], artifact)
                      else FileCheck(fmt, extra["file"], extra.get("sha256"), extra.get("bytes"), FOREIGN)
                      for extra in record.get("extra_files") or []]
 
 
-def _check(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> FileCheck:
+def _check(fd: int, folder: Path, fmt: str, record: Mapping[str, Any], known: Any = None) -> FileCheck:
     name, recorded = record["file"], record["sha256"]
     try:
-        actual = _sha256_at(fd, name)
+        actual = _sha256_at(fd, name, known, os.path.abspath(folder / name))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         return FileCheck(fmt, name, recorded, record.get("bytes"), MISSING,
                          "" if isinstance(exc, FileNotFoundError) else "a folder in its place")
@@ -399,10 +404,13 @@ def _check(fd: int, folder: Path, fmt: str, record: Mapping[str, Any]) -> FileCh
     return FileCheck(fmt, name, recorded, record.get("bytes"), state)
 
 
-def _sha256_at(fd: int, name: str) -> str:
-    """sha256 of the file ``name`` inside the directory ``fd``, read in 1 MiB blocks."""
+def _sha256_at(fd: int, name: str, known: Any = None, key: str = "") -> str:
+    """sha256 of the file ``name`` inside the directory ``fd``, read in 1 MiB blocks (``known``:
+    not read when its ``stat`` is that of its last hash)."""
     digest = hashlib.sha256()
     with open(name, "rb", opener=_opener(fd)) as f:
+        if known is not None:
+            return known.sha256_open(f, key)
         for block in iter(lambda: f.read(_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
