@@ -130,7 +130,7 @@ def test_each_job_of_a_sweep_is_composed_once_under_the_basic_launcher(tmp_path)
 
 
 def test_the_sweep_picture_is_drawn_again_only_when_it_changes(tmp_path):
-    sweep = (*SMALL, "-m", "seed=0,1")
+    sweep = ("-m", *SMALL, "seed=0,1")
     r = run_cli(*sweep, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     png = tmp_path / "exports" / "sweep_summary.png"
@@ -148,3 +148,123 @@ def test_no_picture_for_more_bars_than_it_can_show(tmp_path):
 
     bars = [(f"job {i}", 1.0, 0.0) for i in range(MAX_PLOTTED + 1)]
     assert _plot(bars, tmp_path / "p.png") is False and not (tmp_path / "p.png").exists()
+
+
+# ---------------------------------------------------------------- the shared build cache
+
+def _cache_env(cache: Path) -> dict[str, str]:
+    return {"EXPORTER_CACHE_DIR": str(cache)}
+
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted(p for p in (cache / "exporter-cache-v1").glob("??/*") if p.is_dir())
+
+
+def test_a_build_from_the_cache_is_the_stored_bytes_and_describes_its_own_job(tmp_path):
+    from exporter.records.read import files_problems, read_build
+
+    cache, first, second = tmp_path / "cache", tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    args = (*SMALL, "format=[onnx,pytorch]", "hydra.run.dir=b")
+    built = run_cli(*args, cwd=first, env=_cache_env(cache))
+    assert built.returncode == 0 and "cache: stored as" in built.stdout, built.stdout + built.stderr
+    (entry,) = _entries(cache)
+    restored = run_cli(*args, cwd=second, env=_cache_env(cache))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"restored from cache: {second / 'b'}" in restored.stdout, restored.stdout
+    for name in ("model.onnx", "model.pth"):
+        assert (second / "b" / name).read_bytes() == (first / "b" / name).read_bytes()
+    build = read_build(second / "b")
+    assert files_problems(build) == []
+    md, original = build.metadata, json.loads((first / "b" / "metadata.json").read_text())
+    assert md["build_key"] == original["build_key"] == entry.name
+    assert md["restored_from"]["build_key"] == entry.name
+    assert md["restored_from"]["exported_at"] == original["exported_at"] != md["exported_at"]
+    assert md["config"]["cwd"] == str(second) and "restored from the build cache" in (second / "b" / "export.log").read_text()
+    # No cache option is part of the build key: the same build without a cache has the same key.
+    plain = run_cli(*args, "cache.dir=null", cwd=tmp_path)
+    assert json.loads((tmp_path / "b" / "metadata.json").read_text())["build_key"] == md["build_key"], plain.stderr
+    # verify rebuilds it from its records (never from the cache) and finds the same bytes.
+    verified = run_cli("verify", "b", cwd=second, env=_cache_env(cache))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert len(_entries(cache)) == 1
+
+
+def test_a_damaged_or_foreign_entry_is_refused_and_rebuilt(tmp_path):
+    cache = tmp_path / "cache"
+    args = (*SMALL, "hydra.run.dir=b")
+    (tmp_path / "a").mkdir(), (tmp_path / "c").mkdir(), (tmp_path / "d").mkdir()
+    assert run_cli(*args, cwd=tmp_path / "a", env=_cache_env(cache)).returncode == 0
+    (entry,) = _entries(cache)
+    stored = entry / "build" / "model.pth"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    r = run_cli(*args, cwd=tmp_path / "c", env=_cache_env(cache))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is refused (model.pth does not hash as its record says (damaged))" in r.stdout + r.stderr
+    assert "restored from cache" not in r.stdout and "cache: stored as" in r.stdout
+    assert (tmp_path / "c" / "b" / "model.pth").read_bytes() == (tmp_path / "a" / "b" / "model.pth").read_bytes()
+    assert (entry / "build" / "model.pth").read_bytes() == (tmp_path / "a" / "b" / "model.pth").read_bytes()
+    # An entry without the tool's mark (another tool's folder under the same name) is no build of ours.
+    (entry / "entry.json").write_text(json.dumps({"tool": "something-else", "build_key": entry.name}))
+    r = run_cli(*args, cwd=tmp_path / "d", env=_cache_env(cache))
+    assert r.returncode == 0 and "is refused (entry.json is not this tool's mark" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "restored from cache" not in r.stdout
+
+
+def test_cache_read_write_and_max_bytes(tmp_path):
+    cache = tmp_path / "cache"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    # A build that did not end ok is not stored (here: outputs off by more than nothing, not strict).
+    r = run_cli("task_spec.input_schema.image_size=[3,16,16]", "hydra.run.dir=m", "validate.atol=0", "validate.rtol=0",
+                "validate.strict=false", cwd=tmp_path / "a", env=_cache_env(cache))
+    assert "status mismatch" in r.stderr and not _entries(cache), r.stdout + r.stderr
+    r = run_cli(*SMALL, "hydra.run.dir=x", "cache.write=false", cwd=tmp_path / "a", env=_cache_env(cache))
+    assert r.returncode == 0 and not _entries(cache), r.stdout + r.stderr
+    r = run_cli(*SMALL, "hydra.run.dir=x", cwd=tmp_path / "a", env=_cache_env(cache))  # up to date: nothing built
+    assert "up to date" in r.stdout and not _entries(cache)
+    r = run_cli(*SMALL, "hydra.run.dir=x", "force=true", cwd=tmp_path / "a", env=_cache_env(cache))
+    assert "cache: stored as" in r.stdout and len(_entries(cache)) == 1, r.stdout + r.stderr
+    r = run_cli(*SMALL, "hydra.run.dir=x", "cache.read=false", cwd=tmp_path / "b", env=_cache_env(cache))
+    assert r.returncode == 0 and "restored" not in r.stdout and "build:" in r.stdout, r.stdout
+    # A second build; a limit below the two: the least recently used goes.
+    (first,) = _entries(cache)
+    size = json.loads((first / "entry.json").read_text())["bytes"]
+    r = run_cli(*SMALL, "hydra.run.dir=y", "seed=1", f"cache.max_bytes={size + size // 2}", cwd=tmp_path / "a",
+                env=_cache_env(cache))
+    assert r.returncode == 0 and f"cache: evicted {first.name[:12]}" in r.stdout, r.stdout + r.stderr
+    assert [e.name for e in _entries(cache)] != [first.name] and len(_entries(cache)) == 1
+    r = run_cli(*SMALL, "hydra.run.dir=z", "cache.max_bytes=-1", cwd=tmp_path / "a", env=_cache_env(cache))
+    assert r.returncode == 2 and "cache.max_bytes" in r.stderr, r.stderr
+
+
+def test_a_sweep_marks_the_jobs_it_restored(tmp_path):
+    cache = tmp_path / "cache"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    sweep = ("-m", *SMALL, "seed=0,1")
+    assert run_cli(*sweep, cwd=tmp_path / "a", env=_cache_env(cache)).returncode == 0
+    r = run_cli(*sweep, cwd=tmp_path / "b", env=_cache_env(cache))
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((tmp_path / "b" / "exports" / "sweep_summary.json").read_text())
+    assert [job["status"] for job in summary["records"]] == ["restored", "restored"]
+    assert summary["ok"] == 2 and summary["failed"] == 0
+
+
+def test_two_machines_storing_one_key_at_once_leave_one_sound_entry(tmp_path):
+    cache = tmp_path / "cache"
+    procs = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, **_cache_env(cache),
+               "EXPORTER_CACHE_DIR": str(cache)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "exporter", *SMALL, "hydra.run.dir=b", "cache.read=false"],
+                                      cwd=tmp_path / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, out + err
+    assert len(_entries(cache)) == 1 and not list((cache / "exporter-cache-v1" / "tmp").iterdir())
+    (tmp_path / "d").mkdir()
+    r = run_cli(*SMALL, "hydra.run.dir=b", cwd=tmp_path / "d", env=_cache_env(cache))
+    assert "restored from cache" in r.stdout, r.stdout + r.stderr

@@ -111,6 +111,7 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
     """The job's steps in this process: checked, its build key, up to date or not, described; then
     built where exporter.process.dispatch says (``fork``: in a process forked for it)."""
 
+    from ..build.cache import CacheSettings, store
     from ..build.folder import check_path
     from ..files import KNOWN
     from ..process.dispatch import build_described
@@ -137,7 +138,44 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
                  "force=true rebuilds", folder, identity["build_key"][:12], KNOWN.read - read_before, len(hashed))
         record_stats(folder, identity["build_key"])
         return {"status": "up to date", "export_dir": str(folder), "errors": {}}
-    return build_described(describe(cfg), checked, identity, fork=fork, multirun=multirun)
+    cache = CacheSettings.of(checked[0].get("cache"))
+    description = describe(cfg)
+    if cache.dir is not None and cache.read and not cfg.force:
+        identity = identity or identity_of(*checked)
+        restored = _restored(cache, identity, folder, description)
+        if restored is not None:
+            return restored
+    outcome = build_described(description, checked, identity, fork=fork, multirun=multirun)
+    if cache.dir is not None and cache.write and outcome.get("status") == "ok" and not outcome.get("kept"):
+        stored = store(cache, Path(outcome["export_dir"]))
+        if stored is not None:
+            log.info("cache: stored as %s in %s", stored[:12], cache.dir)
+    return outcome
+
+
+def _restored(cache: Any, identity: dict[str, Any], folder: Path, description: Any) -> "dict[str, Any] | None":
+    """The job's outcome when the build cache holds its build and it was restored into ``folder``."""
+    from ..build.cache import restore
+    from ..config.build_key import reusable
+    from ..records.layout import CONFIG_SNAPSHOT_FILE
+
+    if not reusable(identity["build_key_inputs"]):
+        return None
+    key = identity["build_key"]
+    described: dict[str, Any] = {"config": description.origin, **description.provenance}
+    checkpoint = identity["build_key_inputs"].get("checkpoint")
+    if description.checkpoint and isinstance(checkpoint, dict):
+        described["checkpoint"] = {"path": str(description.checkpoint), **checkpoint}
+    metadata = restore(cache, key, folder, records={CONFIG_SNAPSHOT_FILE: description.snapshot_yaml,
+                                                   **description.hydra_files},
+                       described=described, wait=description.wait)
+    if metadata is None:
+        return None
+    origin = metadata["restored_from"]
+    log.info("restored from cache: %s (build key %s, built %s on %s); cache.read=false builds it here", folder,
+             key[:12], origin.get("exported_at"), origin.get("host"))
+    record_stats(folder, key)
+    return {"status": "restored", "export_dir": str(folder), "errors": {}}
 
 
 def _remove_if_empty(folder: Path) -> None:

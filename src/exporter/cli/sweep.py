@@ -287,7 +287,7 @@ class SweepSummary(Callback):
             return
         jobs = collect(sweep_dir, sweep_id)
         shutil.rmtree(sweep_dir / f".sweep-{sweep_id}", ignore_errors=True)
-        failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date", "mismatch", "unchecked"))
+        failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date", "restored", "mismatch", "unchecked"))
         expected = getattr(self, "expected", None)
         missing = (expected - len(jobs)) if expected is not None and expected > len(jobs) else 0
         shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()

@@ -26,8 +26,9 @@ from ..records.tables import table
 
 BYTE_NOTE = ("bytes compared: the shipped formats rebuild byte-identically in a fresh process, except where a "
              "format records a content hash: TorchScript built after other traces in one process (a later job "
-             "of a joblib worker, or of the Python API in a loop) and strict "
-             "torch.export programs (they hold Python object ids) are compared by that hash")
+             "of a joblib worker, or of the Python API in a loop) or with the model's code installed at another "
+             "path (a build restored from the cache: its debug records name the source files where it was built) "
+             "and strict torch.export programs (they hold Python object ids) are compared by that hash")
 
 
 @contextmanager
@@ -320,8 +321,9 @@ def _verdict(build: Build, fmt: str, recorded: dict[str, Any], rebuilt: dict[str
         return "identical bytes" + (f" (with {', '.join(str(n) for n, _ in extras)})" if extras else ""), True
     content = (recorded.get("details") or {}).get("content_sha256")
     if content and content == (rebuilt.get("details") or {}).get("content_sha256"):
-        return ("identical content (the bytes differ only in what the process numbers or addresses: TorchScript "
-                "class numbers, object ids in a strict torch.export program)"), True
+        return ("identical content (the bytes differ only in what the process numbers or addresses, or where it "
+                "found the code: TorchScript class numbers and the source paths of its debug records, object ids in "
+                "a strict torch.export program)"), True
     return "DIFFERS" + (auto_choice_differs(recorded, rebuilt) or ""), False
 
 

@@ -4,7 +4,7 @@ Two builds with the same key are the same build, so a job whose key equals the o
 folder (and whose files still hash as recorded) has nothing to do. What goes in, and why:
 
 - the resolved config, without the keys that only say where or how the job runs (``export_dir``,
-  ``wait``, ``force``) and without the options of formats the job does not build;
+  ``wait``, ``force``, ``cache``) and without the options of formats the job does not build;
 - the checkpoint's sha256 in place of its path (a moved file is the same weights; an overwritten
   one is not), and likewise the calibration ``.npz`` file's sha256 and, for a model loaded from a
   folder (``model.path``, the ``hf_*`` options), every file's sha256 and the transformers version;
@@ -47,7 +47,7 @@ from . import environment as settings
 # 2: a model's own code is hashed file by file (so that an unchanged file is not read again).
 KEY_VERSION = 2
 # Where and how a job runs, not what it builds.
-RUN_OPTIONS = ("export_dir", "wait", "force")
+RUN_OPTIONS = ("export_dir", "wait", "force", "cache")
 # Every library whose version a build records (metadata.json ``environment``, in this order), and
 # whether it is keyed: True for those that shape the artifact bytes, whose versions are in the build
 # key too. transformers is recorded (the code a Hugging Face model folder runs); a model folder's key

@@ -181,6 +181,22 @@ class ValidateConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The shared build cache (docs/sweeps.md): finished builds by build key, in a folder that many
+    machines may share. No option here enters the build key."""
+
+    # The cache folder (local, or on a shared file system); null: no cache. EXPORTER_CACHE_DIR sets
+    # it for every run (a CI job, a cluster's nodes).
+    dir: Optional[str] = "${oc.env:EXPORTER_CACHE_DIR,null}"
+    # Restore a build the cache holds instead of building it.
+    read: bool = True
+    # Store each build that ends ok.
+    write: bool = True
+    # Past this many bytes, the least recently used builds are evicted (null: no limit).
+    max_bytes: Optional[int] = field(default=None, metadata={"min": 0})
+
+
+@dataclass
 class ExportConfig:
     """The whole export job (``conf/config.yaml`` composes onto this)."""
 
@@ -206,3 +222,5 @@ class ExportConfig:
     wait: bool = True
     # Rebuild even when the folder already holds a build with the same build key (docs/sweeps.md).
     force: bool = False
+    # The shared build cache: restore a build made elsewhere from the same inputs (docs/sweeps.md).
+    cache: CacheConfig = field(default_factory=CacheConfig)

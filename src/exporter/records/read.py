@@ -93,6 +93,17 @@ def read_build(folder: Union[str, Path], known: Any = None, with_config: bool = 
     raise BuildUnreadable(f"{folder}: replaced by a rebuild {ATTEMPTS} times while being read; try again")
 
 
+def read_metadata(folder: Union[str, Path]) -> dict[str, Any]:
+    """``folder``'s metadata.json, checked for the shape this tool writes (no file is hashed);
+    ``BuildUnreadable`` otherwise."""
+    folder = Path(folder)
+    fd = _open_folder(folder)
+    try:
+        return _metadata_at(fd, folder)
+    finally:
+        os.close(fd)
+
+
 def files_problems(build: Build) -> list[str]:
     """One line per file that is missing or whose bytes differ from its record in metadata.json."""
     lines = []
