@@ -18,7 +18,7 @@ from exporter.formats import export_schema, formats_schema
 from exporter.formats.onnx import OnnxFormatConfig
 from exporter.cli.config_store import check_config, check_known_keys, unknown_keys
 from exporter.config.checks import check_values, valid_range
-from exporter.config.schema import CalibrationConfig, ExportConfig, QuantizationConfig, ValidateConfig
+from exporter.config.schema import CacheConfig, CalibrationConfig, ExportConfig, QuantizationConfig, ValidateConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -40,6 +40,7 @@ BOUNDS = [
     (OnnxFormatConfig, "opset", "format.onnx.", 24, 23, "7 to 23"),
     (ExportConfig, "seed", "", -1, 0, "0 to 4294967295"),
     (ExportConfig, "seed", "", 2**32, 2**32 - 1, "0 to 4294967295"),
+    (CacheConfig, "max_bytes", "cache.", -1, 0, ">= 0"),
 ]
 
 

@@ -158,8 +158,10 @@ class LocalStore:
                 continue
 
 
-def _copy_hashed(source: Path, target: Path) -> str:
-    """Copy ``source`` (a regular file, not a link) to ``target``; the sha256 of the bytes copied."""
+def _copy_hashed(source: Path, target: Path, durable: bool = True) -> str:
+    """Copy ``source`` (a regular file, not a link) to ``target``; the sha256 of the bytes copied.
+    ``durable``: flushed to the disk here (a restore's files are, with the rest of the build, as it
+    is published)."""
     import errno
     import stat
 
@@ -177,8 +179,9 @@ def _copy_hashed(source: Path, target: Path) -> str:
             for block in iter(lambda: src.read(_BLOCK), b""):
                 digest.update(block)
                 dst.write(block)
-            dst.flush()
-            os.fsync(dst.fileno())
+            if durable:
+                dst.flush()
+                os.fsync(dst.fileno())
     ordinary_permissions(target)
     return digest.hexdigest()
 
@@ -299,7 +302,7 @@ def restore(settings: CacheSettings, key: str, target: Path, *, records: Mapping
             if lost_formats(txn.previous_build(), stored):
                 return None
             for name, recorded in files.items():
-                if _copy_hashed(source / name, txn.build / name) != recorded:
+                if _copy_hashed(source / name, txn.build / name, durable=False) != recorded:
                     raise CacheRefused(f"{name} does not hash as its record says (damaged)")
             metadata = _describe_restored(stored, key, mark, described)
             log_text = (f"restored from the build cache {settings.dir} (build key {key}), built "

@@ -23,7 +23,7 @@ from ..errors import ExportError, first_line
 from ..files import library_litter_noted, remove_library_litter
 from ..interrupts import INTERRUPTED, PUBLISHED, STOP_SIGNALS, Interrupted, python_signal_handlers, raise_interrupted
 from ..process import watchdog
-from ..process.child import SHOW_TRACEBACKS, identity_of, job_outcome, record_stats, stop
+from ..process.child import SHOW_TRACEBACKS, USER_FULL_ERROR_ENV, identity_of, job_outcome, record_stats, stop
 from ..process.resolvers import build_name, model_name  # noqa: F401 (part of the command line's API)
 from .composition import remember_parsed_interpolations
 from .config_store import register_configs
@@ -215,6 +215,7 @@ def main() -> None:
         except (Interrupted, KeyboardInterrupt) as exc:
             _deaf_to_stop_signals()
             stop(128 + getattr(exc, "signum", signal.SIGINT), f"interrupted: exporter {sys.argv[1]} did not finish")
+    os.environ.setdefault(USER_FULL_ERROR_ENV, os.environ.get("HYDRA_FULL_ERROR", ""))
     os.environ["HYDRA_FULL_ERROR"] = "1"
     # A process the job forks (a multiprocessing helper of the user's code) gets Python's own
     # handlers, not these: terminating it at exit must not print an Interrupted traceback.

@@ -364,6 +364,14 @@ def verify(folder: Path, code: Optional[Path] = None,
         # of it is rebuilt, so nothing of it is imported.
         return "\n".join([f"verify {folder}", *problems, "", "verification FAILED: the folder does not match its "
                            "records; nothing was rebuilt"]) + "\n", False
+    kept = [fmt for fmt, record in build.metadata["artifacts"].items() if record.get("status") != "failed"]
+    if kept and all(any(c.state in (MISSING, MODIFIED) for c in build.files_of(fmt)) for fmt in kept):
+        # Every artifact already differs from its record: a rebuild could only say so again.
+        rows = [[fmt, str(record.get("file")), str(record.get("sha256", "-"))[:12], "-",
+                 _verdict(build, fmt, record, {})[0] if fmt in kept else "failed in the build itself: nothing to verify"]
+                for fmt, record in build.metadata["artifacts"].items()]
+        return "\n".join([f"verify {folder}", table(["format", "file", "recorded", "rebuilt", "result"], rows), "",
+                          "verification FAILED: every artifact differs from its record; nothing was rebuilt"]) + "\n", False
     real = Path(os.path.realpath(build.folder))
     if code is not None and (Path(os.path.realpath(code)) == real or real in Path(os.path.realpath(code)).parents):
         raise BuildUnreadable(f"--code {code}: is the build folder {build.folder} or inside it; verify never imports "

@@ -33,9 +33,12 @@ from ..interrupts import INTERRUPTED, Interrupted
 
 log = logging.getLogger("exporter")
 
-# HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown (the command line sets the
-# variable itself so that Hydra hands every exception to it instead of printing a partial traceback).
-SHOW_TRACEBACKS = os.environ.get("HYDRA_FULL_ERROR") == "1"
+# HYDRA_FULL_ERROR=1 as the user set it: then tracebacks are shown. The command line sets
+# HYDRA_FULL_ERROR=1 itself for Hydra's own errors, and notes the user's value in
+# EXPORTER_USER_FULL_ERROR first: a launcher's workers (Submitit, Ray, joblib's loky) are fresh
+# interpreters that inherit both, and must go by the user's.
+USER_FULL_ERROR_ENV = "EXPORTER_USER_FULL_ERROR"
+SHOW_TRACEBACKS = os.environ.get(USER_FULL_ERROR_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 Identity = Union[dict[str, Any], Callable[[], dict[str, Any]]]
 
