@@ -188,6 +188,8 @@ def test_a_build_from_the_cache_is_the_stored_bytes_and_describes_its_own_job(tm
     verified = run_cli("verify", "b", cwd=second, env=_cache_env(cache))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert len(_entries(cache)) == 1
+    card = run_cli("card", "b", cwd=second)
+    assert f"restored here from the build cache {md['exported_at']}" in card.stdout, card.stdout
 
 
 def test_a_damaged_or_foreign_entry_is_refused_and_rebuilt(tmp_path):

@@ -308,11 +308,12 @@ def restore(settings: CacheSettings, key: str, target: Path, *, records: Mapping
             log_text = (f"restored from the build cache {settings.dir} (build key {key}), built "
                         f"{stored.get('exported_at')} on {mark.get('host')}; no model was built or checked in this run: "
                         f"the artifacts are those that build checked, byte for byte\n")
+            # Not flushed file by file: the publish flushes the whole staged build before it swaps it in.
             for relative, text in {**records, LOG_FILE: log_text}.items():
-                write_text_atomic(txn.build / relative, text)
+                write_text_atomic(txn.build / relative, text, durable=False)
             metadata["records"] = {name: _sha256(txn.build / name) for name in [*records, LOG_FILE]}
             metadata["total_seconds"] = round(time.perf_counter() - started, 3)
-            write_json_atomic(txn.build / METADATA_FILE, metadata)
+            write_json_atomic(txn.build / METADATA_FILE, metadata, durable=False)
             txn.publish()
             txn.remove_failed_result()
         store_.used(key)

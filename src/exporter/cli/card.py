@@ -212,6 +212,12 @@ def _card(build: Build) -> str:
         f"- Built: {md.get('exported_at')} with torch {env.get('torch')}, onnx {env.get('onnx')}, "
         f"onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}",
     ]
+    restored = md.get("restored_from")
+    if isinstance(restored, Mapping):
+        lines[-1] = (f"- Built: {restored.get('exported_at')} on {restored.get('host')} with torch {env.get('torch')}, "
+                     f"onnx {env.get('onnx')}, onnxruntime {env.get('onnxruntime')}, Python {env.get('python')}; "
+                     f"restored here from the build cache {md.get('exported_at')} (build key "
+                     f"{str(restored.get('build_key'))[:12]}): the artifacts are the bytes that build checked")
     if cfg.get("choices"):
         lines.append("- Config choices: " + " ".join(f"{k}={v}" for k, v in cfg["choices"].items()))
     if cfg.get("overrides"):
