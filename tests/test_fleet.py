@@ -143,6 +143,22 @@ def test_the_sweep_picture_is_drawn_again_only_when_it_changes(tmp_path):
     assert summary["plot"] and len(summary["plot"]) == 64
 
 
+def test_a_model_folder_is_hashed_through_its_linked_subfolders(tmp_path):
+    from exporter.config.build_key import _folder_identity
+
+    model, elsewhere = tmp_path / "model", tmp_path / "elsewhere"
+    (model / "real").mkdir(parents=True), elsewhere.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "real" / "a.txt").write_text("a")
+    (elsewhere / "tokenizer.json").write_text("1")
+    (model / "sub").symlink_to(elsewhere, target_is_directory=True)
+    (model / "real" / "loop").symlink_to(model, target_is_directory=True)  # walked once, not forever
+    before = _folder_identity(str(model))["files"]
+    assert sorted(before) == ["config.json", "real/a.txt", "sub/tokenizer.json"]
+    (elsewhere / "tokenizer.json").write_text("2")
+    assert _folder_identity(str(model))["files"]["sub/tokenizer.json"] != before["sub/tokenizer.json"]
+
+
 def test_no_picture_for_more_bars_than_it_can_show(tmp_path):
     from exporter.cli.sweep import MAX_PLOTTED, _plot
 
@@ -179,7 +195,7 @@ def test_a_build_from_the_cache_is_the_stored_bytes_and_describes_its_own_job(tm
     md, original = build.metadata, json.loads((first / "b" / "metadata.json").read_text())
     assert md["build_key"] == original["build_key"] == entry.name
     assert md["restored_from"]["build_key"] == entry.name
-    assert md["restored_from"]["exported_at"] == original["exported_at"] != md["exported_at"]
+    assert md["restored_from"]["exported_at"] == original["exported_at"] <= md["exported_at"]  # to the second
     assert md["config"]["cwd"] == str(second) and "restored from the build cache" in (second / "b" / "export.log").read_text()
     # No cache option is part of the build key: the same build without a cache has the same key.
     plain = run_cli(*args, "cache.dir=null", cwd=tmp_path)
@@ -213,6 +229,12 @@ def test_a_damaged_or_foreign_entry_is_refused_and_rebuilt(tmp_path):
     r = run_cli(*args, cwd=tmp_path / "d", env=_cache_env(cache))
     assert r.returncode == 0 and "is refused (entry.json is not this tool's mark" in r.stdout + r.stderr, r.stdout + r.stderr
     assert "restored from cache" not in r.stdout
+    # A folder under the key with no mark at all (a half-removed entry) makes way for a sound one.
+    (entry / "entry.json").unlink()
+    (tmp_path / "e").mkdir()
+    r = run_cli(*args, cwd=tmp_path / "e", env=_cache_env(cache))
+    assert r.returncode == 0 and "has no entry.json: removed" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert f"cache: stored as {entry.name[:12]}" in r.stdout and (entry / "entry.json").is_file(), r.stdout + r.stderr
 
 
 def test_cache_read_write_and_max_bytes(tmp_path):

@@ -438,3 +438,36 @@ def test_a_sweep_with_a_failed_job_on_each_launcher_loses_no_job_and_leaves_no_p
         assert time.monotonic() < deadline, [(pid, Path(f"/proc/{pid}/cmdline").read_text()[:80])
                                              for pid in processes if not ended(pid)]
         time.sleep(0.1)
+
+
+CRASHING_JOBS = '''
+import os
+import signal
+
+from exporter.models import SimpleCNN
+
+
+def dies(**kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+
+
+def good(**kwargs):
+    return SimpleCNN(**kwargs)
+'''
+
+
+@pytest.mark.slow
+def test_a_worker_killed_under_joblib_still_leaves_the_summary_of_the_jobs_that_ran(tmp_path):
+    """joblib ends a sweep whose worker dies (TerminatedWorkerError): the jobs that ran are
+    summarized, the rest counted as without a record, and one line names the launcher's error."""
+    pytest.importorskip(LAUNCHER_MODULES["joblib"])
+    (tmp_path / "crashing.py").write_text(CRASHING_JOBS)
+    r = run_cli("-m", *LAUNCHERS["joblib"], "model._target_=crashing.good,crashing.dies", "seed=0,1",
+                "format=pytorch", "task_spec.input_schema.image_size=[3,16,16]", cwd=tmp_path,
+                env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    summary = json.loads((tmp_path / "exports" / "sweep_summary.json").read_text())
+    assert summary["jobs"] + summary["without_record"] == 4 and summary["without_record"] >= 1, summary
+    assert r.stderr.strip().splitlines()[-1].startswith("error: the launcher ended the sweep: TerminatedWorkerError")
+    assert "Under hydra/launcher=joblib a job whose process is killed" in r.stderr
+    assert not list(tmp_path.glob("exports/.sweep-*")) and not list(tmp_path.rglob(".*.staging-*"))

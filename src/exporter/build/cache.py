@@ -217,13 +217,16 @@ def _sound_metadata(folder: Path, key: str) -> dict[str, Any]:
         raise CacheRefused("its metadata.json is not that of a build of this key")
     if metadata.get("status") != "ok" or not reusable(inputs):
         raise CacheRefused("it is not a finished build that ended ok")
+    for fmt, record in metadata["artifacts"].items():
+        if record.get("status") != "ok" or (record.get("validation") or {}).get("passed") is False:
+            raise CacheRefused(f"its metadata.json says the build is ok, but not its {fmt} artifact")
     return metadata
 
 
 def store(settings: CacheSettings, folder: Path) -> Optional[str]:
     """Store the build published in ``folder`` (when it ended ok and can be reused) under its build
-    key; the key, or None when it was not stored. Never fails the job: a cache that cannot be written
-    is a warning."""
+    key; the line that says what happened, or None when it was not stored. Never fails the job: a
+    cache that cannot be written is a warning."""
     if settings.dir is None or not settings.write:
         return None
     store_ = LocalStore(settings.dir)
@@ -232,7 +235,12 @@ def store(settings: CacheSettings, folder: Path) -> Optional[str]:
         key = metadata["build_key"]
         if store_.lookup(key) is not None:
             store_.used(key)
-            return key
+            return f"cache: {key[:12]} is in {settings.dir} already"
+        if store_.entry(key).exists():
+            # A folder under the key without the tool's mark (a half-removed entry, another tool's
+            # folder): no entry of ours; it makes way for a sound one.
+            log.warning("warning: the cache's folder for key %s has no %s: removed", key[:12], ENTRY_FILE)
+            store_.remove(store_.entry(key))
         files = _artifact_files(metadata)
         records = {name: str(sha).lower() for name, sha in (metadata.get("records") or {}).items()}
         store_.tmp.mkdir(parents=True, exist_ok=True)
@@ -255,16 +263,20 @@ def store(settings: CacheSettings, folder: Path) -> Optional[str]:
             entry.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(staging, entry)
+                said = f"cache: stored as {key[:12]} in {settings.dir}"
             except OSError:
                 if store_.lookup(key) is None:
                     raise
                 # Another machine stored the same key meanwhile: its entry stands, ours goes.
+                said = f"cache: {key[:12]} is in {settings.dir} already (another build stored it meanwhile)"
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if settings.max_bytes is not None:
             for evicted in store_.evict(settings.max_bytes):
                 log.info("cache: evicted %s (cache.max_bytes=%d)", evicted[:12], settings.max_bytes)
-        return key
+            if store_.lookup(key) is None:
+                said = f"cache: {key[:12]} was stored, then evicted: cache.max_bytes={settings.max_bytes} holds less than it"
+        return said
     except (OSError, CacheRefused) as exc:
         log.warning("warning: the build was not stored in the cache %s: %s", settings.dir, exc)
         return None

@@ -147,9 +147,9 @@ def _run_job(cfg: DictConfig, fork: bool, multirun: bool) -> dict[str, Any]:
             return restored
     outcome = build_described(description, checked, identity, fork=fork, multirun=multirun)
     if cache.dir is not None and cache.write and outcome.get("status") == "ok" and not outcome.get("kept"):
-        stored = store(cache, Path(outcome["export_dir"]))
-        if stored is not None:
-            log.info("cache: stored as %s in %s", stored[:12], cache.dir)
+        said = store(cache, Path(outcome["export_dir"]))
+        if said is not None:
+            log.info("%s", said)
     return outcome
 
 
@@ -247,6 +247,15 @@ def main() -> None:
             message = _interrupted_message()
             _drop_sweep_records()
             stop(128 + INTERRUPTED[-1], message)
+        ended = _summary_of_an_ended_sweep()
+        if ended is not None:
+            failed, missing, launcher = ended
+            if SHOW_TRACEBACKS:
+                raise
+            stop(2, f"error: the launcher ended the sweep: {describe_error(exc, sys.argv[1:])}; the summary above "
+                    f"lists the jobs that ran ({failed} failed) and {missing} without a record. Under "
+                    f"hydra/launcher={launcher} a job whose process is killed (the out-of-memory killer, a crash) "
+                    "ends the sweep; the basic launcher runs each job in a process of its own and goes on")
         _undo_sweep_start()
         if SHOW_TRACEBACKS:
             raise
@@ -404,6 +413,12 @@ def _drop_sweep_records() -> None:
     if records:
         shutil.rmtree(records, ignore_errors=True)
     _undo_sweep_start()
+
+
+def _summary_of_an_ended_sweep() -> Any:
+    if "exporter.cli.sweep" not in sys.modules:  # no sweep started in this process
+        return None
+    return sys.modules["exporter.cli.sweep"].summarize_a_sweep_its_launcher_ended()
 
 
 def _undo_sweep_start() -> None:

@@ -265,6 +265,8 @@ class SweepSummary(Callback):
         os.environ[SWEEP_OWNER_ENV] = owner_value()
         launcher = str(config.hydra.launcher.get("_target_", ""))
         os.environ[SWEEP_LAUNCHER_ENV] = "joblib" if "joblib" in launcher else launcher.rsplit(".", 1)[-1]
+        STARTED.update(expected=self.expected,
+                       launcher=config.hydra.runtime.choices.get("hydra/launcher") or os.environ[SWEEP_LAUNCHER_ENV])
         if str(config.hydra.launcher.get("_target_", "")).endswith("hydra_ray_launcher.ray_launcher.RayLauncher"):
             _start_ray_here(config.hydra.launcher)
         if str(config.hydra.launcher.get("_target_", "")).endswith("hydra_submitit_launcher.submitit_launcher.LocalLauncher"):
@@ -275,58 +277,76 @@ class SweepSummary(Callback):
         compose_once(config)  # the basic launcher's jobs composed once, not twice
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from ..files import write_json_atomic, write_text_atomic
-        from ..records.tables import markdown_table, table
         from .composition import compose_as_hydra_does
 
         compose_as_hydra_does()
-
         sweep_id = os.environ.get(SWEEP_ID_ENV)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_id:
             return
-        jobs = collect(sweep_dir, sweep_id)
-        shutil.rmtree(sweep_dir / f".sweep-{sweep_id}", ignore_errors=True)
-        failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date", "restored", "mismatch", "unchecked"))
-        expected = getattr(self, "expected", None)
-        missing = (expected - len(jobs)) if expected is not None and expected > len(jobs) else 0
-        shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
-        headers, rows = table_rows(jobs, shared)
-        summary = {"sweep_id": sweep_id, "jobs": len(jobs), "ok": len(jobs) - failed, "failed": failed,
-                   "without_record": missing,
-                   "shared_overrides": sorted(shared), "records": jobs}
-        # The picture is drawn again only when what it shows changed (a sweep of unchanged jobs
-        # costs no plotting, about 0.6-0.9 s); without one, no earlier picture is left to mislead.
-        bars = _plot_data(jobs, shared)
-        digest = hashlib.sha256(json.dumps(bars).encode()).hexdigest() if 0 < len(bars) <= MAX_PLOTTED else None
-        png = sweep_dir / SUMMARY_PNG
-        unchanged = digest is not None and png.is_file() and _plotted_before(sweep_dir / SUMMARY_JSON) == digest
-        plotted = unchanged or _plot(bars, png)
-        if not plotted:
-            png.unlink(missing_ok=True)
-        summary["plot"] = digest if plotted else None
-        write_json_atomic(sweep_dir / SUMMARY_JSON, summary)
-        write_text_atomic(sweep_dir / SUMMARY_MD, "\n".join([
-            f"**Sweep**: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed",
-            *([f"Every job: `{' '.join(sorted(shared))}`"] if shared else []), "", markdown_table(headers, rows), ""]))
-        try:
-            print(f"\nsweep: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed", flush=True)
-            if shared:
-                print("every job: " + " ".join(sorted(shared)))
-            print(table(headers, rows))
-            print(f"summary: {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}"
-                  + (f", {sweep_dir / SUMMARY_PNG}" if plotted else ""), flush=True)
-            if missing:
-                print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
-                      f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
-        except OSError as exc:
-            # stdout closed (| head) or full: the summary files hold it all, and the exit status
-            # below must not be lost with the table (Hydra turns a callback's error into a warning).
-            note_lost(exc)
-            flush_stdout()
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs, failed, missing = summarize(sweep_dir, sweep_id, getattr(self, "expected", None))
         if failed or missing:
             say(f"error: {failed + missing} of {len(jobs) + missing} sweep job(s) failed (see {sweep_dir / SUMMARY_MD})", 1)
             raise SystemExit(1)
+
+
+def summarize_a_sweep_its_launcher_ended() -> Optional[tuple[int, int, str]]:
+    """A sweep that its launcher ended with an error after some of its jobs ran (joblib, Submitit and
+    Ray end the sweep when a worker dies: a job killed by the out-of-memory killer, a crash): the
+    summary of the jobs that left a record, and (how many failed, how many left no record, the
+    launcher); None when no job left one (the sweep is then undone: ``undo_sweep_start``)."""
+    sweep_dir, sweep_id = STARTED.get("dir"), os.environ.get(SWEEP_ID_ENV)
+    if sweep_dir is None or not sweep_id or not list((sweep_dir / f".sweep-{sweep_id}").glob("job-*.json")):
+        return None
+    jobs, failed, missing = summarize(sweep_dir, sweep_id, STARTED.get("expected"))
+    return failed, missing, str(STARTED.get("launcher"))
+
+
+def summarize(sweep_dir: Path, sweep_id: str, expected: Optional[int]) -> tuple[list[dict[str, Any]], int, int]:
+    """Write and print the summary of the sweep ``sweep_id`` from its jobs' records (which it then
+    removes); the jobs, how many failed, and how many of the ``expected`` left no record."""
+    from ..files import write_json_atomic, write_text_atomic
+    from ..records.tables import markdown_table, table
+
+    jobs = collect(sweep_dir, sweep_id)
+    shutil.rmtree(sweep_dir / f".sweep-{sweep_id}", ignore_errors=True)
+    failed = sum(1 for job in jobs if job["status"] not in ("ok", "up to date", "restored", "mismatch", "unchecked"))
+    missing = (expected - len(jobs)) if expected is not None and expected > len(jobs) else 0
+    shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
+    headers, rows = table_rows(jobs, shared)
+    summary = {"sweep_id": sweep_id, "jobs": len(jobs), "ok": len(jobs) - failed, "failed": failed,
+               "without_record": missing,
+               "shared_overrides": sorted(shared), "records": jobs}
+    # The picture is drawn again only when what it shows changed (a sweep of unchanged jobs
+    # costs no plotting, about 0.6-0.9 s); without one, no earlier picture is left to mislead.
+    bars = _plot_data(jobs, shared)
+    digest = hashlib.sha256(json.dumps(bars).encode()).hexdigest() if 0 < len(bars) <= MAX_PLOTTED else None
+    png = sweep_dir / SUMMARY_PNG
+    unchanged = digest is not None and png.is_file() and _plotted_before(sweep_dir / SUMMARY_JSON) == digest
+    plotted = unchanged or _plot(bars, png)
+    if not plotted:
+        png.unlink(missing_ok=True)
+    summary["plot"] = digest if plotted else None
+    write_json_atomic(sweep_dir / SUMMARY_JSON, summary)
+    write_text_atomic(sweep_dir / SUMMARY_MD, "\n".join([
+        f"**Sweep**: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed",
+        *([f"Every job: `{' '.join(sorted(shared))}`"] if shared else []), "", markdown_table(headers, rows), ""]))
+    try:
+        print(f"\nsweep: {len(jobs)} job(s), {len(jobs) - failed} ok, {failed} failed", flush=True)
+        if shared:
+            print("every job: " + " ".join(sorted(shared)))
+        print(table(headers, rows))
+        print(f"summary: {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}"
+              + (f", {sweep_dir / SUMMARY_PNG}" if plotted else ""), flush=True)
+        if missing:
+            print(f"{missing} job(s) of {expected} left no record: killed, or their launcher did not pass "
+                  f"{SWEEP_ID_ENV} on (docs/sweeps.md); they are counted as failed", flush=True)
+    except OSError as exc:
+        # stdout closed (| head) or full: the summary files hold it all, and the exit status
+        # below must not be lost with the table (Hydra turns a callback's error into a warning).
+        note_lost(exc)
+        flush_stdout()
+    return jobs, failed, missing
 
 
 # The records folder of a sweep holds this lock while its sweep's process lives (the kernel frees it

@@ -35,6 +35,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -77,8 +78,23 @@ def _folder_identity(path: Any) -> Optional[dict[str, Any]]:
     if not isinstance(path, str) or not Path(path).expanduser().is_dir():
         return None
     folder = Path(path).expanduser()
-    files = {str(f.relative_to(folder)): sha256_known(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+    files = {name: sha256_known(folder / name) for name in _files_under(folder)}
     return {"files": files, "transformers": library_versions(["transformers"])["transformers"]}
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Every file under ``folder``, by its path relative to it, sorted; through links to folders too
+    (a loader reads a file in a linked subfolder as any other), each real folder walked once."""
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [os.path.relpath(os.path.join(root, f), folder) for f in files if os.path.isfile(os.path.join(root, f))]
+    return sorted(found)
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, Optional[str]]:
