@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..errors import ExportError
-from ..files import ordinary_permissions, write_json_atomic, write_text_atomic
+from ..files import ordinary_permissions, sha256_of, write_json_atomic, write_text_atomic
 from ..records.layout import LOG_FILE, METADATA_FILE, written_by_a_build
 
 log = logging.getLogger("exporter")
@@ -202,9 +202,9 @@ def _artifact_files(metadata: Mapping[str, Any]) -> dict[str, str]:
     return files
 
 
-def _sound_metadata(folder: Path, key: str) -> dict[str, Any]:
-    """The metadata.json of a build folder, when it is a finished ok build of ``key`` whose key is
-    the hash of its own recorded inputs; CacheRefused otherwise."""
+def _sound_metadata(folder: Path, key: Optional[str] = None) -> dict[str, Any]:
+    """The metadata.json of a build folder, when it is a finished ok build of ``key`` (default: the
+    key it records) whose key is the hash of its own recorded inputs; CacheRefused otherwise."""
     from ..config.build_key import build_key, reusable
     from ..records.read import BuildUnreadable, read_metadata
 
@@ -212,7 +212,7 @@ def _sound_metadata(folder: Path, key: str) -> dict[str, Any]:
         metadata = read_metadata(folder)
     except BuildUnreadable as exc:
         raise CacheRefused(str(exc)) from None
-    inputs = metadata.get("build_key_inputs")
+    inputs, key = metadata.get("build_key_inputs"), key or metadata.get("build_key")
     if metadata.get("build_key") != key or not isinstance(inputs, dict) or build_key(inputs) != key:
         raise CacheRefused("its metadata.json is not that of a build of this key")
     if metadata.get("status") != "ok" or not reusable(inputs):
@@ -231,7 +231,7 @@ def store(settings: CacheSettings, folder: Path) -> Optional[str]:
         return None
     store_ = LocalStore(settings.dir)
     try:
-        metadata = _sound_metadata(folder, str(_peek_key(folder)))
+        metadata = _sound_metadata(folder)
         key = metadata["build_key"]
         if store_.lookup(key) is not None:
             store_.used(key)
@@ -282,20 +282,13 @@ def store(settings: CacheSettings, folder: Path) -> Optional[str]:
         return None
 
 
-def _peek_key(folder: Path) -> Any:
-    try:
-        return json.loads((folder / METADATA_FILE).read_bytes()).get("build_key")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def restore(settings: CacheSettings, key: str, target: Path, *, records: Mapping[str, str],
             described: Mapping[str, Any], wait: bool) -> Optional[dict[str, Any]]:
     """Restore the cached build of ``key`` into ``target`` as this job's build: its metadata.json as
     published, or None when the cache holds no sound build of ``key`` (a refused entry is said, and
     removed). ``records``: this job's record files (config.yaml, .hydra/*) by relative name;
     ``described``: what metadata.json says of this job (``config``, ``sweep``)."""
-    from .folder import BuildTransaction, lost_formats
+    from .folder import BuildTransaction
 
     if settings.dir is None or not settings.read:
         return None
@@ -311,8 +304,6 @@ def restore(settings: CacheSettings, key: str, target: Path, *, records: Mapping
         stored = _sound_metadata(source, key)
         files = _artifact_files(stored)
         with BuildTransaction(target, wait=wait) as txn:
-            if lost_formats(txn.previous_build(), stored):
-                return None
             for name, recorded in files.items():
                 if _copy_hashed(source / name, txn.build / name, durable=False) != recorded:
                     raise CacheRefused(f"{name} does not hash as its record says (damaged)")
@@ -323,7 +314,7 @@ def restore(settings: CacheSettings, key: str, target: Path, *, records: Mapping
             # Not flushed file by file: the publish flushes the whole staged build before it swaps it in.
             for relative, text in {**records, LOG_FILE: log_text}.items():
                 write_text_atomic(txn.build / relative, text, durable=False)
-            metadata["records"] = {name: _sha256(txn.build / name) for name in [*records, LOG_FILE]}
+            metadata["records"] = {name: sha256_of(txn.build / name) for name in [*records, LOG_FILE]}
             metadata["total_seconds"] = round(time.perf_counter() - started, 3)
             write_json_atomic(txn.build / METADATA_FILE, metadata, durable=False)
             txn.publish()
@@ -356,14 +347,6 @@ def _describe_restored(stored: Mapping[str, Any], key: str, mark: Mapping[str, A
         if value is not None:
             metadata[name] = value
     return metadata
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> str:
