@@ -483,3 +483,30 @@ def test_a_signal_a_library_swallows_still_stops_the_build_before_it_is_publishe
     assert r.stderr.strip().splitlines()[-1] == "interrupted; nothing was published (the folder is as it was before " \
                                                 "this run)", r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_signal_the_moment_the_staging_folder_appears_leaves_no_staging_folder(tmp_path, monkeypatch):
+    """A Ctrl-C timed to the staging folder's appearance (a burst of them, under load) arrived after
+    mkdtemp made the folder and before the transaction held its name: the folder stayed behind."""
+    import tempfile
+
+    from exporter.build.folder import BuildTransaction
+    from exporter.interrupts import INTERRUPTED, Interrupted, raise_interrupted
+
+    made = tempfile.mkdtemp
+
+    def mkdtemp_then_ctrl_c(*args, **kwargs):
+        path = made(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # its handler runs before this function returns
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, raise_interrupted)
+    try:
+        with pytest.raises(Interrupted):
+            with BuildTransaction(tmp_path / "b"):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        INTERRUPTED.clear()
+    assert not list(tmp_path.glob(".*.staging-*")), list(tmp_path.iterdir())

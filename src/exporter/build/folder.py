@@ -287,7 +287,11 @@ class BuildTransaction:
             check_target(self.target)  # again under the lock: the folder may have changed while waiting
             remove_leftovers(self.parent, own=self.target)
             prefix = f"{staging_prefix(self.target)}{socket.gethostname()[:28]}-{os.getpid()}-"
-            self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=self.parent))
+            # The folder and the name that removes it come into being together: a signal just after
+            # mkdtemp, before the assignment, left the staging folder behind (a burst of Ctrl-C
+            # timed to its appearance did, under load).
+            with signals_deferred():
+                self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=self.parent))
             self.build.mkdir()
             self.work.mkdir()
         except BaseException:
