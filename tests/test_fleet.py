@@ -101,11 +101,11 @@ _COUNTING = """
 import sys
 import hydra._internal.config_loader_impl as impl
 calls = []
-compose = impl.ConfigLoaderImpl.load_sweep_config
+compose = impl.ConfigLoaderImpl.load_configuration
 def counted(self, *args, **kwargs):
     calls.append(1)
     return compose(self, *args, **kwargs)
-impl.ConfigLoaderImpl.load_sweep_config = counted
+impl.ConfigLoaderImpl.load_configuration = counted
 from exporter.cli.app import main
 sys.argv = ["exporter", *sys.argv[1:]]
 try:
@@ -115,18 +115,20 @@ finally:
 """
 
 
-def test_each_job_of_a_sweep_is_composed_once_under_the_basic_launcher(tmp_path):
-    """Hydra's sweeper composes every job to check it, and its launcher composes each again: under
-    the basic launcher (both in the sweep's process) the second is the first, kept. The jobs here
-    stop at the config check (validate.atol=-1), before anything is built."""
+def test_hydra_composes_each_set_of_config_choices_once_under_the_basic_launcher(tmp_path):
+    """Hydra's sweeper composes every job to check it, and its launcher composes each again, each
+    from the start. Under the basic launcher (both in the sweep's process) Hydra composes the sweep's
+    own config and each set of config choices once (here format=onnx and format=pytorch), and each
+    job is that config with its values applied (exporter.cli.composition). The jobs stop at the config
+    check (validate.atol=-1), before anything is built."""
     (tmp_path / "count.py").write_text(_COUNTING)
     r = subprocess.run(
-        [sys.executable, "count.py", "-m", "model=lm_stub", "seed=0,1,2", "validate.atol=-1"],
+        [sys.executable, "count.py", "-m", "model=lm_stub", "seed=0,1,2", "format=onnx,pytorch", "validate.atol=-1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "validate.atol" in r.stdout
+    assert "6 of 6 sweep job(s) failed" in r.stderr and "validate.atol" in r.stdout
     composed = int(r.stderr.rsplit("compositions: ", 1)[1].split()[0])
-    assert composed == 3, r.stderr  # Hydra alone: 6
+    assert composed == 3, r.stderr  # Hydra alone: 13 (the sweep's, then 2 for each of the 6 jobs)
 
 
 def test_the_sweep_picture_is_drawn_again_only_when_it_changes(tmp_path):
