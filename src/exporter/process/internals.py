@@ -15,6 +15,11 @@ of them changes.
 - Hydra composes the whole config once only to read ``hydra.mode``. ``hydra_mode_null`` skips that
   composition when the mode is bound to be null (0.15-0.25 s a run). Hydra's public API has no hook
   for this.
+
+One other place leans on Hydra's and omegaconf's internals, kept beside the code it serves:
+``exporter.cli.composition`` composes a sweep's jobs from their sets of config choices with
+Hydra's own override split, repository and ``_apply_overrides_to_config``, and memoizes omegaconf's
+grammar parse. tests/test_composition.py fails if its result ever differs from Hydra's composition.
 """
 
 from __future__ import annotations
