@@ -63,6 +63,27 @@ def test_a_forced_shared_folder_fails_the_second_job_instead_of_overwriting(tmp_
                                                                    else ["up to date", "error"])
 
 
+def test_a_sweep_names_its_folders_whatever_order_its_overrides_come_in(tmp_path, cli):
+    """A nightly whose command lists the same overrides in another order finds its builds up to date."""
+    r = cli("-m", "seed=0,1", "validate.rtol=0.01,0.02", "format=pytorch", SMALL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    again = cli("-m", "validate.rtol=0.01,0.02", "format=pytorch", SMALL, "seed=0,1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("up to date") >= 4 and "(ok)" not in again.stdout, again.stdout
+    folders = sorted(p.parent.name for p in (tmp_path / "exports/simple_cnn").glob("*/metadata.json"))
+    assert folders == [f"pytorch-none@seed={s},validate.rtol={r}" for s in (0, 1) for r in ("0.01", "0.02")]
+
+
+def test_a_sweep_over_dicts_merged_into_the_model_names_a_folder_for_each(tmp_path, cli):
+    r = cli("-m", "model={width: 4},{width: 8}", "format=pytorch", SMALL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import yaml
+
+    widths = {p.parent.name: yaml.safe_load((p.parent / "config.yaml").read_text())["model"]["width"]
+              for p in (tmp_path / "exports/simple_cnn").glob("*/metadata.json")}
+    assert widths == {"pytorch-none@model={width:4}": 4, "pytorch-none@model={width:8}": 8}
+
+
 def test_torchscript_from_a_later_sweep_job_verifies_by_content(tmp_path, cli):
     r = cli("-m", "seed=0,1", "format=torchscript", SMALL)
     assert r.returncode == 0, r.stdout + r.stderr

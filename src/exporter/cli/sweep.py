@@ -88,8 +88,9 @@ def claim_folder(folder: Path) -> None:
             return
         raise ExportError(
             f"job {identity['job']} of this sweep would replace {folder}, which job {other} of the same sweep "
-            "builds: hydra.sweep.subdir gives them one folder. Leave hydra.sweep.subdir at its default, or make "
-            "it name what the jobs vary (e.g. add ${hydra:job.override_dirname})") from None
+            "builds: both jobs' overrides name that folder (the same values twice, values that differ only "
+            "in '/', '_' or spaces, or a hydra.sweep.subdir that does not name what the jobs vary: at its "
+            "default it does, or add ${hydra:job.override_dirname})") from None
     with os.fdopen(fd, "w") as f:
         f.write(str(identity["job"]))
 

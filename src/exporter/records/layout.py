@@ -61,8 +61,11 @@ def written_by_a_build(name: str, artifact: Optional[str]) -> bool:
 
 # The overrides a sweep varies (JSON list of keys), set by the sweep for its jobs (exporter.cli.sweep).
 SWEEP_KEYS_ENV = "EXPORTER_SWEEP_KEYS"
-# Already part of the folder name <model>/<formats>-<quantization>, or not about what is built.
-_NAMED_ELSEWHERE = ("format", "quantization", "model", "export_dir", "force", "wait")
+# Choices already in the folder name <model>/<formats>-<quantization> (a dict merged into one of
+# them, ``model={width: 8}``, is not: it goes in the suffix like any other value).
+_NAMED_ELSEWHERE = ("format", "quantization", "model")
+# Not about what is built.
+_NOT_THE_BUILD = ("export_dir", "force", "wait")
 _MAX_SUFFIX = 64
 
 
@@ -77,19 +80,29 @@ def _varied_keys() -> Optional[set[str]]:
 
 def sweep_suffix(overrides: Iterable[str]) -> str:
     """``@opset=13`` for a job of a sweep that varies ``format.onnx.opset``: the overrides the sweep
-    varies, other than the choices already in the folder name. Without the sweep's own list (a
-    launcher that does not pass the environment on), every such override of the job is used."""
+    varies, other than the choices already in the folder name, in the order of their keys (the order
+    they were given in names no folder: a nightly whose command lists them otherwise finds its builds
+    up to date). Without the sweep's own list (a launcher that does not pass the environment on),
+    every such override of the job is used.
+
+    >>> sweep_suffix(["validate.rtol=0.01", "model=lm_stub", "seed=0", "format.onnx.opset=13"])
+    '@onnx.opset=13,seed=0,validate.rtol=0.01'
+    >>> sweep_suffix(["model={width: 8}", "format=[onnx,pytorch]"])
+    '@model={width:8}'
+    """
     varied = _varied_keys()
     items = []
     for override in overrides:
         key = _key(str(override))
-        if key in _NAMED_ELSEWHERE or key.startswith("hydra.") or (varied is not None and key not in varied):
-            continue
         value = str(override).split("=", 1)[1] if "=" in str(override) else ""
-        items.append(f"{key.removeprefix('format.')}={value}")
+        if (key in _NOT_THE_BUILD or key.startswith("hydra.") or (varied is not None and key not in varied)
+                or (key in _NAMED_ELSEWHERE and not value.lstrip().startswith("{"))):
+            continue
+        items.append((key.removeprefix("format."), value))
     if not items:
         return ""
-    text = ",".join(items).replace("/", "_").replace(" ", "")
+    items.sort(key=lambda item: item[0])
+    text = ",".join(f"{key}={value}" for key, value in items).replace("/", "_").replace(" ", "")
     if len(text) > _MAX_SUFFIX:
         text = text[:_MAX_SUFFIX - 9] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     return "@" + text
