@@ -17,8 +17,8 @@ parse is a pure function of the string, and its tree is only read (visited) afte
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 import pickle
+from collections import OrderedDict
 from typing import Any, Sequence
 
 # Distinct strings with interpolations in a sweep's configs: the config's own few dozen, plus any
