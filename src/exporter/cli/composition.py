@@ -137,9 +137,10 @@ class ComposedByChoices:
         return config
 
 
-def compose_once(config: Any) -> None:
+def compose_by_choices(config: Any) -> None:
     """Under Hydra's basic launcher (``config`` is the sweep's), the run's config loader composes
-    each job once (ComposedByChoices); ``compose_as_hydra_does`` undoes it."""
+    each set of config choices once and each job from it (ComposedByChoices); ``compose_as_hydra_does``
+    undoes it."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):

@@ -273,9 +273,9 @@ class SweepSummary(Callback):
         if str(config.hydra.launcher.get("_target_", "")).endswith("hydra_submitit_launcher.submitit_launcher.LocalLauncher"):
             _quiet_submitit_controllers()
         _stop_the_jobs_on_signals()
-        from .composition import compose_once
+        from .composition import compose_by_choices
 
-        compose_once(config)  # the basic launcher's jobs composed once, not twice
+        compose_by_choices(config)  # the basic launcher's jobs: each set of config choices composed once
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from .composition import compose_as_hydra_does
