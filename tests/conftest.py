@@ -234,19 +234,6 @@ def _stray_files() -> set[str] | None:
 
 def pytest_sessionstart(session):
     session.config._stray_before = _stray_files()
-    if not hasattr(session.config, "workerinput"):  # once, in the process that starts the workers
-        _compile_the_tool()
-
-
-def _compile_the_tool() -> None:
-    """The tool's modules compiled once, before the suite's hundreds of processes import them.
-    Where PYTHONDONTWRITEBYTECODE is set (as on the CI machine), Python never writes the bytecode it
-    compiles on import, so every ``python -m exporter`` the tests start would compile all ~90 modules
-    again (about 0.06 s each time); it still reads bytecode that exists. ``__pycache__`` is ignored
-    by git, as any Python run leaves it."""
-    import compileall
-
-    compileall.compile_dir(str(REPO / "src" / "exporter"), quiet=1)
 
 
 def pytest_sessionfinish(session, exitstatus):
